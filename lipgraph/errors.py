@@ -1,0 +1,20 @@
+"""Exceptions with a meaning for the command line."""
+
+
+class LipgraphError(Exception):
+    """Base class."""
+
+
+class InputError(LipgraphError):
+    """Bad usage or bad input: one line on stderr, exit code 2."""
+
+
+class RuleNotApplicable(LipgraphError):
+    """A rule cannot handle this node (e.g. Mul of two computed tensors).
+
+    The annotate pass collects these; the node then has no bound (∞) and a diagnostic.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,1 @@
+"""Analysis passes over an annotated graph: AutoLip, chains/SeqLip, lower bounds."""
