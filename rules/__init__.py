@@ -1,1 +1,6 @@
-"""The built-in rule pack, shipped as ``lipgraph.rules``."""
+"""The built-in rule pack, shipped as ``lipgraph.rules``.
+
+One module per op family; importing a module registers its rules. The list is explicit
+(no scanning), so the set of reviewed ops is visible here.
+"""
+from . import activations, arithmetic, constant, conv, linear, normalization, pooling, shape, softmax  # noqa: F401

@@ -1,0 +1,169 @@
+"""Test harness for rules: one-node models, onnxruntime as the reference executor,
+ONNX's own node test cases, and sampled-ratio soundness checks.
+
+Every check here compares a rule against something it did not compute itself:
+onnxruntime outputs, ONNX's expected outputs, or sampled ratios ‖f(x)−f(y)‖/‖x−y‖.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from lipgraph.nodeview import NodeView, make_nodeview
+from lipgraph.registry import REGISTRY, load_builtin_rules
+
+load_builtin_rules()
+OPSET = 17
+NP_TO_ONNX = {np.dtype(k): v for k, v in
+              [(np.float32, TensorProto.FLOAT), (np.float64, TensorProto.DOUBLE),
+               (np.int64, TensorProto.INT64), (np.int32, TensorProto.INT32), (np.bool_, TensorProto.BOOL)]}
+
+
+def one_node_model(node: onnx.NodeProto, arrays, opset: int = OPSET) -> onnx.ModelProto:
+    """A model of one node; inputs named as the node's inputs, all fed at run time."""
+    inputs = [helper.make_tensor_value_info(n, NP_TO_ONNX[np.asarray(a).dtype], np.shape(a))
+              for n, a in zip(node.input, arrays) if n]
+    graph = helper.make_graph([node], "one_node", inputs, [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 10)
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for name in node.output:
+        if name:
+            info = inferred.get(name) or helper.make_tensor_value_info(name, inputs[0].type.tensor_type.elem_type, None)
+            model.graph.output.append(info)
+    return model
+
+
+def ort_run(node: onnx.NodeProto, arrays, opset: int = OPSET) -> list[np.ndarray]:
+    model = one_node_model(node, arrays, opset)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {n: np.asarray(a) for n, a in zip(node.input, arrays) if n}
+    return sess.run(None, feeds)
+
+
+def nodeview(node: onnx.NodeProto, arrays, dynamic, opset: int = OPSET) -> NodeView:
+    """NodeView for a one-node model; output shapes from onnxruntime; non-dynamic inputs
+    become constants."""
+    rule_obj, version = REGISTRY.resolve(node.domain, node.op_type, opset)
+    assert rule_obj is not None, f"no rule for {node.op_type} at opset {opset}"
+    outs = ort_run(node, arrays, opset)
+    in_shapes = [np.shape(a) if a is not None else None for a in arrays]
+    constants = {i: np.asarray(a) for i, a in enumerate(arrays) if a is not None and not dynamic[i]}
+    return make_nodeview(node, version, in_shapes, [o.shape for o in outs], dynamic, constants)
+
+
+def rule_for(view: NodeView):
+    rule_obj, _ = REGISTRY.resolve(view.domain, view.op_type, view.since_version)
+    return rule_obj
+
+
+def torch_forward(view: NodeView, arrays, dtype=torch.float64) -> list[torch.Tensor]:
+    """The rule's torch semantics on numpy inputs; float inputs cast to ``dtype``."""
+    def to_t(a):
+        if a is None:
+            return None
+        t = torch.as_tensor(np.array(a))
+        return t.to(dtype) if t.is_floating_point() else t
+
+    out = rule_for(view).forward(view, *[to_t(a) for a in arrays])
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def assert_matches_ort(node: onnx.NodeProto, arrays, dynamic, opset: int = OPSET, atol=1e-5, rtol=1e-5):
+    view = nodeview(node, arrays, dynamic, opset)
+    expected = ort_run(node, arrays, opset)
+    got = torch_forward(view, arrays, dtype=torch.float32)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g.detach().numpy(), e, atol=atol, rtol=rtol)
+
+
+@functools.cache
+def _all_cases():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from onnx.backend.test.case.node import collect_testcases
+        cases = defaultdict(list)
+        for case in collect_testcases():
+            if len(case.model.graph.node) == 1:
+                cases[case.model.graph.node[0].op_type].append(case)
+        return cases
+
+
+def conformance(op_type: str, dynamic_inputs=(0,), atol=1e-5, skip=()) -> tuple[int, list[str]]:
+    """Check the rule's torch semantics on ONNX's node test cases for ``op_type``.
+
+    Returns (number of cases checked, names skipped with the reason). Cases at an opset the
+    registry does not cover, or that the rule declares not applicable, are skipped.
+    """
+    from lipgraph.errors import RuleNotApplicable
+
+    checked, skipped = 0, []
+    for case in _all_cases().get(op_type, []):
+        node = case.model.graph.node[0]
+        opset = next(o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx"))
+        rule_obj, version = REGISTRY.resolve(node.domain, node.op_type, opset)
+        if rule_obj is None or case.name in skip:
+            skipped.append(f"{case.name} (opset {opset})")
+            continue
+        for inputs, outputs in case.data_sets:
+            arrays = list(inputs)
+            # only inputs the node actually has; optional empty names stay None
+            full, k = [], 0
+            for name in node.input:
+                if name:
+                    full.append(arrays[k]); k += 1
+                else:
+                    full.append(None)
+            dyn = [i in dynamic_inputs and full[i] is not None for i in range(len(full))]
+            constants = {i: np.asarray(a) for i, a in enumerate(full) if a is not None and not dyn[i]}
+            view = make_nodeview(node, version, [np.shape(a) if a is not None else None for a in full],
+                                 [np.shape(o) for o in outputs], dyn, constants)
+            try:
+                rule_obj.check(view)
+            except RuleNotApplicable as exc:
+                skipped.append(f"{case.name} ({exc.reason})")
+                break
+            got = torch_forward(view, full, dtype=torch.float64 if full[0].dtype == np.float64 else torch.float32)
+            for e, g in zip(outputs, got):
+                np.testing.assert_allclose(g.detach().numpy(), e, atol=max(atol, case.atol), rtol=max(1e-4, case.rtol),
+                                           err_msg=case.name)
+            checked += 1
+    return checked, skipped
+
+
+def sampled_max_ratio(fn, shape, n_pairs: int = 300, seed: int = 0, scales=(1e-3, 1e-1, 1.0, 10.0)) -> float:
+    """Largest ‖fn(x)−fn(y)‖/‖x−y‖ over random pairs at several distances (float64)."""
+    rng = np.random.default_rng(seed)
+    best = 0.0
+    for k in range(n_pairs):
+        scale = scales[k % len(scales)]
+        x = rng.normal(size=shape) * 3
+        y = x + rng.normal(size=shape) * scale
+        fx, fy = fn(torch.as_tensor(x)), fn(torch.as_tensor(y))
+        ratio = float(torch.linalg.vector_norm(fx - fy) / np.linalg.norm(x - y))
+        best = max(best, ratio)
+    return best
+
+
+def input_fn(view: NodeView, arrays, i: int, output: int = 0):
+    """fn(x) = output ``output`` of the node as a function of input ``i`` only, others fixed."""
+    def fn(x):
+        args = list(arrays)
+        args[i] = x
+        return torch_forward(view, args)[output]
+    return fn
+
+
+def materialised_norm(fn, shape) -> float:
+    """σ_max of the linear part of an affine fn: Jacobian built column by column, float64 SVD."""
+    n = int(np.prod(shape))
+    zero = fn(torch.zeros(shape, dtype=torch.float64)).reshape(-1)
+    cols = [(fn(torch.as_tensor(e.reshape(shape))).reshape(-1) - zero).numpy() for e in np.eye(n)]
+    return float(np.linalg.norm(np.stack(cols, axis=1), 2))
