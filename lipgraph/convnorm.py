@@ -1,0 +1,396 @@
+"""Certified ℓ2 operator norms of convolutions and pooling, standalone (numpy in, ``Bound`` out).
+
+Bound: ‖A‖₂ of the linear part of Conv / ConvTranspose (1-D, 2-D; any stride, dilation,
+groups, zero padding), of AveragePool, and the ℓ2 Lipschitz constant of MaxPool and
+GlobalAveragePool.
+
+Exactness: every convolution/average-pool value is ``certified`` (a proven upper bound with the
+float64 margin of ``labels.certify``); max-pool is ``exact`` when its windows cannot overlap,
+global average pooling is ``exact``.
+
+Assumptions: ONNX semantics (``pads`` = (x1_begin, x2_begin, …, x1_end, x2_end), weight
+(C_out, C_in/groups, k…) for Conv and (C_in, C_out/groups, k…) for ConvTranspose), zero
+padding, float64 arithmetic with IEEE rounding (unit roundoff u = 2⁻⁵³).
+
+Routes for a convolution A (the cheapest that is good enough wins; the minimum of what is
+proven is reported):
+
+* ``materialized-svd`` — build A column by column and take the top eigenvalue of the smaller
+  Gram matrix.
+* ``dft`` — Sedghi et al.: the zero-padded (strided) convolution is a restriction of a
+  circular convolution, so ‖A‖ ≤ max_ω σ_max(K̂(ω)); strides are folded into channels
+  (polyphase) so that strided convolutions are not overestimated. Per frequency the bound is
+  proven by a batched Cholesky factorisation (``dft+cholesky``) with eigenvalues as fallback.
+* ``gram-proof`` — an estimate θ of ‖A‖ (Lanczos on AᵀA), then a banded Cholesky
+  factorisation of θ′²I − AᵀA (θ′ = θ(1+δ)) proves ‖A‖ < θ′: near-exact on small/mid maps.
+
+Why a successful floating-point Cholesky proves positive definiteness (used by both proofs):
+if Cholesky of a Hermitian M (band b, or dense with b = n − 1) runs to completion, then
+R̂ᴴR̂ = M + ΔM with |ΔM_ij| ≤ γ·√(M_ii M_jj), γ = (b+2)u/(1−(b+2)u) (Higham, *Accuracy and
+Stability*, Thm 10.5, and ‖r_i‖² ≤ M_ii/(1−γ)); hence λ_min(M) ≥ −γ(2b+1)·max_i M_ii. With
+M = (1−ρ)θ′²I − Ĝ and Ĝ the computed Gram matrix (error ≤ γ_m·√(G_ii G_jj) per entry by
+Cauchy–Schwarz on |A|ᵀ|A|), λ_max(G) ≤ θ′²(1 − ρ + budget) where ``budget`` is a few units of
+u·b² + u·m·(entries per row); the slack ρ is chosen ≥ 8·budget and ≥ 1e-6, so λ_max(G) < θ′².
+
+References: H. Sedghi, V. Gupta, P. Long, *The singular values of convolutional layers*, ICLR
+2019; B. Delattre et al., *Efficient bound of Lipschitz constant for convolutional layers by
+Gram iteration*, ICML 2023; S. Rump, *Verification of positive definiteness*, BIT 2006;
+A. Virmaux, K. Scaman, *Lipschitz regularity of deep neural networks*, NeurIPS 2018.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+import torch
+import torch.nn.functional as F
+
+from lipgraph.labels import Bound, Label, certify
+
+_U = 2.0**-53  # unit roundoff of float64
+_MIN_SLACK = 1e-6  # relative positive-definiteness slack demanded of every Cholesky proof
+_DFT_DELTA = 1e-4  # θ′ = θ(1+δ) above the per-frequency power-iteration estimate
+_GRAM_DELTA = 2e-4  # first θ′ = θ(1+δ) tried by the gram proof; multiplied by 8 on failure
+_GRAM_TRIES = 3
+_GRAM_FLOPS = 2e9  # default budget (≈ n·b²) of the banded factorisation
+_GRAM_MEMORY = 2e7  # most float64 entries of the banded Gram matrix
+
+
+# --------------------------------------------------------------------------- the operator
+@dataclass(frozen=True)
+class _Conv:
+    """A zero-padded ONNX convolution x (B, C_in, *spatial) -> (B, C_out, *out_spatial)."""
+
+    weight: torch.Tensor  # (C_out, C_in/groups, *k), float64
+    spatial: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]  # ONNX order
+    groups: int
+
+    @property
+    def dim(self) -> int:
+        return len(self.spatial)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.weight.shape[1] * self.groups, *self.spatial)
+
+    @property
+    def k_eff(self) -> tuple[int, ...]:
+        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilations, self.weight.shape[2:]))
+
+    @property
+    def padded(self) -> tuple[int, ...]:
+        return tuple(n + self.pads[i] + self.pads[i + self.dim] for i, n in enumerate(self.spatial))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        out = [max(0, (p - k) // s + 1) for p, k, s in zip(self.padded, self.k_eff, self.strides)]
+        return (self.weight.shape[0], *out)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        torch_pads: list[int] = []
+        for i in reversed(range(self.dim)):
+            torch_pads += [self.pads[i], self.pads[i + self.dim]]
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dim - 1]
+        return conv(F.pad(x, torch_pads), self.weight, stride=self.strides,
+                    dilation=self.dilations, groups=self.groups)
+
+
+def _as_conv(weight, input_spatial, strides, dilations, pads, groups, transpose, output_padding) -> _Conv:
+    """The Conv whose norm is the requested one (a ConvTranspose is the adjoint of a Conv)."""
+    dim = len(input_spatial)
+    w = torch.as_tensor(np.asarray(weight, dtype=np.float64))
+    strides = _per_dim(strides, dim, 1)
+    dilations = _per_dim(dilations, dim, 1)
+    pads = tuple(int(p) for p in (pads if pads is not None else (0,) * 2 * dim))
+    spatial = tuple(int(n) for n in input_spatial)
+    if not transpose:
+        return _Conv(w, spatial, strides, dilations, pads, int(groups))
+    return _adjoint_of_transpose(w, spatial, strides, dilations, pads, int(groups),
+                                 _per_dim(output_padding, dim, 0))
+
+
+def _adjoint_of_transpose(w, spatial, strides, dilations, pads, groups, output_padding) -> _Conv:
+    """ConvTranspose(w) = P·Convᵀ(w): its adjoint is Conv(w) on the ConvTranspose's output.
+
+    The full ConvTranspose output has s(n−1) + k_eff touched positions (+ output_padding zero
+    rows); ONNX pads crop it. The adjoint Conv reads the cropped output embedded at offset
+    pads_begin, with the untouched tail dropped (zero rows do not change the norm).
+    """
+    dim = len(spatial)
+    conv_spatial, begin, end = [], [], []
+    for i, n in enumerate(spatial):
+        touched = strides[i] * (n - 1) + dilations[i] * (w.shape[2 + i] - 1) + 1
+        full = touched + output_padding[i]
+        stop = min(full - pads[i + dim], touched)
+        m = max(0, stop - pads[i])
+        conv_spatial.append(m)
+        begin.append(min(pads[i], touched))
+        end.append(touched - begin[-1] - m)
+    return _Conv(w, tuple(conv_spatial), strides, dilations, tuple(begin + end), groups)
+
+
+def _per_dim(value, dim: int, default: int) -> tuple[int, ...]:
+    if value is None:
+        return (default,) * dim
+    value = np.atleast_1d(np.asarray(value, dtype=np.int64))
+    return tuple(int(v) for v in (np.repeat(value, dim) if value.size == 1 else value))
+
+
+# ------------------------------------------------------------------------ public: convolution
+def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, strides, dilations, pads,
+                        groups: int = 1, transpose: bool = False, output_padding=None,
+                        materialize_limit: int = 4_000_000, estimate: float | None = None,
+                        proof_flops: float = _GRAM_FLOPS) -> Bound:
+    """Certified upper bound on ‖A‖₂, A the linear part (bias excluded) of a Conv/ConvTranspose.
+
+    Bound: ``materialized-svd`` when input·output numel ≤ ``materialize_limit``; otherwise the
+    minimum of the DFT bound (``dft`` / ``dft+cholesky``) and, when a banded factorisation of
+    AᵀA costs ≤ ``proof_flops`` (≈ n·b²), the near-exact ``gram-proof``.
+
+    Exactness: ``certified`` (never ``exact``); ``gram-proof`` is within ≈ 0.02 % of ‖A‖,
+    ``dft`` is tight on large maps (+0.2–0.6 % for 3×3 at 28×28) and loose on small ones.
+    A zero operator (no output, or zero weight) is ``exact`` 0.
+
+    Assumptions: see the module docstring; ``estimate`` (optional) is any guess of ‖A‖, e.g.
+    from power iteration; it only steers the proof, a wrong guess costs time, never soundness.
+
+    References: Sedghi et al. 2019 (DFT), Higham Thm 10.5 (Cholesky proofs).
+    """
+    conv = _as_conv(weight, input_spatial, strides, dilations, pads, groups, transpose, output_padding)
+    n_in, n_out = math.prod(conv.in_shape), math.prod(conv.out_shape)
+    if n_in * n_out == 0 or not torch.any(conv.weight != 0):
+        return Bound(0.0, Label.EXACT, "zero")
+    if n_in * n_out <= materialize_limit:
+        return Bound(certify(_materialized_norm(conv.apply, conv.in_shape)), Label.CERTIFIED, "materialized-svd")
+    value, method = _dft_bound(conv)
+    proven = _gram_proof(conv, estimate, cap=value, flops=proof_flops)
+    if proven is not None and proven < value:
+        value, method = proven, "gram-proof"
+    return Bound(certify(value), Label.CERTIFIED, method)
+
+
+def _materialized_norm(apply: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...]) -> float:
+    """σ_max of the matrix of ``apply`` (float64 eigenvalues of the smaller Gram matrix)."""
+    n = math.prod(in_shape)
+    chunk = max(1, 2**22 // n)
+    at = torch.cat([apply(_basis(n, i, min(i + chunk, n)).reshape(-1, *in_shape)).reshape(min(chunk, n - i), -1)
+                    for i in range(0, n, chunk)])  # Aᵀ, one row per basis vector
+    gram = at.T @ at if at.shape[1] < at.shape[0] else at @ at.T
+    return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
+
+
+# ------------------------------------------------------------------------------ DFT bound
+def _polyphase_kernel(conv: _Conv) -> torch.Tensor:
+    """Stride-1 kernel acting on the Πs polyphase components: (C_out, C_in/g·Πs, *⌈k_eff/s⌉).
+
+    y[i] = Σ_j K[j] x[s·i + j] = Σ_r Σ_q K[s·q + r] x_r[i + q] with x_r[t] = x[s·t + r].
+    """
+    w = conv.weight
+    k_r = [-(-k // s) for k, s in zip(conv.k_eff, conv.strides)]
+    full = w.new_zeros(*w.shape[:2], *[r * s for r, s in zip(k_r, conv.strides)])
+    full[(slice(None), slice(None)) + tuple(slice(0, k, d) for k, d in zip(conv.k_eff, conv.dilations))] = w
+    split = [dim for r, s in zip(k_r, conv.strides) for dim in (r, s)]
+    perm = [0, 1] + [3 + 2 * i for i in range(conv.dim)] + [2 + 2 * i for i in range(conv.dim)]
+    return full.reshape(*w.shape[:2], *split).permute(perm).reshape(w.shape[0], -1, *k_r)
+
+
+def _frequency_blocks(conv: _Conv) -> torch.Tensor:
+    """K̂(ω) per group on the grid N = ⌈padded/s⌉, half the frequencies: (g·F, C_out/g, C_in/g·Πs).
+
+    N ≥ ⌈padded/s⌉ suffices: a valid correlation never reads past the padded input, so the
+    circular one on N agrees with it on every kept output (no wrap-around). Frequencies ω and
+    −ω give conjugate matrices (real kernel), hence ``rfftn``.
+    """
+    kernel = _polyphase_kernel(conv)
+    grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
+    khat = torch.fft.rfftn(kernel, s=grid, dim=tuple(range(2, 2 + conv.dim)))
+    c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
+    return khat.reshape(g, c_out // g, c_in, -1).permute(0, 3, 1, 2).reshape(-1, c_out // g, c_in)
+
+
+def _dft_bound(conv: _Conv) -> tuple[float, str]:
+    """max_ω σ_max(K̂(ω)) ≥ ‖A‖, proven per frequency by Cholesky, eigenvalues where that fails.
+
+    Sound because A = P_out · Circ_N · E_in with E_in (zero padding, polyphase split) an
+    isometry and P_out (cropping) a projection, and ‖Circ_N‖ = max_ω σ_max(K̂(ω)).
+    """
+    blocks = _frequency_blocks(conv)
+    gram = blocks.mH @ blocks if blocks.shape[-1] <= blocks.shape[-2] else blocks @ blocks.mH
+    theta2 = float(_power_rayleigh(gram, iters=8).max()) * (1 + _DFT_DELTA) ** 2
+    slack = _cholesky_slack(2 * gram.shape[-1], max(blocks.shape[-2:]))
+    shifted = (1 - slack) * theta2 * torch.eye(gram.shape[-1], dtype=gram.dtype) - gram
+    failed = torch.linalg.cholesky_ex(shifted).info != 0
+    if not torch.any(failed):
+        return math.sqrt(theta2), "dft+cholesky"
+    lmax = float(torch.linalg.eigvalsh(gram[failed])[..., -1].max())
+    return math.sqrt(max(theta2, lmax)), "dft"
+
+
+def _basis(n: int, start: int, stop: int) -> torch.Tensor:
+    """Rows start..stop−1 of the n×n identity."""
+    rows = torch.zeros(stop - start, n, dtype=torch.float64)
+    rows[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+    return rows
+
+
+def _power_rayleigh(gram: torch.Tensor, iters: int) -> torch.Tensor:
+    """Rayleigh quotients (lower estimates of λ_max) after ``iters`` batched power steps."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(gram.shape[:-1], generator=gen, dtype=torch.float64).to(gram.dtype)
+    for _ in range(iters):
+        v = (gram @ v.unsqueeze(-1)).squeeze(-1)
+        v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    return (v.conj() * (gram @ v.unsqueeze(-1)).squeeze(-1)).real.sum(-1)
+
+
+def _cholesky_slack(width: int, terms: int) -> float:
+    """Relative slack ρ making a successful Cholesky of (1−ρ)θ′²I − Ĝ prove λ_max(G) < θ′².
+
+    ``width``: 2b+1 entries per row of the factored matrix (b its bandwidth); ``terms``:
+    products per entry of the computed Gram matrix Ĝ. The budget bounds ‖ΔM‖/θ′² from the
+    Cholesky backward error plus ‖Ĝ − G‖/θ′² (module docstring), with a factor 8 to spare.
+    """
+    budget = _U * ((width + 2) * width + (terms + 2) * width + 4)
+    return max(_MIN_SLACK, 8 * budget)
+
+
+# --------------------------------------------------------------------------- gram proof
+def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -> float | None:
+    """Smallest θ′ (of a few tries) with θ′²I − AᵀA proven ≻ 0 by a banded Cholesky, or None."""
+    order, band = _band_order(conv)
+    n = math.prod(conv.in_shape)
+    if n < 3 or n * band * band > flops or n * (band + 1) > _GRAM_MEMORY:
+        return None
+    theta = estimate if estimate is not None else _lanczos_norm(conv)
+    if theta * (1 + _GRAM_DELTA) >= cap:
+        return None
+    ab = _banded_gram(conv, order, band)
+    terms = conv.weight.shape[0] * math.prod(conv.weight.shape[2:])
+    slack = _cholesky_slack(2 * band + 1, terms)
+    delta = _GRAM_DELTA
+    for _ in range(_GRAM_TRIES):
+        bound = theta * (1 + delta)
+        if bound >= cap:
+            return None
+        if _banded_cholesky_succeeds(ab, (1 - slack) * bound * bound):
+            return bound
+        delta *= 8
+    return None
+
+
+def _band_order(conv: _Conv) -> tuple[tuple[int, ...], int]:
+    """Spatial-major, channel-minor order of the unknowns with the smallest bandwidth of AᵀA.
+
+    x_i and x_j share a window only if |i_d − j_d| ≤ k_eff_d − 1 in every dimension.
+    """
+    c, radius = conv.in_shape[0], [k - 1 for k in conv.k_eff]
+    best = None
+    for order in itertools.permutations(range(conv.dim)):
+        stride, offset = 1, 0
+        for d in reversed(order):
+            offset += min(radius[d], conv.spatial[d] - 1) * stride
+            stride *= conv.spatial[d]
+        band = offset * c + c - 1
+        if best is None or band < best[1]:
+            best = (order, band)
+    return best
+
+
+def _banded_gram(conv: _Conv, order: tuple[int, ...], band: int) -> np.ndarray:
+    """AᵀA in LAPACK lower band storage ab[i−j, j], from C·Π(2r+1) probes instead of n columns.
+
+    A probe is channel c set to 1 at every position ≡ o (mod 2r+1); two such positions are
+    > 2r apart, so each entry of AᵀA·probe comes from exactly one of them.
+    """
+    c_in, spatial = conv.in_shape[0], conv.spatial
+    radius = [k - 1 for k in conv.k_eff]
+    period = [min(2 * r + 1, n) for r, n in zip(radius, spatial)]
+    n = math.prod(conv.in_shape)
+    ab = np.zeros((band + 1, n))
+    pos_index = _position_index(spatial, order)  # flat spatial index in the band order, per position
+    for color in np.ndindex(*period):
+        probe_sp = torch.as_tensor(_outer_and([np.arange(s) % p == o for s, p, o in zip(spatial, period, color)]))
+        probes = torch.zeros(c_in, *conv.in_shape, dtype=torch.float64)
+        probes[torch.arange(c_in), torch.arange(c_in)] = probe_sp.to(torch.float64)
+        result = _gram_apply(conv.apply, probes).numpy()  # (c_src, c_dst, *spatial)
+        source, valid = _probe_sources(spatial, radius, period, color)
+        rows = pos_index[..., None] * c_in + np.arange(c_in)  # (*spatial, c_dst)
+        cols = pos_index[source][..., None] * c_in + np.arange(c_in)  # (*spatial, c_src)
+        rows, cols = rows[valid][:, :, None], cols[valid][:, None, :]  # (m, c_dst, c_src)
+        values = np.moveaxis(result, (0, 1), (-1, -2)).reshape(-1, c_in, c_in)[valid.reshape(-1)]
+        keep = rows >= cols
+        rows, cols = np.broadcast_to(rows, keep.shape)[keep], np.broadcast_to(cols, keep.shape)[keep]
+        ab[rows - cols, cols] = values[keep]
+    return ab
+
+
+def _position_index(spatial: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
+    """Flat index of every spatial position when dimensions are ordered major → minor by ``order``."""
+    perm_shape = [spatial[d] for d in order]
+    flat = np.arange(math.prod(spatial)).reshape(perm_shape)
+    return np.transpose(flat, np.argsort(order))
+
+
+def _probe_sources(spatial, radius, period, color) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """For every position j, the probe position i ≡ color (mod period) with |i − j| ≤ r, and validity."""
+    per_dim = []
+    for n, r, p, o in zip(spatial, radius, period, color):
+        j = np.arange(n)
+        i = np.full(n, o) if p == n else j - r + (o - j + r) % p
+        per_dim.append((i, (i >= 0) & (i < n) & (np.abs(i - j) <= r)))
+    grids = np.ix_(*[i for i, _ in per_dim])
+    source = tuple(np.broadcast_to(g, spatial).clip(0, n - 1) for g, n in zip(grids, spatial))
+    return source, _outer_and([v for _, v in per_dim])
+
+
+def _outer_and(masks: list[np.ndarray]) -> np.ndarray:
+    """The boolean tensor product of per-dimension masks."""
+    out = masks[0]
+    for mask in masks[1:]:
+        out = np.logical_and.outer(out, mask)
+    return out
+
+
+def _gram_apply(apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """AᵀA x for a linear ``apply``, through one forward and one backward pass."""
+    x = x.detach().requires_grad_(True)
+    y = apply(x)
+    (grad,) = torch.autograd.grad(y, x, grad_outputs=y.detach())
+    return grad
+
+
+def _lanczos_norm(conv: _Conv) -> float:
+    """Estimate of ‖A‖ (Lanczos on AᵀA; converges from below; never used unproven)."""
+    n = math.prod(conv.in_shape)
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.ascontiguousarray(v, dtype=np.float64)).reshape(1, *conv.in_shape)
+        return _gram_apply(conv.apply, x).reshape(-1).numpy()
+
+    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(0).standard_normal(n)
+    try:
+        lam = scipy.sparse.linalg.eigsh(op, k=1, which="LA", v0=v0, ncv=min(n, 24), tol=1e-10,
+                                        return_eigenvectors=False)
+    except scipy.sparse.linalg.ArpackNoConvergence as err:
+        lam = err.eigenvalues if len(err.eigenvalues) else [0.0]
+    return math.sqrt(max(float(np.max(lam)), 0.0))
+
+
+def _banded_cholesky_succeeds(ab: np.ndarray, shift: float) -> bool:
+    """Whether LAPACK's banded Cholesky of shift·I − G (G in lower band storage) completes."""
+    m = -ab
+    m[0] += shift
+    try:
+        scipy.linalg.cholesky_banded(m, lower=True, overwrite_ab=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return False
+    return True
