@@ -1,1 +1,157 @@
-"""(rules to come)"""
+"""Convolutions with a constant weight: Conv and ConvTranspose (1-D, 2-D, 3-D).
+
+Both are affine in the analysed input. Torch semantics via torch.nn.functional, with ONNX
+padding resolved here (``resolve_pads``) and applied as an explicit ``F.pad`` so asymmetric
+pads and every ``auto_pad`` mode are exact. Certified norms come from
+``lipgraph.convnorm.conv_certified_norm`` (design §4); ``dft_bound`` is a sound fallback.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lipgraph.labels import Bound, Label, certify
+from lipgraph.registry import Kind, Rule, require_constant, rule
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def geometry(node, weight_shape, x_shape):
+    """(kernel, strides, dilations, pads) with ONNX defaults; pads = [begins…, ends…]
+    resolved from auto_pad (and, for ConvTranspose, output_shape)."""
+    spatial = list(x_shape[2:])
+    d = len(spatial)
+    kernel = list(node.attr("kernel_shape") or weight_shape[2:])
+    strides = list(node.attr("strides") or [1] * d)
+    dil = list(node.attr("dilations") or [1] * d)
+    auto = node.attr("auto_pad", "NOTSET")
+    extent = [(k - 1) * dd + 1 for k, dd in zip(kernel, dil)]
+    if node.op_type == "ConvTranspose":
+        out_pad = list(node.attr("output_padding") or [0] * d)
+        full = [s * (n - 1) + op + e for s, n, op, e in zip(strides, spatial, out_pad, extent)]
+        out_shape = list(node.attr("output_shape") or [])[-d:] if node.attr("output_shape") else None
+        if out_shape is None and auto in ("SAME_UPPER", "SAME_LOWER"):
+            out_shape = [n * s for n, s in zip(spatial, strides)]
+        if out_shape is None:
+            pads = list(node.attr("pads") or [0] * 2 * d) if auto != "VALID" else [0] * 2 * d
+            return kernel, strides, dil, pads
+        total = [f - o for f, o in zip(full, out_shape)]
+    else:
+        if auto in ("NOTSET", "VALID"):
+            pads = list(node.attr("pads") or [0] * 2 * d) if auto == "NOTSET" else [0] * 2 * d
+            return kernel, strides, dil, pads
+        total = [max((math.ceil(n / s) - 1) * s + e - n, 0) for n, s, e in zip(spatial, strides, extent)]
+    small = [t // 2 for t in total]
+    if auto == "SAME_UPPER":            # the extra padding goes at the end
+        pads = small + [t - h for t, h in zip(total, small)]
+    else:                               # SAME_LOWER (and output_shape without auto_pad): at the start
+        pads = [t - h for t, h in zip(total, small)] + small
+    return kernel, strides, dil, pads
+
+
+def _torch_pad(begins, ends):
+    """ONNX begin/end lists → F.pad's last-axis-first pairs."""
+    out = []
+    for b, e in zip(reversed(begins), reversed(ends)):
+        out += [int(b), int(e)]
+    return out
+
+
+def dft_bound(weight, input_spatial, *, strides, dilations, groups, transpose=False) -> float:
+    """max over frequencies of σ_max(K̂(ω)) on a grid N ≥ (linear full size): a sound bound.
+
+    The padded, strided, cropped convolution (or its transpose) is a restriction of the full
+    linear convolution (a transpose: of the full correlation of the upsampled input), which a
+    circular convolution on that grid reproduces exactly; embedding is an isometry, cropping
+    and striding are projections (Sedghi et al. 2019). Per frequency the channel matrix is
+    block diagonal over groups. Float64; callers add the certification margin."""
+    w = np.asarray(weight, dtype=np.float64)
+    d = w.ndim - 2
+    extent = [(k - 1) * dd + 1 for k, dd in zip(w.shape[2:], dilations)]
+    dilated = np.zeros(w.shape[:2] + tuple(extent))
+    dilated[(slice(None), slice(None)) + tuple(slice(None, None, dd) for dd in dilations)] = w
+    n_in = [s * (n - 1) + 1 if transpose else n for n, s in zip(input_spatial, strides)]
+    grid = [n + e - 1 for n, e in zip(n_in, extent)]
+    spectrum = np.fft.rfftn(dilated, s=grid, axes=tuple(range(2, 2 + d)))
+    spectrum = np.moveaxis(spectrum.reshape(w.shape[0], w.shape[1], -1), -1, 0)   # (freq, a, b)
+    per = w.shape[0] // groups
+    best = 0.0
+    for g in range(groups):
+        block = spectrum[:, g * per:(g + 1) * per, :]
+        best = max(best, float(np.linalg.svd(block, compute_uv=False).max(initial=0.0)))
+    return best
+
+
+class _ConvBase(Rule):
+    """Shared by Conv and ConvTranspose: constant weight/bias, norm via convnorm."""
+
+    def check(self, node):
+        require_constant(node, 1, 2)
+
+    def certified_norm(self, node):
+        w = node.const(1)
+        x_shape = node.input_shapes[0]
+        _, strides, dil, pads = geometry(node, w.shape, x_shape)
+        transpose = node.op_type == "ConvTranspose"
+        groups = node.attr("group", 1)
+        try:
+            from lipgraph.convnorm import conv_certified_norm
+        except ImportError:  # fallback until lipgraph.convnorm lands
+            sigma = dft_bound(w, x_shape[2:], strides=strides, dilations=dil, groups=groups, transpose=transpose)
+            return Bound(certify(sigma), Label.CERTIFIED, "dft")
+        out_pad = list(node.attr("output_padding") or [0] * len(strides)) if transpose else None
+        return conv_certified_norm(w, tuple(x_shape[2:]), strides=strides, dilations=dil, pads=pads,
+                                   groups=groups, transpose=transpose, output_padding=out_pad)
+
+
+@rule("Conv", versions=(11, 22), kind=Kind.AFFINE)
+class Conv(_ConvBase):
+    """Conv with a constant kernel: ‖linear part‖ ≤ max_ω σ_max(K̂(ω)) (DFT on a large grid).
+
+    Bound: the certified convolution norm of lipgraph.convnorm (design §4): the DFT bound
+      max_ω σ_max(K̂(ω)) on a grid N ≥ n + (k−1)·d, or near-exact certificates where
+      available; strides, dilations, groups and any zero padding (asymmetric, auto_pad) are
+      covered because padding embeds isometrically and cropping/striding project.
+    Exactness: certified upper bound; exact for circular-like cases, a few percent above the
+      true norm for small maps (+9–17 % measured for 5×5 kernels on 8×8 inputs).
+    Assumptions: W and B constant; the bias is a shift and does not count.
+    References: ONNX Conv; Sedghi, Gupta & Long, "The singular values of convolutional
+      layers" (ICLR 2019); Delattre et al., Gram iteration (ICML 2023).
+    """
+
+    def forward(self, node, x, w, b=None):
+        d = x.dim() - 2
+        _, strides, dil, pads = geometry(node, tuple(w.shape), tuple(x.shape))
+        x = F.pad(x, _torch_pad(pads[:d], pads[d:]))
+        return _CONV[d](x, w.to(x.dtype), None if b is None else b.to(x.dtype), stride=strides,
+                        dilation=dil, groups=node.attr("group", 1))
+
+
+@rule("ConvTranspose", versions=(11, 22), kind=Kind.AFFINE)
+class ConvTranspose(_ConvBase):
+    """ConvTranspose with a constant kernel: ‖linear part‖ ≤ max_ω σ_max(K̂(ω)) (adjoint of a conv).
+
+    Bound: the certified convolution norm of lipgraph.convnorm with transpose=True: a
+      transposed convolution is the adjoint of a strided convolution followed by cropping
+      (pads) and zero extension (output_padding), so the DFT bound of the kernel on a grid
+      N ≥ s·(n−1) + (k−1)·d + 1 holds; output_shape and auto_pad only change the crop.
+    Exactness: certified upper bound (see Conv).
+    Assumptions: W and B constant; the bias is a shift.
+    References: ONNX ConvTranspose (output size s·(n−1) + output_padding + (k−1)·d + 1 −
+      pads); Sedghi et al. 2019.
+    """
+
+    def forward(self, node, x, w, b=None):
+        d = x.dim() - 2
+        _, strides, dil, pads = geometry(node, tuple(w.shape), tuple(x.shape))
+        out_pad = list(node.attr("output_padding") or [0] * d)
+        y = _CONV_T[d](x, w.to(x.dtype), None, stride=strides, dilation=dil, groups=node.attr("group", 1))
+        # full transposed output, then crop pads / extend with output_padding (negative F.pad crops)
+        y = F.pad(y, _torch_pad([-p for p in pads[:d]], [op - p for op, p in zip(out_pad, pads[d:])]))
+        if b is not None:
+            y = y + b.to(y.dtype).reshape((1, -1) + (1,) * d)
+        return y

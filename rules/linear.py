@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
@@ -16,6 +16,35 @@ def spectral_norm(matrix: np.ndarray) -> float:
         return 0.0
     blocks = m.reshape(-1, *m.shape[-2:])
     return float(max(np.linalg.norm(b, 2) for b in blocks))
+
+
+def matmul_norm(weight: np.ndarray, x_shape: tuple[int, ...], weight_left: bool) -> float:
+    """‖x ↦ x·W‖ (or ‖x ↦ W·x‖ when ``weight_left``) for numpy-matmul broadcasting.
+
+    Rows of x (columns when W is on the left) and x's batch entries touch disjoint outputs,
+    so the norm is the largest over x's batch entries of σ_max of the W matrices that entry
+    meets, side by side: [W_1 W_2 …] when x is broadcast over W's batch (stacked vertically
+    for W on the left, the same by transposition)."""
+    w = np.asarray(weight, dtype=np.float64)
+    x_shape = tuple(x_shape)
+    if weight_left:  # W·x = (xᵀ·Wᵀ)ᵀ; a 1-D operand is a row (W) or a column (x)
+        w = w[None, :] if w.ndim == 1 else np.swapaxes(w, -1, -2)
+        x_shape = (1,) + x_shape if len(x_shape) == 1 else x_shape[:-2] + (x_shape[-1], x_shape[-2])
+    else:
+        w = w[:, None] if w.ndim == 1 else w
+        x_shape = (1,) + x_shape if len(x_shape) == 1 else x_shape
+    if w.size == 0 or 0 in x_shape:
+        return 0.0
+    batch = np.broadcast_shapes(x_shape[:-2], w.shape[:-2])
+    w = np.broadcast_to(w, batch + w.shape[-2:])
+    xb = (1,) * (len(batch) - len(x_shape[:-2])) + x_shape[:-2]
+    copy = [a for a in range(len(batch)) if xb[a] == 1 and batch[a] > 1]   # x broadcast along these
+    keep = [a for a in range(len(batch)) if a not in copy]
+    k, n = w.shape[-2:]
+    w = np.transpose(w, keep + copy + [len(batch), len(batch) + 1])
+    w = w.reshape(-1, int(np.prod([batch[a] for a in copy], dtype=np.int64)), k, n)
+    side_by_side = np.transpose(w, (0, 2, 1, 3)).reshape(w.shape[0], k, -1)
+    return spectral_norm(side_by_side)
 
 
 @rule("Gemm", versions=(7, 9, 11, 13), kind=Kind.AFFINE)
@@ -43,4 +72,32 @@ class Gemm(Rule):
 
     def certified_norm(self, node):
         sigma = abs(node.attr("alpha", 1.0)) * spectral_norm(node.const(1))
+        return Bound(certify(sigma), Label.CERTIFIED, "svd")
+
+
+@rule("MatMul", versions=(9, 13), kind=Kind.AFFINE)
+class MatMul(Rule):
+    """Y = X·W or W·X with one constant operand: ‖linear part‖ = σ_max(W) (broadcast-aware).
+
+    Bound: σ_max of W, in float64; with a batched W, the largest over the batch, and where
+      the analysed operand is broadcast over W's batch, σ_max of those W side by side
+      ([W_1 … W_b] on the right, stacked on the left). 1-D operands follow numpy matmul.
+    Exactness: certified (float64 SVD plus margin); equal to the true constant.
+    Assumptions: exactly one operand is computed from the analysed input; a product of two
+      computed tensors is bilinear, has no global bound, and is not applicable.
+    References: ONNX MatMul (numpy.matmul semantics).
+    """
+
+    def check(self, node):
+        if node.dynamic[0] and node.dynamic[1]:
+            raise RuleNotApplicable("MatMul of two tensors computed from the input is bilinear: "
+                                    "no global Lipschitz bound")
+
+    def forward(self, node, a, b):
+        return a @ b
+
+    def certified_norm(self, node):
+        left = not node.dynamic[0]          # the constant weight is the left operand
+        w = node.const(0 if left else 1)
+        sigma = matmul_norm(w, node.input_shapes[1 if left else 0], weight_left=left)
         return Bound(certify(sigma), Label.CERTIFIED, "svd")
