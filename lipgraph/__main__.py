@@ -1,0 +1,3 @@
+from .cli import console_entry
+
+console_entry()

@@ -1,0 +1,165 @@
+"""The command line: ``lipgraph analyze``, ``lipgraph rules``, ``lipgraph rule OP``.
+
+Exit codes: 0 — analysis done and the certified bound is finite (and ≤ --fail-above);
+1 — done but not certified, or above the threshold; 2 — bad usage or bad input (one line
+on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"lipgraph: error: {message} (see lipgraph {self.prog.split()[-1]} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .analysis import ALL_METHODS, DEFAULT_METHODS
+
+    p = _Parser(prog="lipgraph", description="Certified Lipschitz bounds for ONNX models.")
+    p.add_argument("--version", action="version", version=f"lipgraph {__version__}")
+    p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    a = sub.add_parser("analyze", help="bound the Lipschitz constant of a model")
+    a.add_argument("model", help="path to an .onnx file")
+    a.add_argument("--input", help="analysed input (default: the first graph input)")
+    a.add_argument("--output", help="analysed output (default: the first graph output)")
+    a.add_argument("--input-shape", action="append", metavar="NAME:d1,d2,…", help="pin dynamic dims")
+    a.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, from: {', '.join(ALL_METHODS)} (default: %(default)s)")
+    a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where power iteration runs (auto: cuda when available)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--format", choices=["text", "json"], default="text")
+    a.add_argument("-o", "--out", metavar="FILE", help="write the report to FILE (written only when complete)")
+    a.add_argument("--fail-above", type=float, metavar="L", help="exit 1 if the certified bound exceeds L")
+    a.add_argument("--assume", action="append", metavar="OP=L", help="vouch for an op's Lipschitz constant")
+    a.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a module of user rules")
+    a.add_argument("--power-tol", type=float, default=1e-6, help="power iteration: relative tolerance")
+    a.add_argument("--power-iters", type=int, default=500, help="power iteration: iteration cap")
+    a.add_argument("--materialize-limit", type=int, default=1 << 24,
+                   help="materialise affine segments with at most this many matrix entries (certified SVD)")
+    a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+    sub.add_parser("rules", help="list every rule: op, domain, versions, kind, origin").add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE")
+    r = sub.add_parser("rule", help="print a rule's documentation")
+    r.add_argument("op")
+    r.add_argument("--plugin", action="append", default=[], metavar="MODULE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "analyze":
+            return cmd_analyze(args)
+        if args.command == "rules":
+            return cmd_rules(args)
+        return cmd_rule(args)
+    except InputError as exc:
+        if args.traceback:
+            raise
+        print(f"lipgraph: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("lipgraph: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: no tracebacks for users
+        if args.traceback:
+            raise
+        print(f"lipgraph: internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def cmd_analyze(args) -> int:
+    from .analysis import ALL_METHODS, Options, analyze
+    from .annotate import parse_assumptions
+    from .load import parse_input_shapes
+    from .passes.units import NormOptions
+    from .progress import Progress
+    from .report import dumps, to_json, to_text
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
+        raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
+    options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
+                      methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
+                      plugins=tuple(args.plugin),
+                      norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,
+                                        power_iters=args.power_iters, seed=args.seed))
+    analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
+    if args.format == "json":
+        text = dumps(to_json(analysis, args.model)) + "\n"
+    else:
+        text = to_text(analysis, args.model, verbose=args.verbose)
+    emit(text, args.out)
+    up = analysis.upper
+    if up is None:
+        return EXIT_NOT_CERTIFIED
+    if args.fail_above is not None and up.value > args.fail_above:
+        print(f"lipgraph: certified bound {up.value:.6g} is above --fail-above {args.fail_above:g}", file=sys.stderr)
+        return EXIT_NOT_CERTIFIED
+    return EXIT_OK
+
+
+def emit(text: str, out: str | None) -> None:
+    """Print, or write FILE atomically (a temporary file renamed into place)."""
+    if out is None:
+        sys.stdout.write(text)
+        return
+    target = Path(out)
+    if not target.parent.exists():
+        raise InputError(f"-o {out}: folder {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, target)
+
+
+def cmd_rules(args) -> int:
+    from .registry import REGISTRY, load_plugins
+    load_plugins(args.plugin)
+    grouped: dict[tuple, list[int]] = {}
+    for key, r in REGISTRY.rules():
+        grouped.setdefault((key.domain or "ai.onnx", key.op_type, r.kind.value, r.origin), []).append(key.version)
+    rows = [(op, dom, ",".join(map(str, vs)), kind, origin) for (dom, op, kind, origin), vs in grouped.items()]
+    rows.sort(key=lambda r: (r[1], r[0].lower()))
+    header = ("op", "domain", "versions", "kind", "origin")
+    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(5)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def cmd_rule(args) -> int:
+    from .registry import REGISTRY, load_plugins
+    load_plugins(args.plugin)
+    found = REGISTRY.find(args.op)
+    if not found:
+        raise InputError(f"no rule for '{args.op}' (see `lipgraph rules`)")
+    for r in found:
+        print(f"{r.op_type} ({r.domain or 'ai.onnx'}, versions {', '.join(map(str, r.versions))}, "
+              f"kind {r.kind.value}, origin {r.origin})\n")
+        print(r.doc + "\n")
+    return EXIT_OK
+
+
+def console_entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""lipgraph's own execution of a graph in torch, through the rules' torch semantics.
+
+This is what lets lipgraph run power iteration through autograd, search lower bounds and
+check itself against onnxruntime. A subgraph (an affine segment, a chain, the whole model
+from the analysed tensor) becomes a plain torch function.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .graph import Graph
+from .registry import Kind
+
+TorchFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from .errors import InputError
+        raise InputError("--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+class Executor:
+    """Runs nodes of ``graph`` in torch with floats in ``dtype`` on ``device``."""
+
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 free_values: dict[str, np.ndarray] | None = None):
+        self.graph = graph
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self._consts = {name: self._tensor(v) for name, v in graph.constants.items()}
+        self._free = {name: self._tensor(v) for name, v in (free_values or default_free_values(graph)).items()}
+
+    def _tensor(self, value: np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(np.array(value))
+        if t.is_floating_point():
+            t = t.to(self.dtype)
+        return t.to(self.device)
+
+    def run_nodes(self, nodes: Iterable[str], feeds: dict[str, torch.Tensor], smooth: float | None = None,
+                  keep: set[str] | None = None) -> dict[str, torch.Tensor]:
+        env: dict[str, torch.Tensor] = {}
+        env.update(self._free)
+        env.update(feeds)
+        for nid in nodes:
+            view, rule = self.graph.views[nid], self.graph.rules[nid]
+            if rule is None:
+                raise RuntimeError(f"node '{nid}' ({view.op_type}) has no rule, so lipgraph cannot execute it")
+            args = [None if not t else env[t] if t in env else self._consts[t] for t in view.inputs]
+            if smooth is not None and rule.kind is Kind.ACTIVATION:
+                out = rule.smooth(view, args[0], smooth)
+            else:
+                out = rule.forward(view, *args)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            for name, value in zip(view.outputs, outs):
+                if name:
+                    env[name] = value
+        return env if keep is None else {k: env[k] for k in keep}
+
+    def function(self, nodes: list[str], entry: str, exit_: str, smooth: float | None = None) -> TorchFn:
+        """x ↦ value of ``exit_`` when ``entry`` = x, running ``nodes`` (in order)."""
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return self.run_nodes(nodes, {entry: x}, smooth=smooth, keep={exit_})[exit_]
+        return fn
+
+    def model_function(self, smooth: float | None = None) -> TorchFn:
+        """The analysed input ↦ the analysed output."""
+        return self.function(self.graph_nodes_between(), self.graph.analysed, self.graph.output, smooth)
+
+    def graph_nodes_between(self) -> list[str]:
+        """Nodes needed to compute the output from the analysed tensor (and free inputs)."""
+        g = self.graph
+        needed = g.ancestors_of_output()
+        analysed_producer = g.producer.get(g.analysed)
+        upstream = set()
+        if analysed_producer is not None:
+            import networkx as nx
+            upstream = nx.ancestors(g.dag, analysed_producer) | {analysed_producer}
+        return [n for n in g.order if n in needed and n not in upstream]
+
+
+def default_free_values(graph: Graph) -> dict[str, np.ndarray]:
+    """Free (non-analysed) inputs are held at a fixed value: zeros of their shape and type."""
+    import onnx
+    values = {}
+    for name in graph.free:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.model.elem_types.get(name, onnx.TensorProto.FLOAT))
+        values[name] = np.zeros(graph.model.shapes[name], dtype=dtype)
+    return values

@@ -1,0 +1,229 @@
+"""Load an ONNX model for analysis: validate, resolve external data, pin dynamic dims,
+infer every tensor's shape.
+
+Every problem with the input is an ``InputError`` with one line naming it; the command
+line turns it into exit code 2.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper, shape_inference
+
+from .errors import InputError
+
+CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+               onnx.TensorProto.BFLOAT16}
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    proto: onnx.ModelProto
+    opsets: dict[str, int]
+    inputs: list[str]                      # graph inputs that are not initializers
+    outputs: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    elem_types: dict[str, int]
+    initializers: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def opset(self) -> int:
+        return self.opsets.get("", 0)
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``NAME:d1,d2,…`` → {NAME: (d1, d2, …)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise InputError(f"--input-shape '{spec}': expected NAME:d1,d2,… with positive integers")
+        shapes[name] = shape
+    return shapes
+
+
+def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    proto = _parse(path)
+    _load_external_data(proto, path)
+    _refuse_control_flow(proto.graph)
+    initializers = _initializers(proto)
+    inputs = [i.name for i in proto.graph.input if i.name not in initializers]
+    _pin_shapes(proto, inputs, input_shapes or {})
+    shapes, elem_types = _infer_shapes(proto, path)
+    return LoadedModel(
+        path=path, proto=proto,
+        opsets={(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import},
+        inputs=inputs, outputs=[o.name for o in proto.graph.output],
+        shapes=shapes, elem_types=elem_types, initializers=initializers)
+
+
+def _parse(path: Path) -> onnx.ModelProto:
+    data = path.read_bytes()
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{path}: not a valid ONNX model (protobuf parse failed: {exc})") from None
+    if not proto.graph.node or not proto.opset_import or proto.ir_version <= 0:
+        raise InputError(f"{path}: not an ONNX model (no graph, opset or IR version; truncated or another format?)")
+    return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    base = path.resolve().parent
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if os.path.commonpath([base, target]) != str(base):
+            raise InputError(f"{path}: external data of '{tensor.name}' points outside the model's folder "
+                             f"({location}); refusing to read it")
+        if not target.is_file():
+            raise InputError(f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing")
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if end > target.stat().st_size:
+            raise InputError(f"{path}: external data file '{location}' is too short for tensor '{tensor.name}'")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(base))
+    except Exception as exc:  # noqa: BLE001 - any failure here is bad input
+        raise InputError(f"{path}: cannot read external data: {exc}") from None
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+
+
+def _refuse_control_flow(graph: onnx.GraphProto) -> None:
+    for node in graph.node:
+        if node.op_type in CONTROL_FLOW or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                                               for a in node.attribute):
+            raise InputError(f"control flow is not supported: {node.op_type} node '{node.name}' "
+                             "(export the model with the branch or loop unrolled)")
+
+
+def _initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {}
+    for tensor in proto.graph.initializer:
+        values[tensor.name] = numpy_helper.to_array(tensor)
+    for name, value in values.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad = "NaN" if np.isnan(value).any() else "Inf"
+            raise InputError(f"weight '{name}' contains {bad} values")
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    value = numpy_helper.to_array(attr.t)
+                    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                        raise InputError(f"constant '{node.output[0]}' contains NaN or Inf values")
+    return values
+
+
+def _pin_shapes(proto: onnx.ModelProto, inputs: list[str], pinned: dict[str, tuple[int, ...]]) -> None:
+    unknown = sorted(set(pinned) - set(inputs))
+    if unknown:
+        raise InputError(f"--input-shape names unknown input(s) {', '.join(unknown)}; inputs are: {', '.join(inputs)}")
+    for value in proto.graph.input:
+        if value.name not in inputs:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if value.name in pinned:
+            shape = pinned[value.name]
+            if len(dims) and len(shape) != len(dims):
+                raise InputError(f"--input-shape {value.name}: rank {len(shape)} given, the model says {len(dims)}")
+            for dim, size in zip(dims, shape):
+                if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
+                    raise InputError(f"--input-shape {value.name}: dim {dim.dim_value} is fixed by the model, got {size}")
+            value.type.tensor_type.shape.Clear()
+            for size in shape:
+                value.type.tensor_type.shape.dim.add().dim_value = size
+            continue
+        if not value.type.tensor_type.HasField("shape"):
+            raise InputError(f"input '{value.name}' has no shape: pin it with --input-shape {value.name}:d1,d2,…")
+        for k, dim in enumerate(dims):
+            if not (dim.HasField("dim_value") and dim.dim_value > 0):
+                label = f" ('{dim.dim_param}')" if dim.dim_param else ""
+                example = ",".join(str(d.dim_value) if d.dim_value > 0 else "1" for d in dims)
+                raise InputError(f"input '{value.name}' has a dynamic dim {k}{label}: pin it with "
+                                 f"--input-shape {value.name}:{example}")
+
+
+def _static(value_info) -> tuple[int, ...] | None:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    dims = []
+    for d in t.shape.dim:
+        if not (d.HasField("dim_value") and d.dim_value >= 0):
+            return None
+        dims.append(d.dim_value)
+    return tuple(dims)
+
+
+def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict]:
+    try:
+        inferred = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - malformed graphs fail here
+        raise InputError(f"{path}: shape inference failed: {str(exc).splitlines()[0]}") from None
+    shapes, types = {}, {}
+    graph = inferred.graph
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        types[value.name] = value.type.tensor_type.elem_type
+        shape = _static(value)
+        if shape is not None:
+            shapes[value.name] = shape
+    for tensor in graph.initializer:
+        shapes[tensor.name] = tuple(tensor.dims)
+        types[tensor.name] = tensor.data_type
+    missing = [o for n in graph.node for o in n.output if o and o not in shapes]
+    if missing:
+        shapes.update(_shapes_from_onnxruntime(proto, missing, types, path))
+    return shapes, types
+
+
+def _shapes_from_onnxruntime(proto: onnx.ModelProto, names: list[str], types: dict, path: Path) -> dict:
+    """One onnxruntime run with the intermediates exposed, for shapes inference missed."""
+    import onnxruntime as ort
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    known_outputs = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in known_outputs and types.get(name):
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {}
+        for i in sess.get_inputs():
+            shape = [d if isinstance(d, int) else 1 for d in i.shape]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(types.get(i.name, onnx.TensorProto.FLOAT))
+            feeds[i.name] = np.zeros(shape, dtype=dtype)
+        outs = sess.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: cannot determine the shapes of {', '.join(names[:5])}"
+                         f"{'…' if len(names) > 5 else ''} (shape inference incomplete and onnxruntime failed: "
+                         f"{str(exc).splitlines()[0]})") from None
+    return {o.name: tuple(v.shape) for o, v in zip(sess.get_outputs(), outs) if o.name in names}

@@ -1,0 +1,165 @@
+"""Turn annotated nodes and affine segments into AutoLip units with certified bounds and
+power-iteration estimates.
+
+Certified norm of a segment: the smallest of (a) the rule's own closed form for a
+one-node segment, (b) the materialised operator's σ_max (float64, plus a margin) when it
+is small enough, (c) AutoLip inside the segment from its nodes' certified norms. The
+estimate (for ``autolip-power``) is power iteration through autograd on the whole segment.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..annotate import NodeInfo
+from ..execute import Executor
+from ..graph import Diagnostic, Graph
+from ..labels import Bound, Label
+from ..linear import certified_materialised_norm, power_iteration
+from ..registry import Kind
+from .autolip import Unit, compose
+from .segments import Segment, find_segments
+
+UNBOUNDED = Bound(math.inf, Label.CERTIFIED, "none")
+
+
+@dataclass
+class NormOptions:
+    materialize_limit: int = 1 << 24
+    power_tol: float = 1e-6
+    power_iters: int = 500
+    seed: int = 0
+
+
+class UnitBuilder:
+    def __init__(self, graph: Graph, infos: dict[str, NodeInfo], exact: Executor, fast: Executor,
+                 options: NormOptions, progress: Callable[[str], None] = lambda s: None):
+        self.graph, self.infos, self.exact, self.fast = graph, infos, exact, fast
+        self.options, self.progress = options, progress
+        self.node_bounds: dict[str, Bound | None] = {}
+
+    def build(self, nodes: list[str]) -> tuple[list[Unit], list[Segment]]:
+        eligible = {nid for nid in nodes if self._linear(nid)}
+        segments = find_segments(self.graph, eligible)
+        by_last = {s.nodes[-1]: s for s in segments}
+        members = {n for s in segments for n in s.nodes}
+        units = []
+        for k, nid in enumerate(nodes):
+            if nid in by_last:
+                self.progress(f"norming segment {by_last[nid].id} ({k + 1}/{len(nodes)} nodes)")
+                units.append(self.segment_unit(by_last[nid]))
+            elif nid not in members:
+                units.append(self.node_unit(nid))
+        return units, segments
+
+    def _linear(self, nid: str) -> bool:
+        info, view = self.infos[nid], self.graph.views[nid]
+        return info.status == "ok" and info.kind.is_linear and sum(1 for o in view.outputs if o) == 1
+
+    def _dynamic_inputs(self, nid: str) -> tuple[tuple[int, str], ...]:
+        view = self.graph.views[nid]
+        return tuple((i, t) for i, (t, d) in enumerate(zip(view.inputs, view.dynamic)) if d)
+
+    # ---- single nodes -------------------------------------------------------------------
+    def node_unit(self, nid: str) -> Unit:
+        info, view = self.infos[nid], self.graph.views[nid]
+        dyn = self._dynamic_inputs(nid)
+        combine = "sum"
+        if info.status == "assumed":
+            per_input = {i: Bound(info.assumed, Label.ASSUMED, "assumed") for i, _ in dyn}
+        elif info.status != "ok":
+            per_input = {i: UNBOUNDED for i, _ in dyn}
+        elif info.kind is Kind.ACTIVATION:
+            lo, hi = info.rule.slopes(view)
+            slope = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
+            per_input = {i: Bound(slope, getattr(info.rule, "slope_label", Label.EXACT), "slopes") for i, _ in dyn}
+        elif info.kind in (Kind.NONLINEAR, Kind.COMBINE):
+            per_input = info.rule.bounds(view)
+            combine = info.rule.combine
+            for i, t in dyn:
+                if i not in per_input:
+                    self.graph.diagnostics.append(Diagnostic(nid, "no-bound", "error",
+                                                             f"rule gives no bound for input '{t}'"))
+            per_input = {i: per_input.get(i, UNBOUNDED) for i, _ in dyn}
+        else:  # linear node outside any segment (several outputs, or several entries)
+            bound = self.node_norm(nid)
+            per_input = {i: bound for i, _ in dyn}
+        bounds = tuple(per_input[i] for i, _ in dyn)
+        self.node_bounds[nid] = max(bounds, key=lambda b: b.value) if bounds else None
+        return Unit(id=nid, nodes=(nid,), inputs=tuple(t for _, t in dyn),
+                    outputs=tuple(o for o in view.outputs if o), bounds=bounds,
+                    estimates=tuple(b.value for b in bounds), combine=combine)
+
+    def node_norm(self, nid: str) -> Bound:
+        """Certified norm of one linear node: its rule's closed form, else materialised."""
+        view, rule = self.graph.views[nid], self.infos[nid].rule
+        candidates = [rule.certified_norm(view)]
+        dyn = self._dynamic_inputs(nid)
+        if len(dyn) == 1:
+            fn = self.exact.function([nid], dyn[0][1], view.outputs[0])
+            candidates.append(self._materialised(fn, dyn[0][1], view.outputs[0]))
+        return _smallest(candidates, nid, self.graph)
+
+    # ---- segments -------------------------------------------------------------------------
+    def segment_unit(self, seg: Segment) -> Unit:
+        candidates = []
+        if len(seg.nodes) == 1:
+            view = self.graph.views[seg.nodes[0]]
+            candidates.append(self.infos[seg.nodes[0]].rule.certified_norm(view))
+        fn = self.exact.function(list(seg.nodes), seg.entry, seg.exit)
+        candidates.append(self._materialised(fn, seg.entry, seg.exit))
+        if len(seg.nodes) > 1 and all(c is None for c in candidates):
+            candidates.append(self._inner_autolip(seg))
+        bound = _smallest(candidates, seg.id, self.graph)
+        estimate = self._power(seg)
+        if len(seg.nodes) == 1:
+            self.node_bounds[seg.nodes[0]] = bound
+        return Unit(id=seg.id, nodes=seg.nodes, inputs=(seg.entry,), outputs=(seg.exit,), bounds=(bound,),
+                    estimates=(estimate.sigma,), role="segment",
+                    info={"power_iterations": estimate.iterations, "power_converged": estimate.converged,
+                          "estimate": estimate.sigma})
+
+    def _materialised(self, fn, entry: str, exit_: str) -> Bound | None:
+        shape = self.graph.shape(entry)
+        return certified_materialised_norm(fn, shape, int(np.prod(self.graph.shape(exit_))),
+                                           self.options.materialize_limit, device=self.exact.device)
+
+    def _inner_autolip(self, seg: Segment) -> Bound:
+        inner = []
+        for nid in seg.nodes:
+            kind = self.infos[nid].kind
+            inner.append(self.node_unit(nid) if kind is Kind.COMBINE else self._norm_unit(nid))
+        result = compose(inner, seg.entry, seg.exit)
+        return Bound(result.value, result.label, "product of parts")
+
+    def _norm_unit(self, nid: str) -> Unit:
+        bound = self.node_norm(nid)
+        self.node_bounds[nid] = bound
+        dyn = self._dynamic_inputs(nid)
+        return Unit(id=nid, nodes=(nid,), inputs=tuple(t for _, t in dyn), outputs=(self.graph.views[nid].outputs[0],),
+                    bounds=tuple(bound for _ in dyn), estimates=tuple(bound.value for _ in dyn))
+
+    def _power(self, seg: Segment):
+        fn = self.fast.function(list(seg.nodes), seg.entry, seg.exit)
+        o = self.options
+        result = power_iteration(fn, self.graph.shape(seg.entry), dtype=self.fast.dtype, device=self.fast.device,
+                                 tol=o.power_tol, max_iter=o.power_iters, seed=o.seed)
+        if not result.converged:
+            self.graph.diagnostics.append(Diagnostic(seg.id, "power-not-converged", "note",
+                                                     f"power iteration stopped after {result.iterations} steps "
+                                                     "without reaching the tolerance"))
+        return result
+
+
+def _smallest(candidates: list[Bound | None], where: str, graph: Graph) -> Bound:
+    found = [c for c in candidates if c is not None]
+    if not found:
+        graph.diagnostics.append(Diagnostic(where, "no-certified-norm", "error",
+                                            "no certified norm: too large to materialise and the rule has no "
+                                            "closed form (raise --materialize-limit or add certified_norm to the rule)"))
+        return UNBOUNDED
+    return min(found, key=lambda b: b.value)
