@@ -167,3 +167,75 @@ def materialised_norm(fn, shape) -> float:
     zero = fn(torch.zeros(shape, dtype=torch.float64)).reshape(-1)
     cols = [(fn(torch.as_tensor(e.reshape(shape))).reshape(-1) - zero).numpy() for e in np.eye(n)]
     return float(np.linalg.norm(np.stack(cols, axis=1), 2))
+
+
+def uncovered_opsets(op_type: str, lowest: int = 11, domain: str = "") -> list[int]:
+    """Opsets from ``lowest`` to onnx's latest at which ``op_type`` exists but has no rule."""
+    missing = []
+    for opset in range(lowest, onnx.defs.onnx_opset_version() + 1):
+        try:
+            onnx.defs.get_schema(op_type, max_inclusive_version=opset, domain=domain)
+        except onnx.defs.SchemaError:
+            continue
+        if REGISTRY.resolve(domain, op_type, opset)[0] is None:
+            missing.append(opset)
+    return missing
+
+
+def check_norm(view: NodeView, arrays, i: int = 0, output: int = 0, rel: float | None = None,
+               n_pairs: int = 200):
+    """The rule's ``certified_norm`` against independent computations: it must be ≥ the
+    materialised operator norm (explicit float64 SVD of the Jacobian built column by column)
+    and ≥ sampled ratios; when labelled exact it must equal the materialised norm (rel 1e-9),
+    and when ``rel`` is given it must be within ``rel`` of it. Returns (bound, materialised)."""
+    from lipgraph.labels import Label
+
+    bound = rule_for(view).certified_norm(view)
+    fn = input_fn(view, arrays, i, output)
+    shape = np.shape(arrays[i])
+    exact = materialised_norm(fn, shape)
+    slack = 1e-12 if bound.label is Label.EXACT else 0.0   # an exact closed form may sit an ulp under the SVD
+    assert bound.value >= exact * (1 - slack), (bound, exact)
+    if bound.label is Label.EXACT or rel is not None:
+        assert abs(bound.value - exact) <= (rel or 1e-9) * max(exact, 1e-300) + 1e-12, (bound, exact)
+    ratio = sampled_max_ratio(fn, shape, n_pairs=n_pairs)
+    assert ratio <= bound.value * (1 + 1e-12), (ratio, bound)
+    return bound, exact
+
+
+# --- helpers appended for the activation / arithmetic / pooling / softmax rule tests -----------
+
+def since_versions(op_type: str, first_opset: int = 11, domain: str = "") -> list[int]:
+    """The since_versions of ``op_type`` in effect at some opset from ``first_opset`` to the
+    latest one this onnx knows (the versions a rule must cover)."""
+    found = set()
+    for opset in range(first_opset, onnx.defs.onnx_opset_version() + 1):
+        try:
+            found.add(onnx.defs.get_schema(op_type, max_inclusive_version=opset, domain=domain).since_version)
+        except onnx.defs.SchemaError:
+            pass
+    return sorted(found)
+
+
+def assert_versions_covered(op_type: str, first_opset: int = 11, domain: str = "") -> list[int]:
+    """Every since_version of ``op_type`` from ``first_opset`` on has a registered rule."""
+    versions = since_versions(op_type, first_opset, domain)
+    assert versions, f"no schema for {op_type}"
+    for v in versions:
+        rule_obj, resolved = REGISTRY.resolve(domain, op_type, v)
+        assert rule_obj is not None and resolved == v, f"{op_type} v{v} has no rule"
+    return versions
+
+
+def grid_derivatives(fn, xs, h: float = 1e-6):
+    """Derivatives of an elementwise ``fn`` on the 1-D grid ``xs`` (float64): autograd, and
+    the backward and forward finite differences (f(x) − f(x−h))/h, (f(x+h) − f(x))/h.
+    By the mean value theorem a finite difference is a derivative value somewhere in
+    [x−h, x+h], so a sound slope range contains all three up to rounding (~1e-16·|f|/h)."""
+    x = torch.as_tensor(np.asarray(xs, dtype=np.float64)).clone().requires_grad_(True)
+    y = fn(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    with torch.no_grad():
+        x0 = x.detach()
+        f0, fl, fr = fn(x0), fn(x0 - h), fn(x0 + h)
+    return grad.numpy(), ((f0 - fl) / h).numpy(), ((fr - f0) / h).numpy()
