@@ -1,0 +1,273 @@
+"""SeqLip maths against independent brute force (itertools + numpy), sampling and anchors."""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipgraph.labels import Label
+from lipgraph.passes.seqlip import (
+    BudgetExhausted,
+    OperatorMap,
+    factor_bnb,
+    factor_exact,
+    factor_greedy,
+    factor_relaxation,
+    factor_topk,
+    seqlip_chain,
+    time_exact_factor,
+    topk_triplets,
+)
+
+ANCHOR = Path("/work/shared/anchors/lipsdp_random_2-10-30-20-2.npz")
+# certify() adds 1e-8 relative per factor; allow that per factor plus rounding.
+MARGIN = 1e-7
+
+ACTS = {
+    "relu": ((0.0, 1.0), lambda z: np.maximum(z, 0.0)),
+    "leaky": ((0.1, 1.0), lambda z: np.where(z > 0, z, 0.1 * z)),
+    "sigmoid": ((0.0, 0.25), lambda z: 1.0 / (1.0 + np.exp(-z))),
+    "tanh": ((0.0, 1.0), np.tanh),
+}
+
+
+def _net(rng, widths):
+    return [rng.standard_normal((widths[i + 1], widths[i])) / math.sqrt(widths[i])
+            for i in range(len(widths) - 1)]
+
+
+def _spec(M):
+    return np.linalg.norm(M, 2)
+
+
+def _seqlip_bruteforce(Ws, boxes):
+    """The SeqLip formula written out: numpy SVD, every vertex of every factor."""
+    K = len(Ws)
+    svds = [np.linalg.svd(W, full_matrices=False) for W in Ws]
+    total = 1.0
+    for i in range(K - 1):
+        U_i, s_i, _ = svds[i]
+        _, s_n, Vt_n = svds[i + 1]
+        s_in = s_i if i == 0 else np.sqrt(s_i)
+        s_out = s_n if i + 1 == K - 1 else np.sqrt(s_n)
+        lo, hi = boxes[i]
+        best = 0.0
+        for d in itertools.product((lo, hi), repeat=Ws[i].shape[0]):
+            best = max(best, _spec(np.diag(s_out) @ Vt_n @ np.diag(d) @ U_i @ np.diag(s_in)))
+        total *= best
+    return total
+
+
+def _joint_bruteforce(Ws, boxes):
+    """max over all joint activation patterns of ‖W_K D_{K−1} ⋯ D_1 W_1‖ (≥ true constant)."""
+    widths = [W.shape[0] for W in Ws[:-1]]
+    best = 0.0
+    for pattern in itertools.product((0, 1), repeat=sum(widths)):
+        J = Ws[0]
+        pos = 0
+        for i, w in enumerate(widths):
+            lo, hi = boxes[i]
+            d = np.where(np.array(pattern[pos:pos + w]) == 1, hi, lo)
+            pos += w
+            J = Ws[i + 1] @ (d[:, None] * J)
+        best = max(best, _spec(J))
+    return best
+
+
+def _autolip(Ws, boxes):
+    return math.prod(_spec(W) for W in Ws) * math.prod(max(abs(lo), abs(hi)) for lo, hi in boxes)
+
+
+def _forward(Ws, acts, x):
+    z = x
+    for W, a in zip(Ws[:-1], acts):
+        z = ACTS[a][1](z @ W.T)
+    return z @ Ws[-1].T
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_chain_equals_bruteforce_seqlip(seed):
+    rng = np.random.default_rng(seed)
+    hidden = 2 + seed % 2
+    widths = [int(rng.integers(2, 7))] + [int(rng.integers(2, 13)) for _ in range(hidden)] \
+        + [int(rng.integers(1, 6))]
+    acts = [list(ACTS)[int(rng.integers(0, 4))] for _ in range(hidden)]
+    boxes = [ACTS[a][0] for a in acts]
+    Ws = _net(rng, widths)
+    res = seqlip_chain(Ws, boxes)
+    bf = _seqlip_bruteforce(Ws, boxes)
+    assert res.certified.label is Label.CERTIFIED
+    assert bf * (1 - 1e-9) <= res.certified.value <= bf * (1 + MARGIN), (widths, acts)
+    assert all(f.method.startswith("exact") for f in res.factors)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chain_above_joint_patterns(seed):
+    rng = np.random.default_rng(100 + seed)
+    hidden = 2 + seed % 2
+    cap = 7 if hidden == 2 else 5
+    widths = [3] + [int(rng.integers(2, cap + 1)) for _ in range(hidden)] + [2]
+    acts = [list(ACTS)[int(rng.integers(0, 4))] for _ in range(hidden)]
+    boxes = [ACTS[a][0] for a in acts]
+    Ws = _net(rng, widths)
+    joint = _joint_bruteforce(Ws, boxes)
+    cert = seqlip_chain(Ws, boxes).certified.value
+    assert cert >= joint * (1 - 1e-12)
+    assert cert <= _autolip(Ws, boxes) * (1 + MARGIN)
+
+
+def test_exact_single_layer_and_linear():
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((7, 4))
+    res = seqlip_chain([W], [])
+    assert _spec(W) <= res.certified.value <= _spec(W) * (1 + MARGIN)
+    # identity activations (box [1, 1]) make the chain linear: SeqLip ≥ ‖W2 W1‖ exactly
+    Ws = _net(rng, [4, 6, 3])
+    res = seqlip_chain(Ws, [(1.0, 1.0)])
+    assert res.certified.value >= _spec(Ws[1] @ Ws[0]) * (1 - 1e-12)
+
+
+# ----------------------------------------------------------------------------- factor functions
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_factor_functions_against_bruteforce(seed):
+    rng = np.random.default_rng(200 + seed)
+    n, p, q = int(rng.integers(4, 12)), int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    A, B = rng.standard_normal((p, n)), rng.standard_normal((n, q))
+    if seed % 2:  # per-neuron GELU-like boxes with negative slopes
+        lo = -0.17 * rng.random(n)
+        hi = 1.0 + 0.13 * rng.random(n)
+    else:
+        lo, hi = np.zeros(n), np.ones(n)
+    bf = max(_spec(A @ np.diag(d) @ B) for d in itertools.product(*zip(lo, hi)))
+    ex = factor_exact(A, B, lo, hi, low_bits=3)
+    assert ex.label is Label.CERTIFIED and bf <= ex.value <= bf * (1 + MARGIN)
+    bb, done = factor_bnb(A, B, lo, hi, time_budget=None, max_nodes=1 << 20)
+    assert done and bf <= bb.value <= bf * (1 + MARGIN)
+    rel = factor_relaxation(A, B, lo, hi)
+    assert rel.label is Label.CERTIFIED and rel.value >= bf
+    smax = np.maximum(np.abs(lo), np.abs(hi)).max()
+    assert rel.value <= smax * _spec(A) * _spec(B) * (1 + MARGIN)
+    # the design's scalar form m‖AB‖ + r‖A‖‖B‖ is never beaten from below
+    if seed % 2 == 0:
+        assert rel.value <= (0.5 * _spec(A @ B) + 0.5 * _spec(A) * _spec(B)) * (1 + MARGIN)
+    gr = factor_greedy(A, B, lo, hi, seed=seed)
+    assert gr.label is Label.ESTIMATE and gr.value <= bf * (1 + 1e-12)
+
+
+def test_budget_exhaustion_falls_back():
+    rng = np.random.default_rng(7)
+    A, B = rng.standard_normal((6, 14)), rng.standard_normal((14, 6))
+    with pytest.raises(BudgetExhausted):
+        factor_exact(A, B, 0.0, 1.0, time_budget=0.0)
+    Ws = _net(rng, [3, 6, 8, 2])
+    boxes = [(0.0, 1.0), (0.0, 0.25)]
+    res = seqlip_chain(Ws, boxes, time_budget=0.0, bnb_budget=0.0)
+    assert any("time budget exhausted" in d for d in res.diagnostics)
+    assert not any(f.method.startswith("exact") for f in res.factors)
+    assert res.certified.value >= _joint_bruteforce(Ws, boxes)
+    assert res.certified.value >= _seqlip_bruteforce(Ws, boxes)
+    assert res.certified.value <= _autolip(Ws, boxes) * (1 + MARGIN)
+
+
+def test_wide_factor_uses_relaxation():
+    rng = np.random.default_rng(8)
+    Ws = _net(rng, [5, 80, 4])
+    res = seqlip_chain(Ws, [(0.0, 1.0)], bnb_max=64)
+    assert any("used relaxation" in d for d in res.diagnostics)
+    assert res.factors[0].method in ("relaxation", "autolip-factor")
+    assert res.certified.value <= _autolip(Ws, [(0.0, 1.0)]) * (1 + MARGIN)
+
+
+# ----------------------------------------------------------------------------- soundness sweep
+
+
+def test_random_nets_sampled_soundness():
+    rng = np.random.default_rng(12345)
+    matched = known = 0
+    for case in range(100):
+        hidden = int(rng.integers(1, 4))
+        widths = [int(rng.integers(2, 9))] + [int(rng.integers(2, 65)) for _ in range(hidden)] \
+            + [int(rng.integers(1, 6))]
+        acts = [list(ACTS)[int(rng.integers(0, 4))] for _ in range(hidden)]
+        boxes = [ACTS[a][0] for a in acts]
+        Ws = _net(rng, widths)
+        res = seqlip_chain(Ws, boxes, exact_max=14, bnb_max=24, bnb_budget=0.02, seed=case)
+        cert = res.certified.value
+        x = rng.standard_normal((256, widths[0])) * 2.0
+        y = np.concatenate([x[:128] + 1e-4 * rng.standard_normal((128, widths[0])),
+                            rng.standard_normal((128, widths[0])) * 2.0])
+        ratios = (np.linalg.norm(_forward(Ws, acts, x) - _forward(Ws, acts, y), axis=1)
+                  / np.linalg.norm(x - y, axis=1))
+        assert ratios.max() <= cert, (case, widths, acts)
+        assert cert <= _autolip(Ws, boxes) * (1 + MARGIN), (case, widths, acts)
+        assert res.greedy.label is Label.ESTIMATE
+        for f in res.factors:
+            if f.method.startswith("exact"):
+                known += 1
+                assert f.greedy <= f.certified
+                matched += f.greedy * (1 + MARGIN) >= f.certified
+    print(f"\ngreedy matched the exact factor in {matched}/{known} factors")
+    assert known >= 50
+
+
+# ----------------------------------------------------------------------------- anchor
+
+
+def test_anchor_lipsdp_random():
+    d = np.load(ANCHOR)
+    Ws = [d[f"W{i}"] for i in range(1, 5)]
+    res = seqlip_chain(Ws, [(0.0, 1.0)] * 3)
+    print(f"\nanchor 2-10-30-20-2 SeqLip certified = {res.certified.value:.6f} "
+          f"({[f.method for f in res.factors]}), greedy = {res.greedy.value:.6f}")
+    assert 36.48223 <= res.certified.value < 43.30557
+
+
+# ----------------------------------------------------------------------------- top-k
+
+
+def test_topk_triplets_and_factor_topk():
+    rng = np.random.default_rng(3)
+    W1, W2 = rng.standard_normal((12, 6)), rng.standard_normal((4, 12))
+    T1 = torch.tensor(W1)
+    U, S, V = topk_triplets(lambda x: T1 @ x, (6,), 3, iters=200, seed=1)
+    s_ref = np.linalg.svd(W1, compute_uv=False)[:3]
+    np.testing.assert_allclose(S.numpy(), s_ref, rtol=1e-8)
+    np.testing.assert_allclose((T1 @ V).numpy(), (U * S).numpy(), atol=1e-8)
+    # full-rank top-k greedy equals greedy on the dense SVD factor
+    t1 = topk_triplets(lambda x: T1 @ x, (6,), 6, iters=300)
+    t2 = topk_triplets(lambda x: torch.tensor(W2) @ x, (12,), 4, iters=300)
+    g = factor_topk(t1, t2, 0.0, 1.0, first=True, last=True)
+    assert g.label is Label.ESTIMATE
+    U1, s1, _ = np.linalg.svd(W1, full_matrices=False)
+    _, s2, Vt2 = np.linalg.svd(W2, full_matrices=False)
+    ref = factor_greedy(np.diag(s2) @ Vt2, U1 @ np.diag(s1), 0.0, 1.0).value
+    assert g.value == pytest.approx(ref, rel=1e-7)
+
+
+def test_operator_maps_in_chain():
+    rng = np.random.default_rng(4)
+    Ws = _net(rng, [5, 9, 3])
+    T0 = torch.tensor(Ws[0])
+    small = seqlip_chain([OperatorMap(lambda x: T0 @ x, (5,)), Ws[1]], [(0.0, 1.0)])
+    dense = seqlip_chain(Ws, [(0.0, 1.0)])
+    assert small.certified.value == pytest.approx(dense.certified.value, rel=1e-12)
+    big = seqlip_chain([OperatorMap(lambda x: T0 @ x, (5,)), Ws[1]], [(0.0, 1.0)], dense_max=0,
+                       topk=5)
+    assert math.isinf(big.certified.value)  # no certified norm supplied: no certified bound
+    assert big.greedy.label is Label.ESTIMATE
+    assert big.greedy.value <= dense.certified.value * (1 + 1e-6)
+
+
+def test_time_exact_factor_helper():
+    secs, val = time_exact_factor(10, seed=0)
+    secs2, val2 = time_exact_factor(10, seed=0, method="bnb")
+    assert secs >= 0 and secs2 >= 0 and val == pytest.approx(val2, rel=1e-12)
