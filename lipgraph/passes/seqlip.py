@@ -401,13 +401,20 @@ def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence
             return adjoint(u.reshape(out_shape)).reshape(-1)
 
     def apply_cols(f, M):
-        return torch.stack([f(M[:, i]) for i in range(M.shape[1])], dim=1)
+        try:  # one batched call when the operator supports vmap
+            return torch.func.vmap(f, in_dims=1, out_dims=1)(M)
+        except Exception:  # noqa: BLE001 - fall back to one call per column
+            return torch.stack([f(M[:, i]) for i in range(M.shape[1])], dim=1)
+
+    def orth(M):  # numpy's QR is far cheaper than torch's for small CPU matrices
+        if M.device.type == "cpu":
+            return torch.from_numpy(np.linalg.qr(M.detach().numpy())[0])
+        return torch.linalg.qr(M)[0]
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    V = torch.randn(n_in, k, generator=gen, dtype=_DT).to(device)
-    V, _ = torch.linalg.qr(V)
+    V = orth(torch.randn(n_in, k, generator=gen, dtype=_DT)).to(device)
     for _ in range(iters):
-        V, _ = torch.linalg.qr(apply_cols(adj, apply_cols(fwd, V)))
+        V = orth(apply_cols(adj, apply_cols(fwd, V)))
     AV = apply_cols(fwd, V)
     P, S, Qh = torch.linalg.svd(AV, full_matrices=False)
     return P, S, V @ Qh.T
