@@ -1,12 +1,27 @@
 """Elementwise activations: each rule states its slope range [lo, hi].
 
-AutoLip uses max(|lo|, |hi|); SeqLip uses the range itself.
+AutoLip uses max(|lo|, |hi|); SeqLip uses the range itself. A range must contain every
+derivative value, one-sided derivatives at kinks included (closed hull of the derivative's
+range). Activations with kinks also give ``smooth(node, x, t)``: the op with every kink
+``relu`` replaced by ``t·softplus(·/t)`` (``_soft_relu``), which is the op itself at t = 0.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from lipgraph.registry import Kind, Rule, rule
+from lipgraph.registry import Kind, Rule, require_constant, rule
+
+
+def _soft_relu(x, t: float):
+    """relu(x) smoothed with temperature t: t·softplus(x/t) → relu(x) as t → 0."""
+    return t * F.softplus(x / t) if t > 0 else torch.relu(x)
+
+
+def _hull(*values: float) -> tuple[float, float]:
+    """The smallest closed range containing the given slope values."""
+    return float(min(values)), float(max(values))
 
 
 @rule("Relu", versions=(6, 13, 14), kind=Kind.ACTIVATION)
@@ -26,4 +41,286 @@ class Relu(Rule):
         return 0.0, 1.0
 
     def smooth(self, node, x, t):
-        return t * torch.nn.functional.softplus(x / t) if t > 0 else torch.relu(x)
+        return _soft_relu(x, t)
+
+
+@rule("LeakyRelu", versions=(6, 16), kind=Kind.ACTIVATION)
+class LeakyRelu(Rule):
+    """LeakyRelu: slopes [min(α, 1), max(α, 1)], Lipschitz constant max(|α|, 1).
+
+    Bound: derivative α on x < 0, 1 on x > 0; one-sided derivatives at 0 are α and 1.
+    Exactness: exact (both slopes are attained), for any α (α > 1 and α < 0 included).
+    Assumptions: none.
+    References: ONNX LeakyRelu (y = x for x ≥ 0, αx otherwise).
+    """
+
+    def forward(self, node, x):
+        return torch.where(x >= 0, x, node.attr("alpha", 0.01) * x)
+
+    def slopes(self, node):
+        return _hull(node.attr("alpha", 0.01), 1.0)
+
+    def smooth(self, node, x, t):
+        alpha = node.attr("alpha", 0.01)
+        return alpha * x + (1.0 - alpha) * _soft_relu(x, t)
+
+
+@rule("PRelu", versions=(7, 9, 16), kind=Kind.ACTIVATION)
+class PRelu(Rule):
+    """PRelu: slopes [min(s, 1), max(s, 1)] per entry of the constant slope tensor s.
+
+    Bound: as LeakyRelu with α = s broadcast (unidirectionally) to the input; lo and hi are
+      arrays of s's shape, broadcastable to the input. Lipschitz constant max(|s|, 1).
+    Exactness: exact per entry.
+    Assumptions: the slope input is a constant (a computed slope makes the op non-elementwise
+      in the analysed input: not applicable).
+    References: ONNX PRelu.
+    """
+
+    def check(self, node):
+        require_constant(node, 1)
+
+    def forward(self, node, x, slope):
+        return torch.where(x >= 0, x, slope * x)
+
+    def slopes(self, node):
+        s = np.asarray(node.const(1), dtype=np.float64)
+        return np.minimum(s, 1.0), np.maximum(s, 1.0)
+
+    def smooth(self, node, x, t):
+        s = torch.as_tensor(np.array(node.const(1)), dtype=x.dtype, device=x.device)
+        return s * x + (1.0 - s) * _soft_relu(x, t)
+
+
+@rule("Sigmoid", versions=(6, 13), kind=Kind.ACTIVATION)
+class Sigmoid(Rule):
+    """Sigmoid: slopes [0, 1/4].
+
+    Bound: σ'(x) = σ(x)(1 − σ(x)) ∈ (0, 1/4], maximal at 0.
+    Exactness: exact (1/4 at x = 0; 0 is the infimum).
+    Assumptions: none.
+    References: ONNX Sigmoid.
+    """
+
+    def forward(self, node, x):
+        return torch.sigmoid(x)
+
+    def slopes(self, node):
+        return 0.0, 0.25
+
+
+@rule("Tanh", versions=(6, 13), kind=Kind.ACTIVATION)
+class Tanh(Rule):
+    """Tanh: slopes [0, 1].
+
+    Bound: tanh'(x) = 1 − tanh²(x) ∈ (0, 1], maximal at 0.
+    Exactness: exact (1 at x = 0; 0 is the infimum).
+    Assumptions: none.
+    References: ONNX Tanh.
+    """
+
+    def forward(self, node, x):
+        return torch.tanh(x)
+
+    def slopes(self, node):
+        return 0.0, 1.0
+
+
+@rule("Softplus", versions=(1, 22), kind=Kind.ACTIVATION)
+class Softplus(Rule):
+    """Softplus: slopes [0, 1].
+
+    Bound: d/dx log(1 + eˣ) = σ(x) ∈ (0, 1).
+    Exactness: exact (both ends are the supremum/infimum, approached as x → ±∞).
+    Assumptions: none.
+    References: ONNX Softplus.
+    """
+
+    def forward(self, node, x):
+        return F.softplus(x)
+
+    def slopes(self, node):
+        return 0.0, 1.0
+
+
+def _elu_slopes(alpha: float) -> tuple[float, float]:
+    """ELU's derivative: αeˣ on x < 0 (values between 0 and α), 1 on x > 0, one-sided α and 1
+    at 0: hull [min(0, α), max(1, α)]."""
+    return _hull(0.0, alpha, 1.0)
+
+
+def _elu_smooth(x, alpha: float, t: float):
+    """ELU = relu(x) + α(exp(−relu(−x)) − 1), both relus smoothed."""
+    return _soft_relu(x, t) + alpha * (torch.exp(-_soft_relu(-x, t)) - 1.0)
+
+
+@rule("Elu", versions=(6, 22), kind=Kind.ACTIVATION)
+class Elu(Rule):
+    """Elu: slopes [min(0, α), max(1, α)].
+
+    Bound: derivative αeˣ on x < 0 (strictly between 0 and α), 1 on x ≥ 0; at 0 the one-sided
+      derivatives are α and 1. So α > 1 gives hi = α, α < 0 gives lo = α.
+    Exactness: exact: both ends are attained or are the infimum (αeˣ → 0 as x → −∞).
+    Assumptions: none.
+    References: ONNX Elu (y = α(eˣ − 1) for x < 0, x otherwise).
+    """
+
+    def forward(self, node, x):
+        return F.elu(x, node.attr("alpha", 1.0))
+
+    def slopes(self, node):
+        return _elu_slopes(node.attr("alpha", 1.0))
+
+    def smooth(self, node, x, t):
+        return _elu_smooth(x, node.attr("alpha", 1.0), t)
+
+
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+
+
+@rule("Selu", versions=(6, 22), kind=Kind.ACTIVATION)
+class Selu(Rule):
+    """Selu: slopes γ·[min(0, α), max(1, α)] (ends swapped when γ < 0); default ≈ [0, 1.7581].
+
+    Bound: Selu = γ·Elu_α, so its derivative is γ times Elu's (see Elu).
+    Exactness: exact (as Elu).
+    Assumptions: none.
+    References: ONNX Selu (defaults α = 1.67326…, γ = 1.05070…).
+    """
+
+    def forward(self, node, x):
+        return node.attr("gamma", SELU_GAMMA) * F.elu(x, node.attr("alpha", SELU_ALPHA))
+
+    def slopes(self, node):
+        gamma = node.attr("gamma", SELU_GAMMA)
+        lo, hi = _elu_slopes(node.attr("alpha", SELU_ALPHA))
+        return _hull(gamma * lo, gamma * hi)
+
+    def smooth(self, node, x, t):
+        return node.attr("gamma", SELU_GAMMA) * _elu_smooth(x, node.attr("alpha", SELU_ALPHA), t)
+
+
+#: GELU (erf) slope range, rounded outward at 1e-9. d(x) = Φ(x) + xφ(x); d'(x) = φ(x)(2 − x²),
+#: so the extrema are at x = ±√2: d(√2) = 1.1289041451851547863…, d(−√2) = 1 − d(√2) =
+#: −0.1289041451851547863… (mpmath, 40 digits). Limits 0 and 1 at ∓∞ lie inside.
+GELU_ERF_SLOPES = (-0.128904146, 1.128904146)
+#: GELU (tanh approximation) slope range, rounded outward at 1e-9. g(x) = x/2·(1 + tanh(u)),
+#: u = √(2/π)(x + 0.044715x³); g(x) − g(−x) = x, so g'(−x) = 1 − g'(x). g'' vanishes at
+#: x = ±1.4185040087908283…, where g' = 1.1289930686587717654… and −0.1289930686587717654…
+#: (mpmath findroot, 40 digits; tests check a dense grid finds no other extremum).
+GELU_TANH_SLOPES = (-0.128993069, 1.128993069)
+
+
+@rule("Gelu", versions=(20,), kind=Kind.ACTIVATION)
+class Gelu(Rule):
+    """Gelu: slopes [−0.128904146, 1.128904146] (erf), [−0.128993069, 1.128993069] (tanh).
+
+    Bound: the derivative's global extrema, computed to 40 digits and rounded outward at 1e-9
+      (see GELU_ERF_SLOPES and GELU_TANH_SLOPES in the source for the derivation).
+    Exactness: tight to 1e-9 (both extrema are attained at x ≈ ±1.41).
+    Assumptions: none.
+    References: ONNX Gelu (approximate = "none" | "tanh"); Hendrycks & Gimpel 2016.
+    """
+
+    def forward(self, node, x):
+        return F.gelu(x, approximate=node.attr("approximate", "none"))
+
+    def slopes(self, node):
+        return GELU_TANH_SLOPES if node.attr("approximate", "none") == "tanh" else GELU_ERF_SLOPES
+
+
+def _hard_sigmoid_smooth(x, alpha: float, beta: float, t: float):
+    """clip(αx + β, 0, 1) = relu(z) − relu(z − 1), z = αx + β, both relus smoothed."""
+    z = alpha * x + beta
+    return _soft_relu(z, t) - _soft_relu(z - 1.0, t)
+
+
+@rule("HardSigmoid", versions=(6, 22), kind=Kind.ACTIVATION)
+class HardSigmoid(Rule):
+    """HardSigmoid: slopes [min(0, α), max(0, α)] (= [0, α] for the usual α ≥ 0).
+
+    Bound: y = max(0, min(1, αx + β)) has derivative α where 0 < αx + β < 1 and 0 elsewhere.
+    Exactness: exact (for α ≠ 0 the ramp is non-empty, so both values are attained).
+    Assumptions: none.
+    References: ONNX HardSigmoid (defaults α = 0.2, β = 0.5).
+    """
+
+    def forward(self, node, x):
+        return torch.clamp(node.attr("alpha", 0.2) * x + node.attr("beta", 0.5), 0.0, 1.0)
+
+    def slopes(self, node):
+        return _hull(0.0, node.attr("alpha", 0.2))
+
+    def smooth(self, node, x, t):
+        return _hard_sigmoid_smooth(x, node.attr("alpha", 0.2), node.attr("beta", 0.5), t)
+
+
+@rule("HardSwish", versions=(14, 22), kind=Kind.ACTIVATION)
+class HardSwish(Rule):
+    """HardSwish: slopes [−1/2, 3/2].
+
+    Bound: y = x·max(0, min(1, x/6 + 1/2)): derivative 0 for x < −3, x/3 + 1/2 on (−3, 3)
+      (from −1/2 to 3/2), 1 for x > 3; one-sided derivatives at ±3 are 0, −1/2 and 3/2, 1.
+    Exactness: exact (−1/2 and 3/2 are the one-sided derivatives at −3 and 3).
+    Assumptions: none.
+    References: ONNX HardSwish (α = 1/6, β = 1/2); Howard et al. 2019 (MobileNetV3).
+    """
+
+    def forward(self, node, x):
+        return x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
+
+    def slopes(self, node):
+        return -0.5, 1.5
+
+    def smooth(self, node, x, t):
+        return x * _hard_sigmoid_smooth(x, 1.0 / 6.0, 0.5, t)
+
+
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _clip_limits(node) -> tuple[float | None, float | None]:
+    """Clip's (min, max) from attributes (opset < 11) or constant inputs (11+); None if absent."""
+    if node.since_version < 11:
+        lims = [node.attr("min"), node.attr("max")]
+    else:
+        lims = [node.const(i) if node.has_input(i) else None for i in (1, 2)]
+    lims = [None if v is None else float(np.asarray(v).reshape(())) for v in lims]
+    # opset 6 defaults (±FLT_MAX) and infinite limits clip nothing a float32 can hold
+    return tuple(None if v is None or abs(v) >= _FLT_MAX else v for v in lims)
+
+
+@rule("Clip", versions=(6, 11, 12, 13), kind=Kind.ACTIVATION)
+class Clip(Rule):
+    """Clip: slopes [0, 1] ([0, 0] when min ≥ max: the output is constant).
+
+    Bound: derivative 1 strictly between min and max, 0 outside.
+    Exactness: exact (min < max: slope 1 attained inside; min ≥ max: constant output).
+    Assumptions: min and max are constants (attributes before opset 11, inputs from 11).
+    References: ONNX Clip (min > max sets every value to max).
+    """
+
+    def check(self, node):
+        require_constant(node, 1, 2)
+
+    def forward(self, node, x, lo=None, hi=None):
+        if node.since_version < 11:
+            lo, hi = node.attr("min"), node.attr("max")
+        return torch.clamp(x, min=lo, max=hi) if (lo is not None or hi is not None) else x
+
+    def slopes(self, node):
+        lo, hi = _clip_limits(node)
+        if lo is not None and hi is not None and lo >= hi:
+            return 0.0, 0.0
+        return 0.0, 1.0
+
+    def smooth(self, node, x, t):
+        lo, hi = _clip_limits(node)
+        if lo is not None and hi is not None and lo >= hi:
+            return torch.full_like(x, hi)
+        y = x
+        if lo is not None:
+            y = lo + _soft_relu(x - lo, t)
+        if hi is not None:
+            y = y - _soft_relu(x - hi, t)
+        return y
