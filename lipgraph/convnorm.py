@@ -394,3 +394,97 @@ def _banded_cholesky_succeeds(ab: np.ndarray, shift: float) -> bool:
     except np.linalg.LinAlgError:
         return False
     return True
+
+
+# ------------------------------------------------------------------------------ pooling
+def maxpool_bound(kernel, strides, dilations=None) -> Bound:
+    """ℓ2 Lipschitz bound of MaxPool: √(Π_d ⌈k_d·gcd(d_d, s_d)/s_d⌉) (= √(Π⌈k_eff/s⌉) undilated).
+
+    Bound: |max_W x − max_W x′| ≤ max_W |x − x′| ≤ ‖(x − x′)_W‖₂ per window W, so
+    ‖y − y′‖² ≤ Σ_W ‖(x − x′)_W‖² = Σ_p (number of windows holding p)·(x_p − x′_p)². Position p
+    is in window w iff p − s·w = d·j for some tap j < k; the taps j that fit one residue of p
+    mod s form one class mod s/gcd(d, s), so at most ⌈k·gcd(d, s)/s⌉ windows per dimension.
+
+    Exactness: ``exact`` (1) when no position lies in two windows; otherwise ``certified`` and
+    attained on inputs large enough to have a position shared by the maximal number of windows
+    (perturb the maximum sitting there).
+
+    Assumptions: any padding (−∞ pads only shrink windows), ceil_mode, storage order.
+
+    References: Virmaux & Scaman 2018; Gouk et al., *Regularisation of neural networks by
+    enforcing Lipschitz continuity*, 2021 (pooling bounds).
+    """
+    kernel = np.atleast_1d(np.asarray(kernel, dtype=np.int64))
+    strides = _per_dim(strides, kernel.size, 1)
+    dilations = _per_dim(dilations, kernel.size, 1)
+    windows = math.prod(-(-int(k) * math.gcd(d, s) // s) for k, s, d in zip(kernel, strides, dilations))
+    if windows == 1:
+        return Bound(1.0, Label.EXACT, "maxpool-disjoint")
+    return Bound(certify(math.sqrt(windows)), Label.CERTIFIED, "maxpool-overlap")
+
+
+def avgpool_certified_norm(kernel, strides, pads, input_spatial, count_include_pad: bool, ceil_mode: bool,
+                           dilations=None) -> Bound:
+    """Certified ‖A‖₂ of AveragePool: Π_d σ_max(A_d), A_d the 1-D pooling matrix of dimension d.
+
+    Bound: y[w₁,w₂] = Σ_{p ∈ W₁(w₁)×W₂(w₂)} x[p] / (c₁(w₁)·c₂(w₂)) — windows and divisors are
+    products over dimensions — so A = A₁ ⊗ A₂ and ‖A‖ = Π‖A_d‖ exactly; each small 1-D matrix
+    (out_d × n_d) is materialised and its σ_max taken from float64 eigenvalues (``separable-svd``).
+
+    Exactness: ``certified`` (float64 eigenvalues plus the ``certify`` margin); tight.
+
+    Assumptions: zero padding; divisor = taps inside the input (count_include_pad=0) or inside
+    the padded input (=1; taps of a ceil_mode window past the padded end are not counted, as in
+    torch/onnxruntime). A runtime dividing by more (e.g. always Πk) has an entrywise smaller
+    nonnegative matrix, hence a smaller norm: the bound still holds. A ceil_mode window starting
+    past the padded input is dropped (it would be an empty or zero row).
+
+    References: ONNX AveragePool; Van Loan, *The ubiquitous Kronecker product*, 2000 (σ of A⊗B).
+    """
+    spatial = tuple(int(n) for n in input_spatial)
+    dim = len(spatial)
+    kernel = _per_dim(kernel, dim, 1)
+    strides, dilations = _per_dim(strides, dim, 1), _per_dim(dilations, dim, 1)
+    pads = tuple(int(p) for p in (pads if pads is not None else (0,) * 2 * dim))
+    value = 1.0
+    for i in range(dim):
+        factor = _avgpool_matrix(spatial[i], kernel[i], strides[i], dilations[i], (pads[i], pads[i + dim]),
+                                 count_include_pad, ceil_mode)
+        if factor.size == 0 or not factor.any():
+            return Bound(0.0, Label.EXACT, "zero")
+        value *= _materialized_norm(lambda x, a=torch.as_tensor(factor): x @ a.T, (spatial[i],))
+    return Bound(certify(value), Label.CERTIFIED, "separable-svd")
+
+
+def _avgpool_matrix(n: int, k: int, s: int, d: int, pads: tuple[int, int], include_pad: bool,
+                    ceil_mode: bool) -> np.ndarray:
+    """The (out × n) matrix of 1-D average pooling with ONNX pads and ceil_mode."""
+    span = n + pads[0] + pads[1] - (d * (k - 1) + 1)
+    if span < 0:
+        return np.zeros((0, n))
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + pads[0]:
+        out -= 1
+    taps = (np.arange(out) * s - pads[0])[:, None] + d * np.arange(k)[None, :]  # input positions
+    inside = (taps >= 0) & (taps < n)
+    domain = (taps >= -pads[0]) & (taps < n + pads[1]) if include_pad else inside
+    count = np.maximum(domain.sum(1, keepdims=True), 1)
+    matrix = np.zeros((out, n))
+    rows = np.broadcast_to(np.arange(out)[:, None], taps.shape)
+    np.add.at(matrix, (rows[inside], taps[inside]), np.broadcast_to(1.0 / count, taps.shape)[inside])
+    return matrix
+
+
+def global_avgpool_norm(m: int) -> Bound:
+    """‖A‖₂ of GlobalAveragePool over m entries per channel: 1/√m.
+
+    Bound: y = (1/m)·1ᵀx per channel, ‖(1/m)·1‖₂ = 1/√m; channels are independent.
+
+    Exactness: ``exact`` (rounded up by two ulps so the float is never below 1/√m).
+
+    Assumptions: m ≥ 1 entries per channel.
+
+    References: ONNX GlobalAveragePool.
+    """
+    value = 1.0 / math.sqrt(m)
+    return Bound(math.nextafter(math.nextafter(value, math.inf), math.inf), Label.EXACT, "global-avgpool")
