@@ -1,19 +1,67 @@
-"""Elementwise arithmetic: Add, Sub, Sum (COMBINE when several inputs are analysed,
-AFFINE with a constant operand), Mul/Div by constants, Neg."""
+"""Elementwise arithmetic: Add, Sub, Sum (COMBINE), Neg, and Mul/Div by a constant (AFFINE).
+
+Add, Sub and Sum are COMBINE whatever the number of analysed inputs: with one analysed input
+the others are constants and the node is a shift plus a broadcast, whose partial bound
+√(copies) ``bounds`` gives like any other; AutoLip sums the partial bounds. Mul and Div are
+AFFINE only with a constant factor; Mul/Div of two analysed tensors has no global bound and
+is not applicable.
+
+The one norm computed here (``scaled_broadcast_norm``): x ↦ c ⊙ broadcast(x). Each output
+entry reads exactly one input entry, so the operator's columns have disjoint supports, its
+Gram matrix is diagonal, and its norm is max over input entries j of √(Σ c_o² over the
+outputs o that copy j). ``broadcast_gain`` is the case c = 1.
+"""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from lipgraph.labels import Bound, Label
-from lipgraph.registry import Kind, Rule, rule
+from lipgraph.errors import RuleNotApplicable
+from lipgraph.labels import Bound, Label, certify
+from lipgraph.registry import Kind, Rule, require_constant, rule
 
 
 def broadcast_gain(node, i: int) -> float:
     """‖x ↦ broadcast(x)‖ = √(copies): broadcasting input i to the output shape copies
     each entry numel(out)/numel(in) times."""
     return math.sqrt(node.numel_out() / node.numel_in(i))
+
+
+def _broadcast_bounds(node) -> dict[int, Bound]:
+    """Partial bounds of a sum or difference of broadcast inputs: √(copies) each, exact."""
+    return {i: Bound(broadcast_gain(node, i), Label.EXACT, "broadcast") for i in node.dynamic_indices}
+
+
+def scaled_broadcast_norm(scale: np.ndarray, in_shape, out_shape) -> Bound:
+    """‖x ↦ scale ⊙ broadcast(x)‖ for x of ``in_shape`` and output ``out_shape`` (numpy
+    broadcasting). Without broadcasting of x it is max|scale| (exact); otherwise
+    max_j √(Σ_{o copies j} scale_o²), computed in float64 and certified."""
+    scale = np.asarray(scale, dtype=np.float64)
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    if math.prod(in_shape) == math.prod(out_shape):
+        return Bound(float(np.max(np.abs(scale), initial=0.0)), Label.EXACT, "diagonal")
+    sq = np.broadcast_to(scale ** 2, out_shape)
+    lead = len(out_shape) - len(in_shape)
+    sq = sq.sum(axis=tuple(range(lead))) if lead else sq
+    axes = tuple(a for a, (n_in, n_out) in enumerate(zip(in_shape, sq.shape)) if n_in == 1 and n_out != 1)
+    per_entry = sq.sum(axis=axes) if axes else sq
+    return Bound(certify(math.sqrt(float(np.max(per_entry, initial=0.0)))), Label.CERTIFIED, "diagonal-copy")
+
+
+_UNSIGNED_WIDE = {torch.uint16, torch.uint32, torch.uint64}
+
+
+def _elementwise(op, *xs):
+    """Apply a binary ``op`` left to right; torch has no CPU arithmetic for uint16/32/64, so
+    those run in int64 (wrapping identically modulo 2^bits) and are cast back."""
+    dtype = xs[0].dtype
+    wide = dtype in _UNSIGNED_WIDE
+    out = xs[0].to(torch.int64) if wide else xs[0]
+    for x in xs[1:]:
+        out = op(out, x.to(torch.int64) if wide else x)
+    return out.to(dtype) if wide else out
 
 
 @rule("Add", versions=(7, 13, 14), kind=Kind.COMBINE)
@@ -27,7 +75,123 @@ class Add(Rule):
     """
 
     def forward(self, node, a, b):
-        return a + b
+        return _elementwise(torch.add, a, b)
 
     def bounds(self, node):
-        return {i: Bound(broadcast_gain(node, i), Label.EXACT, "broadcast") for i in node.dynamic_indices}
+        return _broadcast_bounds(node)
+
+
+@rule("Sub", versions=(7, 13, 14), kind=Kind.COMBINE)
+class Sub(Rule):
+    """Sub: partial constant √(copies) per analysed input (1 without broadcasting); AutoLip sums.
+
+    Bound: L = Σ_i √(numel(out)/numel(in_i))·L_i; the sign of the subtrahend does not change
+      a norm.
+    Exactness: exact per input; the sum is the triangle inequality (exact for one input).
+    Assumptions: none (a constant operand is a shift).
+    References: ONNX Sub.
+    """
+
+    def forward(self, node, a, b):
+        return _elementwise(torch.sub, a, b)
+
+    def bounds(self, node):
+        return _broadcast_bounds(node)
+
+
+@rule("Sum", versions=(8, 13), kind=Kind.COMBINE)
+class Sum(Rule):
+    """Sum (variadic): partial constant √(copies) per analysed input; AutoLip sums.
+
+    Bound: L = Σ_i √(numel(out)/numel(in_i))·L_i over analysed inputs.
+    Exactness: exact per input; the sum is the triangle inequality.
+    Assumptions: none (constant operands are shifts).
+    References: ONNX Sum (multidirectional broadcasting).
+    """
+
+    def forward(self, node, *xs):
+        return _elementwise(torch.add, *xs)
+
+    def bounds(self, node):
+        return _broadcast_bounds(node)
+
+
+@rule("Neg", versions=(6, 13), kind=Kind.AFFINE)
+class Neg(Rule):
+    """Neg: norm 1.
+
+    Bound: ‖−I‖ = 1. Exactness: exact. Assumptions: none. References: ONNX Neg.
+    """
+
+    def forward(self, node, x):
+        return -x
+
+    def certified_norm(self, node):
+        return Bound(1.0, Label.EXACT, "negation")
+
+
+def _analysed_index(node) -> int:
+    """The one analysed input of a binary Mul; not applicable when both are analysed."""
+    dyn = node.dynamic_indices
+    if len(dyn) != 1:
+        raise RuleNotApplicable(f"{node.op_type} of two tensors computed from the input has no global "
+                                "Lipschitz bound (bilinear)" if len(dyn) > 1 else
+                                f"{node.op_type} has no analysed input")
+    return dyn[0]
+
+
+@rule("Mul", versions=(7, 13, 14), kind=Kind.AFFINE)
+class Mul(Rule):
+    """Mul by a constant c: norm max|c|, or max_j √(Σ c² over the copies of x_j) when c
+    broadcasts x to a larger shape.
+
+    Bound: x ↦ c ⊙ broadcast(x) (either operand may be the analysed one): the columns of
+      this operator have disjoint supports, so its norm is the largest column norm.
+    Exactness: exact (max|c| without broadcasting of x); certified (float64 plus margin, equal
+      to the true norm) with broadcasting.
+    Assumptions: exactly one operand is analysed; Mul of two analysed tensors is bilinear and
+      not applicable.
+    References: ONNX Mul.
+    """
+
+    def check(self, node):
+        _analysed_index(node)
+
+    def forward(self, node, a, b):
+        return _elementwise(torch.mul, a, b)
+
+    def certified_norm(self, node):
+        i = _analysed_index(node)
+        return scaled_broadcast_norm(node.const(1 - i), node.input_shapes[i], node.output_shapes[0])
+
+
+@rule("Div", versions=(7, 13, 14), kind=Kind.AFFINE)
+class Div(Rule):
+    """Div by a constant c: norm max|1/c|, or max_j √(Σ c⁻² over the copies of x_j) when c
+    broadcasts x to a larger shape.
+
+    Bound: x ↦ (1/c) ⊙ broadcast(x), as Mul (see there).
+    Exactness: certified (1/c rounded in float64, plus margin); equal to the true norm.
+    Assumptions: the dividend is the analysed input and the divisor a constant with no zero
+      entry; a computed divisor (x ↦ c/x is not globally Lipschitz) or a zero divisor is not
+      applicable. Floating-point division only.
+    References: ONNX Div.
+    """
+
+    def check(self, node):
+        require_constant(node, 1)
+        c = node.const(1)
+        if c is not None and np.any(np.asarray(c) == 0):
+            raise RuleNotApplicable("Div by a constant with a zero entry")
+        if c is not None and not np.issubdtype(np.asarray(c).dtype, np.floating):
+            raise RuleNotApplicable("integer Div (truncating) is not affine")
+
+    def forward(self, node, a, b):
+        if not a.is_floating_point():
+            return torch.div(a, b, rounding_mode="trunc")
+        return a / b
+
+    def certified_norm(self, node):
+        inv = 1.0 / np.asarray(node.const(1), dtype=np.float64)
+        b = scaled_broadcast_norm(inv, node.input_shapes[0], node.output_shapes[0])
+        return Bound(certify(b.value), Label.CERTIFIED, b.method)
