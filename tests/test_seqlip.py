@@ -200,7 +200,7 @@ def test_random_nets_sampled_soundness():
         acts = [list(ACTS)[int(rng.integers(0, 4))] for _ in range(hidden)]
         boxes = [ACTS[a][0] for a in acts]
         Ws = _net(rng, widths)
-        res = seqlip_chain(Ws, boxes, exact_max=14, bnb_max=24, bnb_budget=0.02, seed=case)
+        res = seqlip_chain(Ws, boxes, exact_max=14, bnb_max=14, bnb_budget=0.02, seed=case)
         cert = res.certified.value
         x = rng.standard_normal((256, widths[0])) * 2.0
         y = np.concatenate([x[:128] + 1e-4 * rng.standard_normal((128, widths[0])),
@@ -216,7 +216,7 @@ def test_random_nets_sampled_soundness():
                 assert f.greedy <= f.certified
                 matched += f.greedy * (1 + MARGIN) >= f.certified
     print(f"\ngreedy matched the exact factor in {matched}/{known} factors")
-    assert known >= 50
+    assert known >= 30
 
 
 # ----------------------------------------------------------------------------- anchor
