@@ -1,0 +1,204 @@
+"""Pooling and ReduceMean: torch semantics vs onnxruntime (pads, auto_pad, ceil_mode,
+dilations, count_include_pad) and ONNX cases; MaxPool's bound vs onnxruntime's own worst case
+and convnorm's closed form; average norms vs materialised operators."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+
+from lipgraph.convnorm import maxpool_bound
+from lipgraph.errors import RuleNotApplicable
+from lipgraph.labels import Label
+from rulecheck import (assert_matches_ort, assert_versions_covered, conformance, input_fn, materialised_norm,
+                       nodeview, ort_run, rule_for, sampled_max_ratio)
+
+
+def test_versions_covered():
+    assert assert_versions_covered("MaxPool") == [11, 12, 22]
+    assert assert_versions_covered("AveragePool") == [11, 19, 22]
+    assert assert_versions_covered("GlobalMaxPool") == [1, 22]
+    assert assert_versions_covered("GlobalAveragePool") == [1, 22]
+    assert assert_versions_covered("ReduceMean") == [11, 13, 18]
+
+
+def _pool_configs():
+    """(kernel, strides, pads or auto_pad, ceil_mode, dilations, height) on a (1, 2, H, 5) input."""
+    out = []
+    for k, s, pad, cm, dil, h in itertools.product((2, 3), (1, 2, 3), ((0, 0), (1, 0), (1, 1), "SAME_UPPER",
+                                                                       "SAME_LOWER", "VALID"),
+                                                   (0, 1), (1, 2), (6, 7)):
+        if isinstance(pad, str) and (dil > 1 or s > k):
+            continue            # SAME+dilation: refused (tested below); s > k: onnxruntime rejects SAME
+        out.append((k, s, pad, cm, dil, h))
+    return out[::3]             # a third of the grid keeps the file fast; the subsample is fixed
+
+
+def _pool_node(op, k, s, pad, cm, dil, cip=None):
+    attrs = dict(kernel_shape=[k, 2], strides=[s, 1], ceil_mode=cm)
+    if isinstance(pad, str):
+        attrs["auto_pad"] = pad
+    else:
+        attrs["pads"] = [pad[0], 1, pad[1], 0]
+    if dil > 1:
+        attrs["dilations"] = [dil, 1]
+    if cip is not None:
+        attrs["count_include_pad"] = cip
+    return helper.make_node(op, ["x"], ["y"], **attrs)
+
+
+def _ort_worst_ratio(node, spatial, opset):
+    """max_j ‖f(e_j) − f(0)‖ with f run by onnxruntime (batched over j): the largest ratio any
+    one-entry perturbation of 0 realises — for MaxPool exactly √(max windows reading one entry)."""
+    n = math.prod(spatial)
+    basis = np.eye(n, dtype=np.float32).reshape(n, 1, *spatial)
+    y = ort_run(node, [basis], opset)[0].reshape(n, -1)
+    y0 = ort_run(node, [np.zeros((1, 1, *spatial), np.float32)], opset)[0].reshape(1, -1)
+    return float(np.max(np.linalg.norm(y - y0, axis=1)))
+
+
+@pytest.mark.parametrize("k,s,pad,cm,dil,h", _pool_configs())
+def test_maxpool(k, s, pad, cm, dil, h):
+    node = _pool_node("MaxPool", k, s, pad, cm, dil)
+    x = np.random.default_rng(k * 100 + s * 10 + h).normal(size=(1, 2, h, 5)).astype(np.float32)
+    for opset in (11, 12, 22):
+        assert_matches_ort(node, [x], [True], opset=opset)
+    view = nodeview(node, [x], [True], 22)
+    r = rule_for(view)
+    r.check(view)
+    bound = r.bounds(view)[0]
+    assert bound.label == Label.EXACT
+    assert bound.value == pytest.approx(_ort_worst_ratio(node, (h, 5), 22), rel=1e-6)   # exact
+    assert bound.value <= maxpool_bound([k, 2], [s, 1], [dil, 1]).value                 # ≤ closed form
+    assert sampled_max_ratio(input_fn(view, [x], 0), x.shape, n_pairs=40) <= bound.value * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("k,s,pad,cm,dil,h", _pool_configs())
+@pytest.mark.parametrize("cip", [0, 1])
+def test_averagepool(k, s, pad, cm, dil, h, cip):
+    node = _pool_node("AveragePool", k, s, pad, cm, dil, cip)
+    x = np.random.default_rng(k * 100 + s * 10 + h).normal(size=(1, 2, h, 5)).astype(np.float32)
+    for opset in ((19, 22) if dil > 1 else (11, 19, 22)):
+        assert_matches_ort(node, [x], [True], opset=opset)
+    view = nodeview(node, [x], [True], 22)
+    r = rule_for(view)
+    r.check(view)
+    bound = r.certified_norm(view)
+    exact = materialised_norm(input_fn(view, [x], 0), x.shape)
+    assert bound.value >= exact
+    assert bound.value == pytest.approx(exact, rel=1e-7)
+
+
+def test_maxpool_3x3_stride2_worst_case_pair():
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])
+    x = np.zeros((1, 1, 5, 5), np.float32)
+    view = nodeview(node, [x], [True])
+    assert rule_for(view).bounds(view)[0].value == 2.0
+    # entry (2, 2) is read by all four windows: raise it alone and every output moves by 1
+    y = x.copy()
+    y[0, 0, 2, 2] = 1.0
+    fx, fy = ort_run(node, [x])[0], ort_run(node, [y])[0]
+    assert np.linalg.norm(fy - fx) / np.linalg.norm(y - x) == pytest.approx(2.0, abs=1e-6)
+    assert maxpool_bound([3, 3], [2, 2]).value == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("op,shape,attrs", [
+    ("MaxPool", (1, 2, 9), dict(kernel_shape=[3], strides=[2], pads=[1, 1])),
+    ("MaxPool", (1, 1, 4, 5, 6), dict(kernel_shape=[2, 3, 2], strides=[1, 2, 2], ceil_mode=1)),
+    ("AveragePool", (1, 2, 9), dict(kernel_shape=[3], strides=[2], pads=[1, 2], ceil_mode=1)),
+    ("AveragePool", (1, 1, 4, 5, 6), dict(kernel_shape=[2, 3, 2], strides=[1, 2, 2], pads=[0, 1, 1, 1, 0, 1],
+                                         count_include_pad=1)),
+])
+def test_pool_1d_3d(op, shape, attrs):
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    assert_matches_ort(node, [x], [True], opset=22)
+    view = nodeview(node, [x], [True], 22)
+    fn = input_fn(view, [x], 0)
+    if op == "MaxPool":
+        bound = rule_for(view).bounds(view)[0].value
+        assert bound == pytest.approx(_ort_worst_ratio(node, shape[2:], 22), rel=1e-6)
+        assert sampled_max_ratio(fn, shape, n_pairs=40) <= bound * (1 + 1e-9)
+    else:
+        exact = materialised_norm(fn, shape)
+        assert rule_for(view).certified_norm(view).value == pytest.approx(exact, rel=1e-7)
+
+
+def test_pool_not_applicable():
+    x = np.zeros((1, 1, 6, 6), np.float32)
+    for op in ("MaxPool", "AveragePool"):
+        node = helper.make_node(op, ["x"], ["y"], kernel_shape=[2, 2], auto_pad="SAME_UPPER", dilations=[2, 2])
+        view = nodeview(node, [x], [True], 22)
+        with pytest.raises(RuleNotApplicable):
+            rule_for(view).check(view)
+    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2])
+    view = nodeview(node, [x], [True], 22)
+    with pytest.raises(RuleNotApplicable):
+        rule_for(view).check(view)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 7), (1, 1, 2, 3, 2)])
+def test_global_pools(shape):
+    x = np.random.default_rng(6).normal(size=shape).astype(np.float32)
+    m = math.prod(shape[2:])
+    for op in ("GlobalMaxPool", "GlobalAveragePool"):
+        node = helper.make_node(op, ["x"], ["y"])
+        for opset in (11, 22):
+            assert_matches_ort(node, [x], [True], opset=opset)
+        view = nodeview(node, [x], [True], 22)
+        fn = input_fn(view, [x], 0)
+        if op == "GlobalMaxPool":
+            assert rule_for(view).bounds(view)[0].value == 1.0
+            assert sampled_max_ratio(fn, shape, n_pairs=60) <= 1.0 + 1e-12
+            assert _ort_worst_ratio(node, shape[2:], 22) == pytest.approx(1.0)
+        else:
+            bound = rule_for(view).certified_norm(view)
+            exact = materialised_norm(fn, shape)
+            assert bound.value >= exact and bound.value == pytest.approx(1 / math.sqrt(m), rel=1e-12)
+
+
+REDUCE = [((3, 4, 5), [1], 1, 0), ((3, 4, 5), [-1, 0], 0, 0), ((3, 4, 5), None, 1, 0), ((3, 4, 5), None, 0, 1),
+          ((2, 3), [0, 1], 0, 0)]
+
+
+@pytest.mark.parametrize("shape,axes,keepdims,noop", REDUCE)
+def test_reducemean(shape, axes, keepdims, noop):
+    x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    for opset in (11, 13, 18):
+        if opset < 18:
+            if noop:
+                continue
+            node = helper.make_node("ReduceMean", ["x"], ["y"], keepdims=keepdims,
+                                    **({"axes": axes} if axes is not None else {}))
+            arrays, dyn = [x], [True]
+        else:
+            node = helper.make_node("ReduceMean", ["x", "axes"] if axes is not None else ["x"], ["y"],
+                                    keepdims=keepdims, noop_with_empty_axes=noop)
+            arrays = [x] + ([np.array(axes, np.int64)] if axes is not None else [])
+            dyn = [True] + [False] * (len(arrays) - 1)
+        assert_matches_ort(node, arrays, dyn, opset=opset)
+        view = nodeview(node, arrays, dyn, opset)
+        r = rule_for(view)
+        r.check(view)
+        bound = r.certified_norm(view)
+        exact = materialised_norm(input_fn(view, arrays, 0), x.shape)
+        assert bound.value >= exact and bound.value == pytest.approx(exact, rel=1e-9)
+    count = 1 if noop else math.prod(shape[a] for a in (axes or range(len(shape))))
+    assert bound.value == pytest.approx(1 / math.sqrt(count))
+
+
+def test_reducemean_computed_axes_not_applicable():
+    x = np.zeros((2, 3), np.float32)
+    node = helper.make_node("ReduceMean", ["x", "axes"], ["y"])
+    view = nodeview(node, [x, np.array([1], np.int64)], [True, True], 18)
+    with pytest.raises(RuleNotApplicable):
+        rule_for(view).check(view)
+
+
+@pytest.mark.parametrize("op,minimum", [("MaxPool", 17), ("AveragePool", 20), ("GlobalMaxPool", 2),
+                                        ("GlobalAveragePool", 2), ("ReduceMean", 8)])
+def test_conformance(op, minimum):
+    checked, skipped = conformance(op, dynamic_inputs=(0,))
+    assert checked >= minimum, skipped
