@@ -106,16 +106,16 @@ class UnitBuilder:
 
     # ---- segments -------------------------------------------------------------------------
     def segment_unit(self, seg: Segment) -> Unit:
-        candidates = []
-        if len(seg.nodes) == 1:
-            view = self.graph.views[seg.nodes[0]]
-            candidates.append(self.infos[seg.nodes[0]].rule.certified_norm(view))
-        fn = self.exact.function(list(seg.nodes), seg.entry, seg.exit)
-        candidates.append(self._materialised(fn, seg.entry, seg.exit))
-        if len(seg.nodes) > 1 and all(c is None for c in candidates):
-            candidates.append(self._inner_autolip(seg))
-        bound = _smallest(candidates, seg.id, self.graph)
         estimate = self._power(seg)
+        bound = None
+        if len(seg.nodes) == 1:
+            bound = self.infos[seg.nodes[0]].rule.certified_norm(self.graph.views[seg.nodes[0]])
+        if bound is None:
+            fn = self.exact.function(list(seg.nodes), seg.entry, seg.exit)
+            bound = self._materialised(fn, seg.entry, seg.exit, estimate.sigma)
+        if bound is None and len(seg.nodes) > 1:
+            bound = self._inner_autolip(seg)
+        bound = _smallest([bound], seg.id, self.graph)
         if len(seg.nodes) == 1:
             self.node_bounds[seg.nodes[0]] = bound
         return Unit(id=seg.id, nodes=seg.nodes, inputs=(seg.entry,), outputs=(seg.exit,), bounds=(bound,),
@@ -123,10 +123,11 @@ class UnitBuilder:
                     info={"power_iterations": estimate.iterations, "power_converged": estimate.converged,
                           "estimate": estimate.sigma})
 
-    def _materialised(self, fn, entry: str, exit_: str) -> Bound | None:
+    def _materialised(self, fn, entry: str, exit_: str, estimate: float | None = None) -> Bound | None:
         shape = self.graph.shape(entry)
         return certified_materialised_norm(fn, shape, int(np.prod(self.graph.shape(exit_))),
-                                           self.options.materialize_limit, device=self.exact.device)
+                                           self.options.materialize_limit, device=self.exact.device,
+                                           estimate=estimate)
 
     def _inner_autolip(self, seg: Segment) -> Bound:
         inner = []
