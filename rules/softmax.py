@@ -1,1 +1,51 @@
-"""(rules to come)"""
+"""Softmax: ℓ2 Lipschitz constant 1/2 (0 over slices of length 1)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lipgraph.labels import Bound, Label
+from lipgraph.registry import Kind, Rule, rule
+
+
+def _slices(node, shape) -> tuple[int, int]:
+    """(start dim, end dim) of the block softmax normalises over: the single axis (opset 13+)
+    or every dim from ``axis`` on (opset < 13 coerces the input to 2-D at ``axis``)."""
+    rank = len(shape)
+    if node.since_version >= 13:
+        axis = node.attr("axis", -1) % rank
+        return axis, axis + 1
+    return node.attr("axis", 1) % rank, rank
+
+
+@rule("Softmax", versions=(1, 11, 13), kind=Kind.NONLINEAR)
+class Softmax(Rule):
+    """Softmax: L = 1/2 (ℓ2), 0 when each normalised slice has a single entry.
+
+    Bound: on one slice of length n, J(x) = diag(p) − ppᵀ with p = softmax(x). J is symmetric
+      positive semidefinite; by Gershgorin each eigenvalue is at most max_i (p_i − p_i² +
+      Σ_{j≠i} p_i p_j) = max_i 2p_i(1 − p_i) ≤ 1/2. The input domain is convex, so by the mean
+      value inequality softmax is sup_x ‖J(x)‖ ≤ 1/2 Lipschitz. Slices are independent (J is
+      block diagonal over them), so 1/2 holds for the whole tensor. Opset < 13 normalises
+      over the flattened block of dims axis…rank−1: the same statement with n that block's size.
+    Exactness: exact for n ≥ 2: at p = (1/2, 1/2, 0, …) (two equal entries, the rest → −∞;
+      attained at x = 0 when n = 2) J has the eigenvector (1, −1, 0, …)/√2 with eigenvalue 1/2.
+    Assumptions: none.
+    References: ONNX Softmax; Gao & Pavel, "On the properties of the softmax function with
+      application in game theory and reinforcement learning" (2017), Prop. 4 (softmax is
+      1-Lipschitz with inverse temperature 1 — the 1/2 here is the sharper Gershgorin bound).
+    """
+
+    def forward(self, node, x):
+        start, end = _slices(node, x.shape)
+        if end - start == 1:
+            return torch.softmax(x, dim=start)
+        flat = x.reshape(*x.shape[:start], -1)
+        return torch.softmax(flat, dim=-1).reshape(x.shape)
+
+    def bounds(self, node):
+        shape = node.input_shapes[0]
+        start, end = _slices(node, shape)
+        n = math.prod(shape[start:end])
+        return {0: Bound(0.5 if n >= 2 else 0.0, Label.EXACT, "softmax-jacobian")}
