@@ -76,7 +76,8 @@ class Flatten(_Structural):
     """
 
     def forward(self, node, x):
-        axis = node.attr("axis", 1) % (x.dim() + 1) if x.dim() else 0
+        axis = node.attr("axis", 1)
+        axis = axis + x.dim() if axis < 0 else axis
         return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
@@ -152,7 +153,7 @@ class Dropout(_Structural):
     Bound: 1. Exactness: exact.
     Assumptions: inference — ratio and training_mode constant, and training_mode false (or
       ratio 0); otherwise random masking, not applicable. The optional mask output is all
-      true and constant.
+      true and constant (as the ONNX reference; onnxruntime's v10 kernel returns all false).
     References: ONNX Dropout (v10: ratio attribute; v12+: ratio, training_mode inputs).
     """
 
@@ -265,8 +266,10 @@ def pad_sources(n: int, begin: int, end: int, mode: str) -> np.ndarray:
         return np.where((j >= 0) & (j < n), j, -1)
     if mode == "edge":
         return np.clip(j, 0, n - 1)
-    if mode == "wrap":
-        return j % n
+    if mode == "wrap":  # negative pads crop first, then the cropped axis wraps (as onnxruntime)
+        lo, hi = max(-begin, 0), n - max(-end, 0)
+        k = np.arange(-max(begin, 0), hi - lo + max(end, 0))
+        return lo + k % max(hi - lo, 1)
     if n == 1:  # reflect
         return np.zeros_like(j)
     period = 2 * (n - 1)
@@ -288,7 +291,7 @@ class Pad(_Structural):
 
     Bound: √(Π over axes of the largest number of output positions copying one input
       position on that axis); 1 for constant mode (0 if the output has no input entry).
-      Negative pads crop.
+      Negative pads crop (for wrap, before wrapping, as onnxruntime does).
     Exactness: exact (the copy map has a diagonal Gram matrix; the copies of an entry
       multiply across axes).
     Assumptions: pads, axes and constant_value constant (the value is a shift).
