@@ -1,0 +1,118 @@
+"""Whole-model AutoLip: ground truth, soundness against sampled ratios (onnxruntime), and
+lipgraph's torch execution against onnxruntime."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+import scipy.signal
+import torch
+from onnx import numpy_helper
+
+from conftest import ANCHORS, MODELS, analysed
+from lipgraph.analysis import analyze
+from lipgraph.execute import Executor
+from lipgraph.labels import Label
+from randgraphs import random_graph, run_ort
+
+
+def sampled_ratio(model_path_or_proto, shape, n=200, seed=0) -> float:
+    """max ‖f(x)−f(y)‖/‖x−y‖ over random pairs at several distances, f by onnxruntime."""
+    import onnxruntime as ort
+    src = model_path_or_proto if isinstance(model_path_or_proto, str) else model_path_or_proto.SerializeToString()
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape)).astype(np.float32)
+    scale = np.array([0.03, 0.3, 3.0])[np.arange(n) % 3].reshape(-1, *([1] * len(shape)))
+    y = (x + scale * rng.normal(size=x.shape)).astype(np.float32)
+    best = 0.0
+    for xi, yi in zip(x, y):
+        fx, fy = sess.run(None, {name: xi})[0], sess.run(None, {name: yi})[0]
+        best = max(best, float(np.linalg.norm(fx.astype(np.float64) - fy) / np.linalg.norm(xi.astype(np.float64) - yi)))
+    return best
+
+
+def test_anchor_autolip_is_product_of_norms():
+    a = analysed("anchor_lipsdp")
+    assert a.autolip.label is Label.CERTIFIED
+    assert a.autolip.value == pytest.approx(43.30557, rel=1e-6)
+    weights = np.load(ANCHORS / "lipsdp_random_2-10-30-20-2.npz")
+    product = math.prod(np.linalg.norm(weights[f"W{i}"].astype(np.float32).astype(np.float64), 2) for i in range(1, 5))
+    assert a.autolip.value >= product
+
+
+def _explicit_affine_matrix(path) -> np.ndarray:
+    """affine.onnx's linear part composed in numpy from its initializers, independently of lipgraph."""
+    model = onnx.load(path)
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    nodes = {n.op_type: n for n in model.graph.node}
+    gemm1, gemm2 = [n for n in model.graph.node if n.op_type == "Gemm"]
+    conv = nodes["Conv"]
+
+    def gemm(node, x):
+        b = w[node.input[1]]
+        trans = {a.name: a.i for a in node.attribute}.get("transB", 0)
+        return x @ (b.T if trans else b)
+
+    def lin(x):
+        h = gemm(gemm1, x[None, :]).reshape(2, 4, 4)
+        k = w[conv.input[1]]
+        out = np.stack([sum(scipy.signal.correlate2d(h[c], k[o, c], mode="same") for c in range(k.shape[1]))
+                        for o in range(k.shape[0])])
+        return gemm(gemm2, out.reshape(1, -1))[0]
+
+    n_in = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    return np.stack([lin(e) for e in np.eye(n_in)], axis=1)
+
+
+def test_affine_model_segment_is_exact():
+    a = analysed("affine")
+    exact = np.linalg.norm(_explicit_affine_matrix(MODELS / "affine.onnx"), 2)
+    segments = [u for u in a.units if u.role == "segment"]
+    assert len(segments) == 1 and len(segments[0].nodes) == len(a.infos)   # one segment spans the model
+    assert segments[0].bounds[0].value == pytest.approx(exact, rel=1e-6)
+    for m in a.methods:
+        if m.label in (Label.CERTIFIED, Label.EXACT):
+            assert m.value >= exact
+    assert a.upper.value == pytest.approx(exact, rel=1e-6)
+
+
+def test_bundled_models_sound(bundled):
+    name, a = bundled
+    shape = a.graph.shape(a.graph.analysed)
+    assert math.isfinite(a.autolip.value)
+    ratio = sampled_ratio(str(MODELS / f"{name}.onnx"), shape, n=90)
+    assert ratio <= a.autolip.value * (1 + 1e-4), (name, ratio, a.autolip.value)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_random_graphs_sound(seed, tmp_path):
+    model = random_graph(seed)
+    path = tmp_path / "g.onnx"
+    onnx.save(model, path)
+    a = analyze(path)
+    assert a.autolip.label is Label.CERTIFIED and math.isfinite(a.autolip.value)
+    ratio = sampled_ratio(str(path), a.graph.shape(a.graph.analysed), n=60, seed=seed)
+    assert ratio <= a.autolip.value * (1 + 1e-4), (seed, ratio, a.autolip.value)
+
+
+def test_executor_matches_onnxruntime(bundled):
+    name, a = bundled
+    ex = Executor(a.graph, torch.float32)
+    f = ex.model_function()
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.normal(size=a.graph.shape(a.graph.analysed)).astype(np.float32)
+        ours = f(torch.as_tensor(x)).detach().numpy()
+        np.testing.assert_allclose(ours, run_ort(str(MODELS / f"{name}.onnx"), x), atol=1e-5, rtol=1e-5)
+
+
+def test_power_estimate_is_labelled_estimate_and_close(bundled):
+    _, a = bundled
+    power = next(m for m in a.methods if m.name == "autolip-power")
+    assert power.label is Label.ESTIMATE
+    assert power.value <= a.autolip.value * (1 + 1e-5)
+    assert power.value >= 0.9 * a.autolip.value
