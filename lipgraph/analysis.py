@@ -18,8 +18,24 @@ from .passes.segments import Segment
 from .passes.units import NormOptions, UnitBuilder
 from .registry import load_plugins
 
-ALL_METHODS = ("autolip", "autolip-power")
-DEFAULT_METHODS = ("autolip", "autolip-power")
+ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+DEFAULT_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+
+
+@dataclass
+class SeqLipOptions:
+    exact_max: int = 20            # widest activation layer enumerated exactly
+    topk: int = 200                # singular triplets kept for layers whose SVD cannot be formed
+    budget: float = 30.0           # seconds for all exact enumerations; past it, certified relaxation
+    dense_limit: int = 4096        # widest segment materialised for its SVD (larger: top-k)
+
+
+@dataclass
+class LowerOptions:
+    budget: float = 5.0            # seconds of search
+    search: str = "auto"
+    box: tuple[float, float] | None = None
+    data: str | None = None        # .npy file of inputs to start from
 
 
 @dataclass
@@ -33,6 +49,9 @@ class Options:
     assume: dict = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
     norms: NormOptions = field(default_factory=NormOptions)
+    seqlip: SeqLipOptions = field(default_factory=SeqLipOptions)
+    lower: LowerOptions = field(default_factory=LowerOptions)
+    verbose: bool = False
 
 
 @dataclass
@@ -54,7 +73,10 @@ class Analysis:
     autolip: Composition
     methods: list[MethodResult]
     device: str
-    lower: object | None = None
+    options: Options
+    executor: Executor                          # float32 on the analysis device
+    lower: object | None = None                 # a LowerResult when the lower pass ran
+    chains: list = field(default_factory=list)  # per-chain results of the SeqLip pass
 
     @property
     def upper(self) -> MethodResult | None:
@@ -88,5 +110,16 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     if "autolip-power" in options.methods:
         power = compose(units, graph.analysed, graph.output, use_estimates=True)
         methods.append(MethodResult("autolip-power", power.value, Label.ESTIMATE, t_auto))
-    return Analysis(graph=graph, infos=infos, units=units, segments=segments, node_bounds=builder.node_bounds,
-                    autolip=autolip, methods=methods, device=str(device))
+    analysis = Analysis(graph=graph, infos=infos, units=units, segments=segments,
+                        node_bounds=builder.node_bounds, autolip=autolip, methods=methods, device=str(device),
+                        options=options, executor=fast)
+    for name, run in passes():
+        if name in options.methods:
+            run(analysis, progress)
+    return analysis
+
+
+def passes():
+    """The passes that follow AutoLip, each adding its MethodResults to the Analysis:
+    (method name that switches it on, run(analysis, progress))."""
+    return []

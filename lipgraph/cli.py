@@ -50,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--power-iters", type=int, default=500, help="power iteration: iteration cap")
     a.add_argument("--materialize-limit", type=int, default=1 << 24,
                    help="materialise affine segments with at most this many matrix entries (certified SVD)")
+    a.add_argument("--seqlip-exact-max", type=int, default=20, metavar="N",
+                   help="SeqLip: enumerate activation layers up to N neurons exactly (default %(default)s)")
+    a.add_argument("--seqlip-topk", type=int, default=200, metavar="K",
+                   help="SeqLip: singular triplets kept for layers too large for an SVD (default %(default)s)")
+    a.add_argument("--seqlip-budget", type=float, default=30.0, metavar="SECONDS",
+                   help="SeqLip: time for exact enumerations; past it, the certified relaxation (default %(default)s)")
+    a.add_argument("--seqlip-dense-limit", type=int, default=4096, metavar="N",
+                   help="SeqLip: widest segment materialised for its SVD; wider uses top-k (default %(default)s)")
+    a.add_argument("--lower-budget", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds of lower-bound search (default %(default)s)")
+    a.add_argument("--lower-search", default="auto", choices=["auto", "smooth", "ratio", "jacobian", "anneal", "sample"],
+                   help="lower-bound search strategy (default %(default)s)")
+    a.add_argument("--input-box", metavar="LO,HI", help="restrict the lower-bound search to inputs in [LO, HI]")
+    a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
@@ -86,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import ALL_METHODS, Options, analyze
+    from .analysis import ALL_METHODS, LowerOptions, Options, SeqLipOptions, analyze
     from .annotate import parse_assumptions
     from .load import parse_input_shapes
     from .passes.units import NormOptions
@@ -103,7 +117,12 @@ def cmd_analyze(args) -> int:
                       methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,
-                                        power_iters=args.power_iters, seed=args.seed))
+                                        power_iters=args.power_iters, seed=args.seed),
+                      seqlip=SeqLipOptions(exact_max=args.seqlip_exact_max, topk=args.seqlip_topk,
+                                           budget=args.seqlip_budget, dense_limit=args.seqlip_dense_limit),
+                      lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,
+                                         box=parse_box(args.input_box), data=args.data),
+                      verbose=args.verbose)
     analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
     if args.format == "json":
         text = dumps(to_json(analysis, args.model)) + "\n"
@@ -117,6 +136,18 @@ def cmd_analyze(args) -> int:
         print(f"lipgraph: certified bound {up.value:.6g} is above --fail-above {args.fail_above:g}", file=sys.stderr)
         return EXIT_NOT_CERTIFIED
     return EXIT_OK
+
+
+def parse_box(spec: str | None) -> tuple[float, float] | None:
+    if spec is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in spec.split(","))
+    except ValueError:
+        raise InputError(f"--input-box '{spec}': expected LO,HI (two numbers)") from None
+    if not lo < hi:
+        raise InputError(f"--input-box '{spec}': LO must be below HI")
+    return lo, hi
 
 
 def emit(text: str, out: str | None) -> None:
