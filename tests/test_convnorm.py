@@ -253,3 +253,25 @@ def test_global_avgpool():
         bound = global_avgpool_norm(m)
         assert bound.label == Label.EXACT
         assert 1 / math.sqrt(m) <= bound.value <= (1 / math.sqrt(m)) * (1 + 1e-15)
+
+
+def test_gram_proof_band_matches_dense_and_rejects_low_theta():
+    """The probed band equals AᵀA of the reference matrix; the Cholesky proof fails below ‖A‖."""
+    from lipgraph.convnorm import _as_conv, _band_order, _banded_cholesky_succeeds, _banded_gram
+
+    w = np.random.default_rng(5).standard_normal((3, 2, 3, 2))
+    spatial, s, d, pads = (7, 6), (2, 1), (1, 2), (1, 0, 2, 1)
+    conv = _as_conv(w, spatial, s, d, pads, 1, False, None)
+    order, band = _band_order(conv)
+    ab = _banded_gram(conv, order, band)
+    tp = _torch_pads(pads, 2)
+    a = _matrix(lambda x: F.conv2d(F.pad(x, tp), torch.tensor(w), stride=s, dilation=d), (2, *spatial)).T
+    perm = np.transpose(np.arange(a.shape[1]).reshape(2, *spatial), (*[1 + i for i in order], 0)).reshape(-1)
+    gram = (a.T @ a)[np.ix_(perm, perm)]
+    rows, cols = np.nonzero(np.tril(np.ones_like(gram)))
+    inside = rows - cols <= band
+    np.testing.assert_allclose(ab[rows[inside] - cols[inside], cols[inside]], gram[rows[inside], cols[inside]], atol=1e-12)
+    assert np.all(gram[rows[~inside], cols[~inside]] == 0)
+    lam = np.linalg.norm(a, 2) ** 2
+    assert _banded_cholesky_succeeds(ab, lam * 1.001)
+    assert not _banded_cholesky_succeeds(ab, lam * 0.999)
