@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lipgraph analyze models/lenet.onnx
 
+# One BLAS/OpenMP thread per pytest worker: the workers already fill the cores, and
+# oversubscribed small float64 kernels run ~10x slower.
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(JOBS) tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) tests
 
 bench: $(STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick,)

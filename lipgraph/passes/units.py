@@ -99,7 +99,7 @@ class UnitBuilder:
         view, rule = self.graph.views[nid], self.infos[nid].rule
         candidates = [rule.certified_norm(view)]
         dyn = self._dynamic_inputs(nid)
-        if len(dyn) == 1:
+        if len(dyn) == 1 and sum(1 for o in view.outputs if o) == 1:
             fn = self.exact.function([nid], dyn[0][1], view.outputs[0])
             candidates.append(self._materialised(fn, dyn[0][1], view.outputs[0]))
         return _smallest(candidates, nid, self.graph)
