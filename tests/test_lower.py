@@ -50,8 +50,7 @@ def mlp(weights, act="relu"):
 
 def jacobian_norms(weights, act, X):
     """‖J(x)‖₂ for each row of X, from the activation pattern, in numpy."""
-    J = np.broadcast_to(np.eye(X.shape[1]), (len(X), X.shape[1], X.shape[1]))
-    H = X
+    J, H = None, X
     for W in weights[:-1]:
         Z = H @ W.T
         if act == "tanh":
@@ -59,7 +58,7 @@ def jacobian_norms(weights, act, X):
         else:
             slope = 0.0 if act == "relu" else LEAK
             H, d = np.where(Z > 0, Z, slope * Z), np.where(Z > 0, 1.0, slope)
-        J = d[:, :, None] * (W @ J)
+        J = d[:, :, None] * (W if J is None else W @ J)
     J = weights[-1] @ J
     return np.linalg.norm(J, 2, axis=(1, 2))
 
@@ -111,3 +110,91 @@ def test_random_mlp_between_sampling_and_spectral_product(seed, act):
     res = search_lower(f, (widths[0],), f_smooth=fs, restarts=2, seed=seed)
     assert res.value <= spectral_product(weights) * (1 + 1e-9)
     assert res.value >= sampled * (1 - 1e-6), (widths, res.value, sampled)
+
+
+# ----------------------------------------------------------------------------- a hidden steep spot
+
+BUMP_N, BUMP_A, BUMP_K, BUMP_R = 4, 1.0, 10.0, 0.05
+BUMP_C = torch.full((BUMP_N,), 0.8, dtype=torch.float64)
+BUMP_EXACT = math.sqrt((BUMP_A + BUMP_K) ** 2 + (BUMP_N - 1) * BUMP_K**2)
+
+
+def bump(x, t=None):
+    """a·x₁ + K·relu(r − ‖x − c‖₁), ‖·‖₁ built from ReLUs; softplus at temperature t if given.
+
+    Outside the ℓ1 ball B(c, r) the gradient is a·e₁; inside it is a·e₁ − K·sign(x − c),
+    largest where x₁ < c₁: L = sqrt((a + K)² + (n − 1)K²) exactly (scalar output, so L is
+    the largest gradient norm). The ball has Gaussian probability ~1e-8.
+    """
+    act = torch.relu if t is None else (lambda z: torch.nn.functional.softplus(z, beta=1.0 / t))
+    c = BUMP_C.to(x.dtype)
+    d = (act(x - c) + act(c - x)).sum()
+    return torch.stack([BUMP_A * x[0] + BUMP_K * act(BUMP_R - d)])
+
+
+def test_bump_found_by_default_search_and_missed_by_sampling():
+    sampled = search_lower(bump, (BUMP_N,), search="sample", restarts=4)
+    assert sampled.value == pytest.approx(BUMP_A, rel=1e-6)  # 4096 random points never hit it
+    res = search_lower(bump, (BUMP_N,), f_smooth=bump)
+    assert 0.9999 * BUMP_EXACT <= res.value <= BUMP_EXACT * (1 + 1e-9)
+    assert ratio_of(res, bump) == pytest.approx(res.value, rel=1e-9)
+
+
+def test_box_is_respected():
+    lo, hi = -1.0, 0.5  # the bump needs every x_i > 0.75: on this box L = a exactly
+    res = search_lower(bump, (BUMP_N,), f_smooth=bump, box=(lo, hi), restarts=2)
+    assert res.domain == "box [-1, 0.5]"
+    for p in (res.x, res.y):
+        assert np.all(p >= lo) and np.all(p <= hi)
+    assert 0.9999 * BUMP_A <= res.value <= BUMP_A * (1 + 1e-9)
+    assert ratio_of(res, bump) == pytest.approx(res.value, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- 784-50-10
+
+
+def test_mnist_sized_relu_net_beats_sampling():
+    rng = np.random.default_rng(0)
+    weights = random_mlp(rng, [784, 50, 10])  # N(0, 1/fan_in)
+    f, fs = mlp(weights)
+    sampled = jacobian_norms(weights, "relu", np.random.default_rng(1).standard_normal((3000, 784))).max()
+    assert sampled == pytest.approx(1.4186, abs=1e-4)
+    res = search_lower(f, (784,), f_smooth=fs, restarts=1)
+    assert res.value >= 1.47  # measured 1.488 (one round); 1.491-1.494 in 3 s
+    assert res.value <= spectral_product(weights)
+    assert ratio_of(res, f) == pytest.approx(res.value, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+def test_same_seed_same_pair():
+    f, fs = mlp(random_mlp(np.random.default_rng(3), [6, 20, 20, 3]))
+    a, b = (search_lower(f, (6,), f_smooth=fs, restarts=2, seed=7) for _ in range(2))
+    assert a.value == b.value and np.array_equal(a.x, b.x) and a.eps == b.eps
+    c = search_lower(f, (6,), f_smooth=fs, restarts=2, seed=8)
+    assert c.seed == 8 and a.seed == 7
+
+
+def test_check32_lowers_the_report_and_progress_is_told():
+    f, fs = mlp(random_mlp(np.random.default_rng(4), [5, 16, 2]))
+    told = []
+    plain = search_lower(f, (5,), f_smooth=fs, restarts=2)
+    halved = search_lower(f, (5,), f_smooth=fs, restarts=2, check32=lambda x, y: 0.5 * ratio_of_pair(f, x, y),
+                          progress=told.append)
+    assert halved.value == pytest.approx(0.5 * plain.value, rel=1e-2)  # float32 may pick another ε
+    assert len(told) == 2 and len(halved.trace) == 2
+    assert [v for _, v in halved.trace] == sorted(v for _, v in halved.trace)
+
+
+def ratio_of_pair(f, x, y) -> float:
+    fx, fy = (f(torch.as_tensor(p, dtype=torch.float32)).double().numpy() for p in (x, y))
+    return float(np.linalg.norm(fy - fx) / np.linalg.norm(y - x))
+
+
+def test_unknown_search_and_missing_surrogate_are_errors():
+    f, _ = mlp(random_mlp(np.random.default_rng(5), [3, 4, 2]))
+    with pytest.raises(ValueError, match="unknown search"):
+        search_lower(f, (3,), search="regions")
+    with pytest.raises(ValueError, match="f_smooth"):
+        search_lower(f, (3,), search="smooth")
