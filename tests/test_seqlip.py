@@ -170,7 +170,7 @@ def test_budget_exhaustion_falls_back():
         factor_exact(A, B, 0.0, 1.0, time_budget=0.0)
     Ws = _net(rng, [3, 6, 8, 2])
     boxes = [(0.0, 1.0), (0.0, 0.25)]
-    res = seqlip_chain(Ws, boxes, time_budget=0.0, bnb_budget=0.0)
+    res = seqlip_chain(Ws, boxes, time_budget=0.0)
     assert any("time budget exhausted" in d for d in res.diagnostics)
     assert not any(f.method.startswith("exact") for f in res.factors)
     assert res.certified.value >= _joint_bruteforce(Ws, boxes)
@@ -200,7 +200,7 @@ def test_random_nets_sampled_soundness():
         acts = [list(ACTS)[int(rng.integers(0, 4))] for _ in range(hidden)]
         boxes = [ACTS[a][0] for a in acts]
         Ws = _net(rng, widths)
-        res = seqlip_chain(Ws, boxes, exact_max=14, bnb_max=14, bnb_budget=0.02, seed=case)
+        res = seqlip_chain(Ws, boxes, exact_max=14, bnb_max=14, bnb_nodes=256, seed=case)
         cert = res.certified.value
         x = rng.standard_normal((256, widths[0])) * 2.0
         y = np.concatenate([x[:128] + 1e-4 * rng.standard_normal((128, widths[0])),

@@ -45,6 +45,7 @@ __all__ = [
     "factor_bnb",
     "factor_relaxation",
     "factor_greedy",
+    "factor_ascent",
     "factor_topk",
     "topk_triplets",
     "seqlip_factors",
@@ -214,6 +215,63 @@ def factor_greedy(A, B, lo, hi, *, seed: int = 0, restarts: int = 0, candidates:
     best = max(_greedy_from(A, B, lo, hi, d, candidates=candidates, max_steps=steps)[0]
                for d in starts)
     return Bound(best, Label.ESTIMATE, "greedy")
+
+
+def factor_ascent(A, B, lo, hi, *, seed: int = 0, restarts: int = 1, max_iter: int = 30,
+                  power_iters: int = 40) -> Bound:
+    """Alternating ascent for ``max_d ‖A diag(d) B‖`` on wide factors (an estimate).
+
+    ``‖A D B‖ = max_{u,v} Σ_j d_j (Aᵀu)_j (Bv)_j``: alternately take (u, v) as the leading
+    singular pair of ``A D B`` (power iteration with matrix–vector products, warm-started; no
+    ``n·p·q`` tensor as in :func:`factor_greedy`) and ``d_j = hi_j`` where
+    ``(Aᵀu)_j(Bv)_j > 0``, else ``lo_j`` (the best vertex for that pair), until ``d`` repeats.
+    The value ``‖(ADB)ᵀu‖`` with ``‖u‖ = 1`` is realised at a vertex, so it is a *lower*
+    value of the factor and can fall below it. Label ``estimate``. Used for SeqLip-greedy when
+    ``n·p·q`` is too large for the coordinate greedy.
+    """
+    A, B = _oriented(A, B)
+    p, n = A.shape
+    q = B.shape[1]
+    lo, hi = _box(lo, hi, n)
+    if n == 0 or p == 0 or q == 0:
+        return Bound(0.0, Label.ESTIMATE, "ascent")
+    gen = torch.Generator().manual_seed(seed)
+    starts = [torch.where(hi.abs() >= lo.abs(), hi, lo)]
+    for _ in range(restarts):
+        starts.append(torch.where(torch.rand(n, generator=gen, dtype=_DT) < 0.5, lo, hi))
+    best = 0.0
+    for d in starts:
+        v = torch.randn(q, generator=gen, dtype=_DT)
+        v = v / torch.linalg.vector_norm(v).clamp_min(1e-300)
+        for _ in range(max_iter):
+            s = 0.0
+            for _ in range(power_iters):
+                u = A @ (d * (B @ v))
+                nu = torch.linalg.vector_norm(u)
+                if float(nu) == 0.0:
+                    break
+                u = u / nu
+                w = B.T @ (d * (A.T @ u))
+                s = float(torch.linalg.vector_norm(w))
+                if s == 0.0:
+                    break
+                v = w / s
+            best = max(best, s)
+            if s == 0.0:
+                break
+            d_new = torch.where((A.T @ u) * (B @ v) > 0, hi, lo)
+            if torch.equal(d_new, d):
+                break
+            d = d_new
+    return Bound(best, Label.ESTIMATE, "ascent")
+
+
+def _vertex_estimate(A, B, lo, hi, *, seed: int, greedy_max: int) -> Bound:
+    """The paper's coordinate greedy when ``n·p·q ≤ greedy_max``, else :func:`factor_ascent`."""
+    A, B = _oriented(A, B)
+    if A.shape[1] * A.shape[0] * B.shape[1] <= greedy_max:
+        return factor_greedy(A, B, lo, hi, seed=seed)
+    return factor_ascent(A, B, lo, hi, seed=seed)
 
 
 # ----------------------------------------------------------------------------- exact
@@ -421,14 +479,15 @@ def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence
 
 
 def factor_topk(prev, nxt, lo, hi, *, first: bool, last: bool, seed: int = 0,
-                candidates: int = 64) -> Bound:
+                candidates: int = 64, greedy_max: int | None = None) -> Bound:
     """Greedy SeqLip factor on truncated SVDs (the paper's heuristic for large layers).
 
     ``prev = (U_i, S_i, V_i)`` and ``nxt = (U_{i+1}, S_{i+1}, V_{i+1})`` are top-k triplets
     (e.g. from :func:`topk_triplets`); the factor ``‖Σ̃_{i+1} V_{i+1}ᵀ D U_i Σ̃_i‖`` is
     searched greedily with the k-dimensional truncations (``Σ̃ = Σ`` if ``first``/``last``,
     else ``Σ^{1/2}``). Dropping the tail singular values can only lose mass, and greedy is a
-    local search: label ``estimate``.
+    local search: label ``estimate``. When ``n·k² > greedy_max`` the search is
+    :func:`factor_ascent` instead of the coordinate greedy (method ``topk-ascent``).
     """
     U_i, S_i, _ = (_t(x) for x in prev)
     _, S_n, V_n = (_t(x) for x in nxt)
@@ -436,6 +495,8 @@ def factor_topk(prev, nxt, lo, hi, *, first: bool, last: bool, seed: int = 0,
     s_out = S_n if last else S_n.clamp_min(0).sqrt()
     A = s_out[:, None] * V_n.T
     B = U_i * s_in[None, :]
+    if greedy_max is not None and A.shape[1] * A.shape[0] * B.shape[1] > greedy_max:
+        return Bound(factor_ascent(A, B, lo, hi, seed=seed).value, Label.ESTIMATE, "topk-ascent")
     g = factor_greedy(A, B, lo, hi, seed=seed, candidates=candidates)
     return Bound(g.value, Label.ESTIMATE, "topk-greedy")
 
@@ -467,6 +528,7 @@ class FactorReport:
     certified: float
     greedy: float
     seconds: float
+    greedy_method: str = "greedy"
 
 
 @dataclass
@@ -531,18 +593,27 @@ def seqlip_factors(maps) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None = None,
                  topk: int = 200, seed: int = 0, progress: Callable[[str], None] | None = None,
-                 bnb_max: int = 64, bnb_budget: float = 0.25, dense_max: int = 4096) -> ChainBounds:
+                 bnb_max: int = 64, bnb_nodes: int = 1 << 11, dense_max: int = 4096,
+                 greedy_max: int = 1 << 21) -> ChainBounds:
     """SeqLip bounds for ``M_K ∘ ρ_{K−1} ∘ … ∘ ρ_1 ∘ M_1``.
 
     ``maps``: K dense matrices (out × in) or :class:`OperatorMap`; ``slopes``: K−1 pairs
-    ``(lo, hi)`` (scalars or per-neuron arrays). Per factor the certified value is the
-    smallest of: the exact maximum (branch and bound, then vertex enumeration, when
-    n ≤ ``exact_max`` and within ``time_budget`` for the whole chain), an anytime branch-and-
-    bound bound (n ≤ ``bnb_max``, ``bnb_budget`` seconds), :func:`factor_relaxation`, and the
-    AutoLip factor ``max|slope|·‖Σ̃_{i+1}‖‖Σ̃_i‖`` — so the product is never above AutoLip's
+    ``(lo, hi)`` (scalars or per-neuron arrays; any box ``lo ≤ hi``, negative slopes included).
+    Per factor the certified value is the smallest of: the exact maximum (branch and bound
+    when it finishes, else vertex enumeration when n ≤ ``exact_max``), the anytime
+    branch-and-bound bound (n ≤ ``bnb_max``), :func:`factor_relaxation`, and the AutoLip factor
+    ``max|slope|·‖Σ̃_{i+1}‖‖Σ̃_i‖`` — so the product is never above AutoLip's
     ``Π‖M_i‖·max|slope_i|``. ``certified`` multiplies the per-factor values (label
-    ``certified``; ∞ when an operator has no certified norm). ``greedy`` multiplies greedy or
-    top-k greedy factors (label ``estimate``).
+    ``certified``; ∞ when an operator has no certified norm). ``greedy`` multiplies vertex
+    estimates: the paper's coordinate greedy when ``n·p·q ≤ greedy_max``, else
+    :func:`factor_ascent`; top-k truncations for operator maps (label ``estimate``).
+
+    Determinism: branch and bound is limited by its frontier width ``bnb_nodes`` (open nodes
+    per level, so at most ``n·bnb_nodes`` node evaluations) and enumeration by ``exact_max``,
+    never by seconds, so the certified value depends only on the inputs and the options.
+    ``time_budget`` (seconds for the whole chain) is an outer safety net only: when it fires,
+    the remaining exact work falls back to certified relaxations and a diagnostic containing
+    "time budget exhausted" says that the result may depend on machine load.
     """
     t0 = time.perf_counter()
     deadline = None if time_budget is None else t0 + time_budget
@@ -576,55 +647,71 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         cap = certify(smax * norm_in * norm_out)
         if not (prev.dense and nxt.dense):
             g = factor_topk((prev.U, prev.S, prev.V), (nxt.U, nxt.S, nxt.V), lo, hi,
-                            first=first, last=last, seed=seed)
+                            first=first, last=last, seed=seed, greedy_max=greedy_max)
             cval, method = cap, "autolip-factor"
-            diags.append(f"factor {i + 1}: n={n}, operator map: top-k greedy estimate, "
-                         "certified by the AutoLip factor")
+            diags.append(f"factor {i + 1}: n={n}, operator map: top-k {g.method.split('-')[-1]} "
+                         "estimate, certified by the AutoLip factor")
         else:
             s_in = prev.S if first else prev.S.sqrt()
             s_out = nxt.S if last else nxt.S.sqrt()
             A = s_out[:, None] * nxt.V.T
             B = prev.U * s_in[None, :]
-            g = factor_greedy(A, B, lo, hi, seed=seed)
+            g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
             cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
-                                             bnb_budget, deadline, progress, diags)
+                                             bnb_nodes, deadline, progress, diags)
             if cap < cval:
                 cval, method = cap, "autolip-factor"
         cert_prod *= cval
         greedy_prod *= g.value
-        reports.append(FactorReport(n, method, cval, g.value, time.perf_counter() - ts))
+        reports.append(FactorReport(n, method, cval, g.value, time.perf_counter() - ts, g.method))
     methods = sorted({r.method for r in reports})
     cert = Bound(certify(cert_prod, 1e-15 * K), Label.CERTIFIED, "seqlip[" + ",".join(methods) + "]")
     est = Bound(greedy_prod, Label.ESTIMATE, "seqlip-greedy")
     return ChainBounds(cert, est, reports, diags)
 
 
-def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_budget, deadline,
+def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nodes, deadline,
                       progress, diags) -> tuple[float, str]:
-    """Certified value of one dense factor and the method that produced it."""
+    """Certified value of one dense factor and the method that produced it (deterministic
+    unless the outer ``deadline`` fires, which is reported)."""
     def left():
         return None if deadline is None else max(0.0, deadline - time.perf_counter())
 
+    def fired():
+        return deadline is not None and time.perf_counter() >= deadline
+
     relax = factor_relaxation(A, B, lo, hi)
+    if n > bnb_max and n > exact_max:
+        diags.append(f"factor {i + 1}: n={n} > exact_max={exact_max}, used relaxation")
+        return relax.value, relax.method
+    if fired():
+        diags.append(f"factor {i + 1}: n={n}: time budget exhausted before the exact search; "
+                     "certified relaxation used (result depends on machine load)")
+        return relax.value, relax.method
+    b = None
     if n <= bnb_max:
-        budget = bnb_budget if left() is None else min(bnb_budget, left())
-        b, done = factor_bnb(A, B, lo, hi, time_budget=budget, incumbent=incumbent)
+        # the frontier limit decides; the deadline only guards against a runaway
+        b, done = factor_bnb(A, B, lo, hi, time_budget=left(), max_nodes=bnb_nodes,
+                             incumbent=incumbent)
         if done:
             return b.value, "exact-bnb"
-        if n <= exact_max:
-            try:
-                e = factor_exact(A, B, lo, hi, time_budget=left(), progress=progress,
-                                 incumbent=incumbent)
-                return e.value, "exact-enumeration"
-            except BudgetExhausted:
-                diags.append(f"factor {i + 1}: n={n}: time budget exhausted, fell back")
-        else:
-            diags.append(f"factor {i + 1}: n={n} > exact_max={exact_max}, used branch and bound"
-                         " / relaxation")
-        if b.value < relax.value:
-            return b.value, "bnb"
-        return relax.value, relax.method
-    diags.append(f"factor {i + 1}: n={n} > exact_max={exact_max}, used relaxation")
+        if fired():
+            diags.append(f"factor {i + 1}: n={n}: time budget exhausted during branch and bound; "
+                         "certified relaxation used (result depends on machine load)")
+            return min(b.value, relax.value), "bnb" if b.value < relax.value else relax.method
+    if n <= exact_max:
+        try:
+            e = factor_exact(A, B, lo, hi, time_budget=left(), progress=progress,
+                             incumbent=incumbent)
+            return e.value, "exact-enumeration"
+        except BudgetExhausted:
+            diags.append(f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
+                         "certified relaxation used (result depends on machine load)")
+    else:
+        diags.append(f"factor {i + 1}: n={n} > exact_max={exact_max}, used branch and bound"
+                     " / relaxation")
+    if b is not None and b.value < relax.value:
+        return b.value, "bnb"
     return relax.value, relax.method
 
 
