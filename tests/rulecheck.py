@@ -69,7 +69,7 @@ def torch_forward(view: NodeView, arrays, dtype=torch.float64) -> list[torch.Ten
     def to_t(a):
         if a is None:
             return None
-        t = torch.as_tensor(np.array(a))
+        t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.array(a))
         return t.to(dtype) if t.is_floating_point() else t
 
     out = rule_for(view).forward(view, *[to_t(a) for a in arrays])
