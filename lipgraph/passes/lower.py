@@ -395,7 +395,7 @@ def _round_anneal(ctx: _Ctx, rng) -> tuple:
     """Simulated annealing on x, energy σ_max(J(x)); proposals x + step·N(0, I)."""
     X, V, s = _starts(ctx, rng)
     best_X, best_V, best_s = X, V, s
-    step0 = 0.3 * ctx.dom.scale * math.sqrt(1.0 / max(1, X[0].numel())) * 10
+    step0 = 3.0 * ctx.dom.scale / math.sqrt(X[0].numel())  # per-coordinate; a proposal moves ~3·scale
     for k in range(ctx.steps):
         step = _geom(step0, step0 * 1e-2, k, ctx.steps)
         temp = _geom(0.1, 1e-4, k, ctx.steps) * float(best_s.max())
