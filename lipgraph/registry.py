@@ -71,6 +71,11 @@ class Rule:
       COMBINE sets ``combine`` to ``"sum"`` (AutoLip adds) or ``"l2"`` (Concat: √Σ L_i²).
     - AFFINE and STRUCTURAL: optionally ``certified_norm`` → Bound of the linear part's
       norm when the rule knows one cheaper than the engine's generic routes.
+    - optionally ``conv_form`` → the linear part as a ``lipgraph.convfold.ConvForm`` (a
+      convolution or a per-channel scale) for an op with one analysed input, or
+      ``{input index: ConvForm}`` for a COMBINE op whose output is the sum of those terms over
+      its analysed inputs (plus a constant); ``None`` when it is neither. Segments whose nodes
+      all have conv forms are folded into one convolution and certified as a whole.
     """
 
     kind: Kind
@@ -95,6 +100,10 @@ class Rule:
         raise NotImplementedError
 
     def certified_norm(self, node: NodeView) -> Bound | None:
+        return None
+
+    def conv_form(self, node: NodeView) -> Any:
+        """``ConvForm`` | ``{input index: ConvForm}`` | None (see the class docstring)."""
         return None
 
     @property

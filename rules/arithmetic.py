@@ -34,6 +34,30 @@ def _broadcast_bounds(node) -> dict[int, Bound]:
     return {i: Bound(broadcast_gain(node, i), Label.EXACT, "broadcast") for i in node.dynamic_indices}
 
 
+def _channel_factor(const, in_shape, out_shape):
+    """A constant factor as one value per channel of an (N, C, *spatial) input, or None when it
+    broadcasts the input or varies along another axis (then the op is not a conv form)."""
+    if const is None or in_shape is None or tuple(in_shape) != tuple(out_shape) or len(in_shape) < 3:
+        return None
+    c = np.asarray(const, dtype=np.float64)
+    if c.ndim > len(in_shape):
+        return None
+    c = c.reshape((1,) * (len(in_shape) - c.ndim) + c.shape)
+    if any(n != 1 for a, n in enumerate(c.shape) if a != 1) or c.shape[1] not in (1, in_shape[1]):
+        return None
+    return np.broadcast_to(c.reshape(-1), (in_shape[1],))
+
+
+def _sum_forms(node, signs=None):
+    """{analysed input: ±identity} for a sum/difference without broadcasting (rank ≥ 3), else None."""
+    from lipgraph.convfold import ConvForm
+    out = node.output_shapes[0]
+    dyn = node.dynamic_indices
+    if out is None or len(out) < 3 or any(tuple(node.input_shapes[i] or ()) != tuple(out) for i in dyn):
+        return None
+    return {i: ConvForm.channel_scale((signs or {}).get(i, 1.0), out[1]) for i in dyn}
+
+
 def scaled_broadcast_norm(scale: np.ndarray, in_shape, out_shape) -> Bound:
     """‖x ↦ scale ⊙ broadcast(x)‖ for x of ``in_shape`` and output ``out_shape`` (numpy
     broadcasting). Without broadcasting of x it is max|scale| (exact); otherwise
@@ -80,6 +104,9 @@ class Add(Rule):
     def bounds(self, node):
         return _broadcast_bounds(node)
 
+    def conv_form(self, node):
+        return _sum_forms(node)
+
 
 @rule("Sub", versions=(7, 13, 14), kind=Kind.COMBINE)
 class Sub(Rule):
@@ -98,6 +125,9 @@ class Sub(Rule):
     def bounds(self, node):
         return _broadcast_bounds(node)
 
+    def conv_form(self, node):
+        return _sum_forms(node, {1: -1.0})
+
 
 @rule("Sum", versions=(8, 13), kind=Kind.COMBINE)
 class Sum(Rule):
@@ -115,6 +145,9 @@ class Sum(Rule):
     def bounds(self, node):
         return _broadcast_bounds(node)
 
+    def conv_form(self, node):
+        return _sum_forms(node)
+
 
 @rule("Neg", versions=(6, 13), kind=Kind.AFFINE)
 class Neg(Rule):
@@ -128,6 +161,9 @@ class Neg(Rule):
 
     def certified_norm(self, node):
         return Bound(1.0, Label.EXACT, "negation")
+
+    def conv_form(self, node):
+        return _sum_forms(node, {0: -1.0})
 
 
 def _analysed_index(node) -> int:
@@ -164,6 +200,13 @@ class Mul(Rule):
         i = _analysed_index(node)
         return scaled_broadcast_norm(node.const(1 - i), node.input_shapes[i], node.output_shapes[0])
 
+    def conv_form(self, node):
+        """A per-channel constant factor is a per-channel scale (segment folding)."""
+        from lipgraph.convfold import ConvForm
+        i = _analysed_index(node)
+        c = _channel_factor(node.const(1 - i), node.input_shapes[i], node.output_shapes[0])
+        return None if c is None else ConvForm.channel_scale(c, node.input_shapes[i][1])
+
 
 @rule("Div", versions=(7, 13, 14), kind=Kind.AFFINE)
 class Div(Rule):
@@ -195,3 +238,9 @@ class Div(Rule):
         inv = 1.0 / np.asarray(node.const(1), dtype=np.float64)
         b = scaled_broadcast_norm(inv, node.input_shapes[0], node.output_shapes[0])
         return Bound(certify(b.value), Label.CERTIFIED, b.method)
+
+    def conv_form(self, node):
+        """Division by a per-channel constant is a per-channel scale 1/c (segment folding)."""
+        from lipgraph.convfold import ConvForm
+        c = _channel_factor(node.const(1), node.input_shapes[0], node.output_shapes[0])
+        return None if c is None else ConvForm.channel_scale(1.0 / c, node.input_shapes[0][1])

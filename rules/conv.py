@@ -75,6 +75,15 @@ class _ConvBase(Rule):
         return conv_certified_norm(w, tuple(x_shape[2:]), strides=strides, dilations=dil, pads=pads,
                                    groups=groups, transpose=transpose, output_padding=out_pad)
 
+    def conv_form(self, node):
+        """The linear part (bias dropped) with the resolved ONNX pads, for segment folding."""
+        from lipgraph.convfold import ConvForm
+        w = node.const(1)
+        _, strides, dil, pads = geometry(node, w.shape, node.input_shapes[0])
+        transpose = node.op_type == "ConvTranspose"
+        out_pad = list(node.attr("output_padding") or [0] * len(strides)) if transpose else None
+        return ConvForm.conv(w, strides, dil, pads, node.attr("group", 1), transpose, out_pad)
+
 
 @rule("Conv", versions=(11, 22), kind=Kind.AFFINE)
 class Conv(_ConvBase):

@@ -40,3 +40,13 @@ class BatchNormalization(Rule):
         var = np.asarray(node.const(4), dtype=np.float64)
         factor = np.abs(scale / np.sqrt(var + node.attr("epsilon", 1e-5)))
         return Bound(certify(float(factor.max(initial=0.0))), Label.CERTIFIED, "diagonal")
+
+    def conv_form(self, node):
+        """Per-channel scale scale_c/√(var_c + eps) (rank ≥ 3 inputs), for segment folding."""
+        from lipgraph.convfold import ConvForm
+        shape = node.input_shapes[0]
+        if shape is None or len(shape) < 3:
+            return None
+        scale = np.asarray(node.const(1), dtype=np.float64)
+        var = np.asarray(node.const(4), dtype=np.float64)
+        return ConvForm.channel_scale(scale / np.sqrt(var + node.attr("epsilon", 1e-5)), shape[1])
