@@ -202,3 +202,40 @@ def test_reducemean_computed_axes_not_applicable():
 def test_conformance(op, minimum):
     checked, skipped = conformance(op, dynamic_inputs=(0,))
     assert checked >= minimum, skipped
+
+
+def _top_right_singular_vector(fn, shape) -> np.ndarray:
+    """The input direction of largest gain of an affine fn, from its materialised matrix."""
+    n = math.prod(shape)
+    zero = fn(torch.zeros(shape, dtype=torch.float64)).reshape(-1)
+    a = np.stack([(fn(torch.as_tensor(e.reshape(shape))).reshape(-1) - zero).numpy() for e in np.eye(n)], axis=1)
+    return np.linalg.svd(a)[2][0].reshape(shape)
+
+
+@pytest.mark.parametrize("op,shape,attrs,arrays", [
+    ("AveragePool", (1, 2, 7, 6), dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], count_include_pad=0), []),
+    ("AveragePool", (1, 2, 7, 6), dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], count_include_pad=1), []),
+    ("AveragePool", (1, 1, 8, 7), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0], ceil_mode=1), []),
+    ("AveragePool", (1, 1, 8, 7), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=1), []),
+    ("GlobalAveragePool", (1, 3, 5, 4), {}, []),
+    ("ReduceMean", (2, 3, 4), dict(keepdims=1), [np.array([1, 2], np.int64)]),
+])
+def test_average_bounds_sampled_and_worst_case_realised(op, shape, attrs, arrays):
+    """Sampled ratios never exceed the certified norm, and a constructed pair (x, x + v), v the top
+    right singular vector (for a global average the constant input), realises it through
+    onnxruntime — so the closed form is attained, not just sound."""
+    node = helper.make_node(op, ["x"] + (["axes"] if arrays else []), ["y"], **attrs)
+    x = np.random.default_rng(9).normal(size=shape)
+    full = [x.astype(np.float32)] + arrays
+    view = nodeview(node, full, [True] + [False] * len(arrays), 18)
+    bound = rule_for(view).certified_norm(view).value
+    fn = input_fn(view, full, 0)
+    assert sampled_max_ratio(fn, shape, n_pairs=60) <= bound * (1 + 1e-9)
+    v = np.ones(shape) if op == "GlobalAveragePool" else _top_right_singular_vector(fn, shape)
+    if op == "GlobalAveragePool":
+        assert bound == pytest.approx(1 / math.sqrt(math.prod(shape[2:])), rel=1e-12)
+    y = x + v
+    fx, fy = (ort_run(node, [t.astype(np.float32)] + arrays, 18)[0].astype(np.float64) for t in (x, y))
+    realised = np.linalg.norm(fy - fx) / np.linalg.norm(y.astype(np.float32).astype(np.float64) - x.astype(np.float32))
+    assert realised == pytest.approx(bound, rel=1e-5)
+    assert realised <= bound * (1 + 1e-5)  # float32 onnxruntime: within its rounding
