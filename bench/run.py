@@ -1,0 +1,171 @@
+"""Orchestration: build every network, analyse each in a worker process, add the extra
+sections, check soundness, write ``bench/results.md`` and ``bench/results.json``."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import networks as N
+from . import report
+
+HERE = Path(__file__).resolve().parent
+METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+SEQLIP = ("seqlip", "seqlip-greedy")
+BOUND_LABELS = ("exact", "certified", "assumed")
+
+
+class Config:
+    def __init__(self, quick: bool, device: str):
+        self.quick = quick
+        self.device = device
+        self.lower_budget = 1.0 if quick else 5.0          # seconds of search inside analyze()
+        self.seqlip_budget = 5.0 if quick else 15.0        # seconds of exact enumeration per analysis
+        self.trace_budgets = (1.0, 3.0) if quick else (1.0, 5.0, 20.0)   # section (b) searches
+        self.exact_ns = (20,) if quick else (20, 24)       # section (a)
+        self.exact_timeout = 60.0 if quick else 150.0
+        self.net_timeout_scale = 0.4 if quick else 1.0
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _worker(module: str, args: list[str], timeout: float) -> tuple[bool, float]:
+    """Run ``python -m module args`` with a wall-clock limit; (finished, seconds)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=HERE.parent, start_new_session=True)
+    try:
+        proc.wait(timeout=timeout)
+        return True, time.perf_counter() - t
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)   # the worker's own process group (start_new_session), nothing else
+        proc.wait()
+        return False, time.perf_counter() - t
+
+
+def analyse(net: N.Network, path: Path, cfg: Config, tmp: Path) -> dict:
+    """One worker with every method; if it overruns, one more without SeqLip."""
+    timeout = net.timeout * cfg.net_timeout_scale
+    job = {"name": net.name, "path": str(path), "methods": list(METHODS), "device": cfg.device,
+           "lower_budget": cfg.lower_budget, "seqlip_budget": cfg.seqlip_budget,
+           "trace_budgets": list(cfg.trace_budgets) if net.trace else [], "convs": net.convs,
+           "fallback_lower": net.small_input,
+           "out": str(tmp / f"{net.name}.json")}
+    for attempt in range(2):
+        jf = tmp / f"{net.name}.job{attempt}.json"
+        jf.write_text(json.dumps(job))
+        done, secs = _worker("bench.worker", [str(jf)], timeout)
+        if done and Path(job["out"]).exists():
+            res = json.loads(Path(job["out"]).read_text())
+            res["wall_s"] = secs
+            if attempt:
+                res["skipped"] = {m: f"analyze() with SeqLip overran the {timeout:.0f} s limit" for m in SEQLIP}
+            return res
+        if not done and attempt == 0:
+            log(f"  ! {net.name}: over {timeout:.0f} s with every method; again without SeqLip")
+            job["methods"] = [m for m in METHODS if m not in SEQLIP]
+            continue
+        break
+    return {"name": net.name, "ok": False,
+            "error": f"worker {'overran ' + format(timeout, '.0f') + ' s' if not done else 'wrote no result'}",
+            "wall_s": secs}
+
+
+def exact_section(cfg: Config, tmp: Path) -> list[dict]:
+    rows = []
+    for n in cfg.exact_ns:
+        out = tmp / f"exact{n}.json"
+        log(f"[a] exact SeqLip factor, n = {n} (limit {cfg.exact_timeout:.0f} s)")
+        done, secs = _worker("bench.exact", [str(n), "0", str(out)], cfg.exact_timeout)
+        if done and out.exists():
+            row = json.loads(out.read_text())
+            log(f"    {row['seconds']:.2f} s (value {row['value']:.6g})")
+        else:
+            row = {"n": n, "seconds": None, "error": f"over {cfg.exact_timeout:.0f} s" if not done else "no result"}
+            log(f"    {row['error']}")
+        rows.append(row)
+    return rows
+
+
+def soundness(results: list[dict]) -> list[str]:
+    """Every certified/exact/assumed value must be ≥ every realised lower bound on its network."""
+    bad = []
+    for r in results:
+        if not r.get("ok"):
+            continue
+        lows = []
+        low = r.get("methods", {}).get("lower")
+        if low and low.get("value") is not None:
+            lows.append(("lower", low["value"]))
+        for b, run in (r.get("trace") or {}).items():
+            lows.append((f"search_lower {b} s", run["value"]))
+        if r.get("bench_lower"):
+            lows.append(("bench search_lower", r["bench_lower"]["value"]))
+        for mname, m in r.get("methods", {}).items():
+            if m["label"] not in BOUND_LABELS or m["value"] is None:
+                continue
+            for lname, lv in lows:
+                if m["value"] < lv:
+                    bad.append(f"{r['name']}: {mname} = {m['value']:.9g} ({m['label']}) < {lname} = {lv:.9g}")
+    return bad
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a small subset with short budgets (< 3 min)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--only", nargs="*", help="network names (default: all, or the quick subset)")
+    ap.add_argument("--out", default=str(HERE), help="folder for results.md / results.json")
+    args = ap.parse_args(argv)
+
+    import torch
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = Config(args.quick, device)
+    nets = N.select(args.quick, args.only)
+    start = time.perf_counter()
+    log(f"lipgraph bench: {len(nets)} networks, {'quick' if cfg.quick else 'full'}, device {device}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lipgraph-bench-") as td:
+        tmp = Path(td)
+        exact = exact_section(cfg, tmp)
+        for i, net in enumerate(nets, 1):
+            log(f"[{i}/{len(nets)}] {net.name}: {net.describe}")
+            t = time.perf_counter()
+            try:
+                path = N.build(net, tmp)
+            except Exception as exc:  # noqa: BLE001 - a builder failure is a row, not a crash
+                results.append({"name": net.name, "ok": False, "error": f"build failed: {exc!r}"})
+                log(f"  ! build failed: {exc!r}")
+                continue
+            log(f"  built in {time.perf_counter() - t:.1f} s ({path.stat().st_size / 1e6:.2f} MB) {net.notes or ''}")
+            res = analyse(net, path, cfg, tmp)
+            res.update(family=net.family, describe=net.describe, notes=net.notes, quick=net.quick)
+            results.append(res)
+            log("  " + report.one_line(res))
+    total = time.perf_counter() - start
+    meta = {"quick": cfg.quick, "device": device, "total_s": total, "python": platform.python_version(),
+            "torch": torch.__version__, "cpus": os.cpu_count(), "load_average_end": os.getloadavg()[0],
+            "lower_budget_s": cfg.lower_budget, "seqlip_budget_s": cfg.seqlip_budget,
+            "trace_budgets_s": list(cfg.trace_budgets), "date": time.strftime("%Y-%m-%d %H:%M")}
+    bad = soundness(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "exact_factor": exact, "networks": results, "soundness_violations": bad}
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
+    (out / "results.md").write_text(report.markdown(payload))
+    log(f"wrote {out / 'results.md'} and {out / 'results.json'} in {total:.0f} s total")
+    if bad:
+        print("\nSOUNDNESS FAILURE: a certified upper bound is below a realised lower bound:", file=sys.stderr)
+        for b in bad:
+            print("  " + b, file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,178 @@
+"""Analyse one network in a fresh process: ``python -m bench.worker JOB.json``.
+
+The job says which file, which methods, which budgets; the worker writes its result as JSON
+to ``job["out"]``. Running each network in its own process gives every network a clean
+memory measurement, a wall-clock limit (the parent kills a worker that overruns), and keeps
+one engine crash from taking the whole benchmark down.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import traceback
+
+import numpy as np
+
+
+def _finite(v):
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def forward_seconds(path: str) -> float:
+    """Median wall time of one onnxruntime forward pass (batch 1, random input)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    x = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    sess.run(None, x)
+    times, total = [], 0.0
+    while len(times) < 5 or (total < 0.5 and len(times) < 200):
+        t = time.perf_counter()
+        sess.run(None, x)
+        times.append(time.perf_counter() - t)
+        total += times[-1]
+    return float(np.median(times))
+
+
+def _method_rows(analysis) -> dict:
+    rows = {}
+    for m in analysis.methods:
+        detail = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                  for k, v in (m.detail or {}).items()}
+        rows[m.name] = {"value": _finite(m.value), "infinite": not math.isfinite(m.value),
+                        "label": str(getattr(m.label, "value", m.label)), "seconds": m.seconds, "detail": detail}
+    return rows
+
+
+def _diagnostics(analysis) -> list:
+    return [{"node": d.node, "code": d.code, "severity": d.severity, "message": d.message}
+            for d in analysis.graph.diagnostics]
+
+
+def _search(analysis):
+    """(f, f_smooth, shape) of the float64 model for ``search_lower``."""
+    import torch
+    from lipgraph.execute import Executor
+    ex = Executor(analysis.graph, torch.float64, "cpu")
+    f = ex.model_function()
+    cache = {}
+
+    def f_smooth(x, t):
+        if t not in cache:
+            cache[t] = ex.model_function(smooth=t)
+        return cache[t](x)
+
+    return f, f_smooth, analysis.graph.shape(analysis.graph.analysed)
+
+
+def lower_runs(analysis, budgets) -> dict:
+    """``search_lower`` (default search, seed 0) on the float64 model once per budget; a round
+    always finishes, so the seconds actually used can exceed the budget and are reported."""
+    from lipgraph.passes.lower import search_lower
+    f, fs, shape = _search(analysis)
+    runs = {}
+    for b in budgets:
+        res = search_lower(f, shape, f_smooth=fs, budget_s=b, seed=0)
+        runs[f"{b:g}"] = {"value": res.value, "seconds": res.seconds, "rounds": res.rounds, "method": res.method,
+                          "seed": res.seed}
+        print(f"    search_lower budget {b:g} s: {res.value:.6g} after {res.seconds:.1f} s, {res.rounds} rounds",
+              file=sys.stderr, flush=True)
+    return runs
+
+
+def conv_norms(analysis) -> dict:
+    """Every Conv node: power-iteration σ (float32, the engine's settings) and convnorm's
+    certified norm steered by it; seconds of each."""
+    from lipgraph.convnorm import conv_certified_norm
+    from lipgraph.linear import power_iteration
+    from lipgraph.rules.conv import geometry
+    g, ex, opts = analysis.graph, analysis.executor, analysis.options.norms
+    rows = []
+    for nid in g.order:
+        view = g.views[nid]
+        if view.op_type != "Conv":
+            continue
+        w = view.const(1)
+        x_shape = tuple(view.input_shapes[0])
+        _, strides, dil, pads = geometry(view, w.shape, x_shape)
+        fn = ex.function([nid], view.inputs[0], view.outputs[0])
+        t = time.perf_counter()
+        pw = power_iteration(fn, x_shape, dtype=ex.dtype, device=ex.device, tol=opts.power_tol,
+                             max_iter=opts.power_iters, seed=opts.seed)
+        t_pow = time.perf_counter() - t
+        t = time.perf_counter()
+        b = conv_certified_norm(w, x_shape[2:], strides=strides, dilations=dil, pads=pads,
+                                groups=view.attr("group", 1), estimate=pw.sigma)
+        t_cert = time.perf_counter() - t
+        rows.append({"node": nid, "weight": list(w.shape), "input": list(x_shape), "power": pw.sigma,
+                     "power_iters": pw.iterations, "power_s": t_pow, "certified": b.value, "route": b.method,
+                     "certified_s": t_cert})
+        print(f"    conv {nid}: power {pw.sigma:.5g} ({t_pow:.2f} s), certified {b.value:.5g} "
+              f"[{b.method}] ({t_cert:.2f} s)", file=sys.stderr, flush=True)
+    return {"rows": rows, "power_s": sum(r["power_s"] for r in rows),
+            "certified_s": sum(r["certified_s"] for r in rows)}
+
+
+def run(job: dict) -> dict:
+    import torch
+    from lipgraph import analysis as A
+    from .memory import peak_memory
+
+    out = {"name": job["name"], "ok": False, "torch_threads": torch.get_num_threads()}
+    out["forward_s"] = forward_seconds(job["path"])
+    known = tuple(getattr(A, "ALL_METHODS", ()))
+    wanted = tuple(m for m in job["methods"] if m in known)
+    out["known_methods"] = list(known)
+    out["wired_passes"] = [name for name, _ in A.passes()]
+    opts = A.Options(methods=wanted, device=job["device"], seed=0)
+    opts.lower.budget = job["lower_budget"]
+    opts.seqlip.budget = job["seqlip_budget"]
+    progress = lambda s: print(f"    [{job['name']}] {s}", file=sys.stderr, flush=True)  # noqa: E731
+    t = time.perf_counter()
+    with peak_memory() as peak:
+        analysis = A.analyze(job["path"], opts, progress=progress)
+    out["analysis_s"] = time.perf_counter() - t
+    out["peak_mb"], out["peak_how"] = peak.mb, peak.how
+    out["device"] = analysis.device
+    out["methods"] = _method_rows(analysis)
+    out["diagnostics"] = _diagnostics(analysis)
+    low = analysis.lower
+    if low is not None:
+        out["lower_detail"] = {"value": low.value, "method": low.method, "seed": low.seed, "rounds": low.rounds}
+    out["chains"] = len(analysis.chains or [])
+    budgets = list(job.get("trace_budgets") or [])
+    fallback = "lower" not in out["methods"] and job.get("fallback_lower")
+    if fallback and job["lower_budget"] not in budgets:
+        budgets.append(job["lower_budget"])
+    if budgets:
+        runs = lower_runs(analysis, budgets)
+        if job.get("trace_budgets"):
+            out["trace"] = {k: v for k, v in runs.items() if float(k) in job["trace_budgets"]}
+        if fallback:
+            out["bench_lower"] = runs[f"{job['lower_budget']:g}"]
+    if job.get("convs"):
+        out["convs"] = conv_norms(analysis)
+    out["ok"] = True
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as fh:
+        job = json.load(fh)
+    try:
+        result = run(job)
+    except Exception as exc:  # noqa: BLE001 - reported in the table, with the traceback
+        result = {"name": job["name"], "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc()}
+        print(result["traceback"], file=sys.stderr, flush=True)
+    with open(job["out"], "w") as fh:
+        json.dump(result, fh, allow_nan=False, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
