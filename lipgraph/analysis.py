@@ -28,6 +28,8 @@ class SeqLipOptions:
     topk: int = 200                # singular triplets kept for layers whose SVD cannot be formed
     budget: float = 30.0           # seconds for all exact enumerations; past it, certified relaxation
     dense_limit: int = 4096        # widest segment materialised for its SVD (larger: top-k)
+    bnb_nodes: int = 2048          # branch-and-bound frontier width (deterministic, not seconds)
+    greedy_max: int = 1 << 18      # n·p·q up to which greedy is the paper's; above: alternating ascent
 
 
 @dataclass
@@ -122,4 +124,5 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
 def passes():
     """The passes that follow AutoLip, each adding its MethodResults to the Analysis:
     (method name that switches it on, run(analysis, progress))."""
-    return []
+    from .passes.chains import run_seqlip   # chains + SeqLip: "seqlip" and "seqlip-greedy"
+    return [("seqlip", run_seqlip)]

@@ -71,7 +71,7 @@ def to_json(a: Analysis, path: str) -> dict:
                       "label": u.bounds[0].label.value, "method": u.bounds[0].method,
                       "estimate": _num(u.info.get("estimate")), "power_iterations": u.info.get("power_iterations")}
                      for u in a.units if u.role == "segment"],
-        "chains": getattr(a, "chains_json", []),
+        "chains": [c.to_json() for c in a.chains],
         "diagnostics": [{"node": d.node, "code": d.code, "severity": d.severity, "message": d.message}
                         for d in diagnostics],
     }
@@ -109,7 +109,14 @@ def to_text(a: Analysis, path: str, verbose: bool = False) -> str:
             if u.role == "segment":
                 lines.append(f"  segment {u.id}: certified {_fmt(u.bounds[0].value)} ({u.bounds[0].method}), "
                              f"power-iteration estimate {_fmt(u.info.get('estimate'))} "
-                             f"({u.info.get('power_iterations')} iterations)")
+                             f"({u.info.get('power_iterations')} iterations)"
+                             + "".join(f"; {k} {_fmt(v)}" for k, v in u.info.get("candidates", {}).items()
+                                       if len(u.info["candidates"]) > 1))
+        for c in a.chains:
+            factors = ", ".join(f"n={f.n} {f.method} {_fmt(f.certified)} (greedy {_fmt(f.greedy)}) {f.seconds:.2f}s"
+                                for f in c.factors)
+            lines.append(f"  {c.id}: autolip {_fmt(c.autolip)}, seqlip {_fmt(c.seqlip)} [{c.label.value}, "
+                         f"{c.method}], seqlip-greedy {_fmt(c.greedy)} [estimate]; factors: {factors}")
         lines.append("")
     lines.append("methods: " + ", ".join(f"{m.name} {_fmt(m.value)} [{m.label.value}] {m.seconds:.2f}s"
                                          for m in a.methods))

@@ -1,0 +1,262 @@
+"""Chains and SeqLip on the graph (design §4, SeqLip).
+
+A *chain* is a maximal alternating run ``segment → ACTIVATION → segment → … → segment`` of
+AutoLip units, with at least one activation, where every intermediate tensor (a segment's
+exit feeding the activation, the activation's output feeding the next segment) has exactly
+one consumer and is not the analysed output. Detection uses rule kinds only, so user rules
+take part: any ACTIVATION rule with a usable ``slopes`` (status ``ok``) can sit inside a
+chain. Chains also live inside residual branches: only the *intermediate* tensors must have
+one consumer; the chain's entry and exit may fan out or feed an Add.
+
+Slopes: ``rule.slopes(view)`` → (lo, hi), floats or arrays broadcastable to the activation's
+input; they are broadcast and flattened to per-neuron arrays. :func:`seqlip_chain` handles
+any box ``lo ≤ hi`` (negative slopes too: GELU, SELU, ELU with α > 1 …); a rule whose
+slopes cannot be broadcast, are not finite or have ``lo > hi`` ends the chain there (the
+activation stays an ordinary AutoLip unit) with a ``seqlip-slopes`` diagnostic. An
+activation with an assumed or missing rule also ends the chain.
+
+Maps: a segment whose smaller side is ≤ ``SeqLipOptions.dense_limit`` and whose in·out
+entries are within ``--materialize-limit`` and ``DENSE_ENTRIES`` (2²⁰) is materialised in
+float64 (its SVD is exact up to a margin); otherwise it is handed over as an :class:`OperatorMap` with the unit's
+certified norm, so its factors are certified by the AutoLip factor and estimated by top-k.
+
+Values: the chain's certified SeqLip value, capped by the chain's own AutoLip product (the
+min is taken, so SeqLip never exceeds AutoLip), replaces the chain's units by one unit in
+:func:`compose`; ``seqlip-greedy`` is the estimate composition (``use_estimates``) with the
+chain's greedy value in place of the chain. The certified value is deterministic for a
+given model and options (see :func:`seqlip_chain`); the seconds budget is only a safety net
+and says so in a diagnostic when it fires.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..execute import Executor
+from ..graph import Diagnostic
+from ..labels import Bound, Label, weakest
+from ..linear import materialise
+from ..registry import Kind
+from .autolip import Unit, compose
+from .seqlip import OperatorMap, seqlip_chain
+
+
+#: Most in·out entries of a segment materialised for SeqLip. A dense factor costs full SVDs
+#: and a handful of spectral norms of its size (single-threaded, see seqlip._one_thread):
+#: about a second at 1024×1024, about half a minute per chain at 2048×2048 (resnet_small),
+#: so larger maps take the operator route (certified by the AutoLip factor, top-k estimate).
+DENSE_ENTRIES = 1 << 20
+
+
+@dataclass
+class ChainResult:
+    """One chain: its units, AutoLip product, SeqLip certified and greedy values."""
+
+    units: list[Unit]
+    nodes: list[str]
+    entry: str
+    exit: str
+    autolip: float
+    autolip_label: Label
+    seqlip: float             # min(certified SeqLip, AutoLip product)
+    greedy: float             # estimate
+    label: Label              # label of ``seqlip``
+    method: str               # "seqlip" or "autolip" (which one gave ``seqlip``)
+    factors: list = field(default_factory=list)   # FactorReport per activation
+    maps: list[str] = field(default_factory=list)  # "dense" | "operator" per segment
+    seconds: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return f"chain {self.units[0].id}…{self.units[-1].id}"
+
+    def to_json(self) -> dict:
+        def num(v):
+            return float(v) if v is not None and math.isfinite(v) else None
+        return {"nodes": list(self.nodes), "entry": self.entry, "exit": self.exit,
+                "autolip": num(self.autolip), "seqlip": num(self.seqlip),
+                "seqlip_greedy": num(self.greedy), "label": self.label.value, "method": self.method,
+                "maps": list(self.maps), "seconds": round(self.seconds, 4),
+                "factors": [{"n": f.n, "method": f.method, "certified": num(f.certified),
+                             "greedy": num(f.greedy), "greedy_method": f.greedy_method,
+                             "seconds": round(f.seconds, 4)} for f in self.factors]}
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def find_chains(units: list[Unit], infos, graph, slopes_of: Callable | None = None) -> list[list[Unit]]:
+    """Maximal chains over ``units`` (topological order), each a list of units
+    ``[segment, activation, segment, …, segment]`` with at least one activation."""
+    uses: dict[str, int] = {}
+    for u in units:
+        for t in u.inputs:
+            uses[t] = uses.get(t, 0) + 1
+    consumer: dict[str, Unit] = {}
+    for u in units:
+        for t in u.inputs:
+            consumer[t] = u
+
+    def single(t: str) -> Unit | None:
+        """The only consumer unit of ``t``, if it has exactly one (also in the graph)."""
+        if t == graph.output or uses.get(t, 0) != 1 or len(set(graph.consumers.get(t, []))) != 1:
+            return None
+        return consumer[t]
+
+    def is_segment(u: Unit) -> bool:
+        return u.role == "segment" and len(u.inputs) == 1 and len(u.outputs) == 1
+
+    def is_activation(u: Unit) -> bool:
+        if u.role != "node" or len(u.inputs) != 1 or len(u.outputs) != 1:
+            return False
+        info = infos.get(u.nodes[0])
+        if info is None or info.status != "ok" or info.kind is not Kind.ACTIVATION:
+            return False
+        return slopes_of is None or slopes_of(u) is not None
+
+    chains, claimed = [], set()
+    for u in units:
+        if u.id in claimed or not is_segment(u):
+            continue
+        run = [u]
+        while True:
+            act = single(run[-1].outputs[0])
+            if act is None or not is_activation(act):
+                break
+            nxt = single(act.outputs[0])
+            if nxt is None or not is_segment(nxt):
+                break
+            run += [act, nxt]
+        if len(run) >= 3:
+            chains.append(run)
+            claimed.update(x.id for x in run)
+    return chains
+
+
+# ----------------------------------------------------------------------------- the pass
+
+
+class ChainPass:
+    def __init__(self, analysis, progress: Callable[[str], None] = lambda s: None):
+        self.a = analysis
+        self.progress = progress
+        self.opts = analysis.options.seqlip
+        self.exact = Executor(analysis.graph, torch.float64, "cpu")
+        self._slopes: dict[str, tuple | None] = {}
+
+    def slopes(self, unit: Unit):
+        """Per-neuron (lo, hi) float64 arrays of an activation unit, or None (diagnosed)."""
+        nid = unit.nodes[0]
+        if nid in self._slopes:
+            return self._slopes[nid]
+        g, info = self.a.graph, self.a.infos[nid]
+        shape = g.shape(unit.inputs[0])
+        try:
+            lo, hi = info.rule.slopes(g.views[nid])
+            lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), shape).reshape(-1).copy()
+            hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), shape).reshape(-1).copy()
+            if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (lo > hi).any():
+                raise ValueError("slopes not finite or lo > hi")
+            result = (lo, hi)
+        except Exception as exc:  # noqa: BLE001 - a user rule's slopes we cannot use
+            g.diagnostics.append(Diagnostic(nid, "seqlip-slopes", "warning",
+                                            f"slope range unusable for SeqLip ({exc}); the chain ends here"))
+            result = None
+        self._slopes[nid] = result
+        return result
+
+    def segment_map(self, unit: Unit):
+        g = self.a.graph
+        entry, exit_ = unit.inputs[0], unit.outputs[0]
+        n_in, n_out = int(np.prod(g.shape(entry))), int(np.prod(g.shape(exit_)))
+        fn = self.exact.function(list(unit.nodes), entry, exit_)
+        limit = self.a.options.norms.materialize_limit
+        if min(n_in, n_out) <= self.opts.dense_limit and n_in * n_out <= min(limit, DENSE_ENTRIES):
+            self.progress(f"seqlip: materialising segment {unit.id} ({n_out}×{n_in})")
+            return materialise(fn, g.shape(entry), device="cpu"), "dense"
+        bound = unit.bounds[0]
+        return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None), "operator"
+
+    def run(self) -> list[ChainResult]:
+        a = self.a
+        deadline = time.perf_counter() + self.opts.budget
+        results = []
+        for run in find_chains(a.units, a.infos, a.graph, self.slopes):
+            t0 = time.perf_counter()
+            segs, acts = run[0::2], run[1::2]
+            auto_bound = Bound(1.0, Label.EXACT, "product")
+            for u in run:
+                auto_bound = auto_bound.times(u.bounds[0])
+            slope_label = weakest(*(u.bounds[0].label for u in acts))
+            maps, kinds = zip(*(self.segment_map(u) for u in segs))
+            boxes = [self.slopes(u) for u in acts]
+            left = max(0.0, deadline - time.perf_counter())
+            chain_id = f"{run[0].id}…{run[-1].id}"
+            self.progress(f"seqlip: chain {chain_id} ({len(acts)} activations)")
+            res = seqlip_chain(list(maps), boxes, exact_max=self.opts.exact_max, time_budget=left,
+                               topk=self.opts.topk, seed=a.options.seed, progress=self.progress,
+                               dense_max=0, bnb_nodes=self.opts.bnb_nodes,
+                               greedy_max=self.opts.greedy_max)
+            for d in res.diagnostics:
+                fired = "time budget exhausted" in d
+                if fired or "relaxation" in d or "operator map" in d:
+                    a.graph.diagnostics.append(Diagnostic(
+                        run[0].nodes[0], "seqlip-budget" if fired else "seqlip-factor",
+                        "warning" if fired else "note", f"chain {chain_id}: {d}"))
+            cert = res.certified.value
+            if math.isfinite(cert) and cert <= auto_bound.value:
+                value, method = cert, "seqlip"
+                label = weakest(Label.CERTIFIED, slope_label,
+                                *(u.bounds[0].label for u, k in zip(segs, kinds) if k == "operator"))
+            else:
+                value, method, label = auto_bound.value, "autolip", auto_bound.label
+            greedy = min(res.greedy.value, value) if math.isfinite(res.greedy.value) else value
+            results.append(ChainResult(
+                units=run, nodes=[n for u in run for n in u.nodes], entry=run[0].inputs[0],
+                exit=run[-1].outputs[0], autolip=auto_bound.value, autolip_label=auto_bound.label,
+                seqlip=value, greedy=greedy, label=label, method=method, factors=res.factors,
+                maps=list(kinds), seconds=time.perf_counter() - t0))
+        return results
+
+
+def replaced_units(units: list[Unit], chains: list[ChainResult]) -> list[Unit]:
+    """``units`` with each chain's units replaced by one unit (at the chain's last position)
+    whose bound is the chain's SeqLip value and whose estimate is its greedy value."""
+    member = {u.id: c for c in chains for u in c.units}
+    out = []
+    for u in units:
+        c = member.get(u.id)
+        if c is None:
+            out.append(u)
+        elif u is c.units[-1]:
+            out.append(Unit(id=c.id, nodes=tuple(c.nodes), inputs=(c.entry,), outputs=(c.exit,),
+                            bounds=(Bound(c.seqlip, c.label, c.method),), estimates=(c.greedy,),
+                            role="chain"))
+    return out
+
+
+def run_seqlip(analysis, progress: Callable[[str], None] = lambda s: None) -> None:
+    """The SeqLip pass: finds chains, bounds them, adds MethodResults ``seqlip`` (certified
+    when every part is) and ``seqlip-greedy`` (estimate) and fills ``analysis.chains``."""
+    from ..analysis import MethodResult
+
+    t0 = time.perf_counter()
+    a = analysis
+    chains = ChainPass(a, progress).run()
+    a.chains = chains
+    units = replaced_units(a.units, chains)
+    g = a.graph
+    cert = compose(units, g.analysed, g.output)
+    value = min(cert.value, a.autolip.value)   # monotone, so equal unless rounding
+    label = cert.label if cert.value <= a.autolip.value else a.autolip.label
+    seconds = time.perf_counter() - t0
+    detail = {"chains": len(chains)}
+    a.methods.append(MethodResult("seqlip", value, label, seconds, detail))
+    if "seqlip-greedy" in a.options.methods:
+        est = compose(units, g.analysed, g.output, use_estimates=True)
+        a.methods.append(MethodResult("seqlip-greedy", est.value, Label.ESTIMATE, seconds, dict(detail)))
