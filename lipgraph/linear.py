@@ -97,19 +97,22 @@ def materialise(fn: TorchFn, shape, *, device="cpu", chunk: int = 256) -> np.nda
 def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
     """An upper bound on σ_max of a float64 matrix (tight to ~1e-6 relative).
 
-    With an estimate θ (refined by Lanczos on G), proves θ′² I − G ≻ 0 for the smaller Gram matrix G by a Cholesky
-    factorisation at θ′ = θ(1 + δ), δ = 1e-6, 1e-5, … (a third of the work of one
-    eigendecomposition); otherwise, or if no δ ≤ 1e-2 works, the largest eigenvalue of G.
+    Small Gram matrices (≤ 512): the largest eigenvalue. Larger: an estimate θ (the caller's,
+    refined by Lanczos on G), then a proof that θ′² I − G ≻ 0 for the smaller Gram matrix G
+    by a Cholesky factorisation at θ′ = θ(1 + δ), δ = 1e-7, 1e-6, … (a fraction of the work of
+    one eigendecomposition); if no δ ≤ 1e-2 works, the largest eigenvalue of G.
     """
     a = np.asarray(matrix, dtype=np.float64)
     if a.size == 0:
         return 0.0
     gram = a.T @ a if a.shape[1] <= a.shape[0] else a @ a.T
-    if gram.shape[0] > 64:  # Lanczos refines the estimate so one factorisation usually suffices
+    if gram.shape[0] <= 512:  # small: the eigendecomposition is cheap and exact
+        estimate = None
+    else:  # Lanczos refines the estimate so one factorisation usually suffices
         top = scipy.sparse.linalg.eigsh(gram, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0]
         estimate = max(estimate or 0.0, math.sqrt(max(float(top), 0.0)))
     if estimate is not None and estimate > 0:
-        for delta in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
+        for delta in (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
             theta = estimate * (1 + delta)
             if proves_gram_below(gram, theta * theta):
                 return theta

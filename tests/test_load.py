@@ -1,0 +1,84 @@
+"""Loading: value-independent subgraphs folded, non-float inputs analysed from the first
+float tensor, shapes known everywhere."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import MODELS, analysed
+from lipgraph.analysis import analyze
+from lipgraph.graph import build_graph
+from lipgraph.load import load_model
+
+
+def test_spectral_parametrisation_and_shape_plumbing_are_folded():
+    a = analysed("spectral")
+    ops = [a.graph.views[n].op_type for n in a.graph.order]
+    assert "Div" not in ops and "Shape" not in ops and "Gather" not in ops and "Concat" not in ops
+    model = onnx.load(MODELS / "spectral.onnx")
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    # independent: W_eff = W / (uᵀ W v) from the raw initializers, then the last Gemm's weight
+    w_eff = w["W_0"] / float(w["u_0"] @ w["W_0"] @ w["v_0"])
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    expected = np.linalg.norm(w_eff, 2) * np.linalg.norm(w[gemm.input[1]], 2)
+    assert a.autolip.value == pytest.approx(expected, rel=1e-6)
+    assert a.autolip.value >= expected
+
+
+def test_every_tensor_has_a_shape():
+    for name in ["lenet", "resnet_small", "spectral", "concat"]:
+        g = analysed(name).graph
+        for nid in g.order:
+            assert all(s is not None for s in g.views[nid].output_shapes), (name, nid)
+
+
+def _int_input_model(first_op):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(10, 3)).astype(np.float32)
+    nodes = []
+    if first_op == "Cast":
+        nodes.append(helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT))
+        shape = [1, 10]
+    else:
+        depth = numpy_helper.from_array(np.array(10, dtype=np.int64), "depth")
+        values = numpy_helper.from_array(np.array([0.0, 1.0], dtype=np.float32), "values")
+        nodes.append(helper.make_node("OneHot", ["ids", "depth", "values"], ["f"]))
+        shape = [1, 4]
+    nodes.append(helper.make_node("MatMul", ["f", "w"], ["y"]))
+    inits = [numpy_helper.from_array(w, "w")] + ([depth, values] if first_op == "OneHot" else [])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, w
+
+
+@pytest.mark.parametrize("first_op", ["Cast", "OneHot"])
+def test_non_float_input_is_analysed_from_first_float_tensor(tmp_path, first_op):
+    model, w = _int_input_model(first_op)
+    path = tmp_path / "ids.onnx"
+    onnx.save(model, path)
+    a = analyze(path)
+    assert a.graph.analysed == "f"
+    assert any(d.code == "input-redirected" for d in a.graph.diagnostics)
+    assert a.autolip.value == pytest.approx(np.linalg.norm(w.astype(np.float64), 2), rel=1e-6)
+
+
+def test_constant_of_shape_and_shape_ops_fold(tmp_path):
+    """x + ConstantOfShape(Shape(x)) is a shift: bound 1, and the plumbing is folded."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ConstantOfShape", ["s"], ["c"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "shift.onnx"
+    onnx.save(model, path)
+    g = build_graph(load_model(path))
+    assert [g.views[n].op_type for n in g.order] == ["Add"]
+    np.testing.assert_array_equal(g.constants["c"], np.full((1, 4), 2.0, dtype=np.float32))
+    assert analyze(path).autolip.value == pytest.approx(1.0)
