@@ -46,6 +46,7 @@ class ConstantOfShape(Rule):
 
     def forward(self, node, shape):
         value = node.attr("value")
-        value = np.zeros(1, np.float32) if value is None else np.asarray(value)
+        value = np.zeros(1, np.float32) if value is None else np.array(value)
         dims = [int(d) for d in shape.reshape(-1).tolist()]
-        return torch.full(dims, value.reshape(-1)[0].item(), dtype=torch.from_numpy(value.reshape(-1)[:0]).dtype)
+        return torch.from_numpy(value.reshape(-1)[:1]).expand(*dims).clone() if dims else \
+            torch.from_numpy(value.reshape(()).copy())
