@@ -116,3 +116,18 @@ def test_power_estimate_is_labelled_estimate_and_close(bundled):
     assert power.label is Label.ESTIMATE
     assert power.value <= a.autolip.value * (1 + 1e-5)
     assert power.value >= 0.9 * a.autolip.value
+
+
+def test_large_one_node_segment_without_closed_form_stays_finite(tmp_path):
+    """A lone Add of a constant on a tensor too large to materialise falls back to its rule's
+    bound (1), not to 'no certified norm'."""
+    from onnx import TensorProto, helper
+    bias = onnx.numpy_helper.from_array(np.ones((1, 3, 48, 48), np.float32), "bias")
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "bias"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 48, 48])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    a = analyze(tmp_path / "m.onnx")
+    assert a.autolip.value == pytest.approx(1.0) and a.autolip.label is Label.CERTIFIED

@@ -125,7 +125,7 @@ class UnitBuilder:
         if not near_exact:
             fn = self.exact.function(list(seg.nodes), seg.entry, seg.exit)
             found["materialised"] = self._materialised(fn, seg.entry, seg.exit, estimate.sigma)
-            if found["materialised"] is None and len(seg.nodes) > 1:
+            if found["materialised"] is None and all(b is None for b in found.values()):
                 found["product of parts"] = self._inner_autolip(seg)
         bound = _smallest(list(found.values()), seg.id, self.graph)
         if len(seg.nodes) == 1:
