@@ -29,7 +29,8 @@ class Config:
         self.seqlip_budget = 5.0 if quick else 15.0        # seconds of exact enumeration per analysis
         self.trace_budgets = (1.0, 3.0) if quick else (1.0, 5.0, 20.0)   # section (b) searches
         self.exact_ns = (20,) if quick else (20, 24)       # section (a)
-        self.exact_timeout = 60.0 if quick else 150.0
+        self.exact_timeout = 60.0 if quick else 120.0
+        self.conv_timeout = 240.0
         self.net_timeout_scale = 0.4 if quick else 1.0
 
 
@@ -55,7 +56,7 @@ def analyse(net: N.Network, path: Path, cfg: Config, tmp: Path) -> dict:
     timeout = net.timeout * cfg.net_timeout_scale
     job = {"name": net.name, "path": str(path), "methods": list(METHODS), "device": cfg.device,
            "lower_budget": cfg.lower_budget, "seqlip_budget": cfg.seqlip_budget,
-           "trace_budgets": list(cfg.trace_budgets) if net.trace else [], "convs": net.convs,
+           "trace_budgets": list(cfg.trace_budgets) if net.trace else [],
            "fallback_lower": net.small_input,
            "out": str(tmp / f"{net.name}.json")}
     for attempt in range(2):
@@ -68,7 +69,7 @@ def analyse(net: N.Network, path: Path, cfg: Config, tmp: Path) -> dict:
             if attempt:
                 res["skipped"] = {m: f"analyze() with SeqLip overran the {timeout:.0f} s limit" for m in SEQLIP}
             return res
-        if not done and attempt == 0:
+        if not done and attempt == 0 and net.small_input:
             log(f"  ! {net.name}: over {timeout:.0f} s with every method; again without SeqLip")
             job["methods"] = [m for m in METHODS if m not in SEQLIP]
             continue
@@ -76,6 +77,23 @@ def analyse(net: N.Network, path: Path, cfg: Config, tmp: Path) -> dict:
     return {"name": net.name, "ok": False,
             "error": f"worker {'overran ' + format(timeout, '.0f') + ' s' if not done else 'wrote no result'}",
             "wall_s": secs}
+
+
+def conv_section(net: N.Network, path: Path, cfg: Config, tmp: Path) -> dict | None:
+    """Section (c) in its own worker; a partial table is kept when it overruns."""
+    out = tmp / f"{net.name}.convs.json"
+    jf = tmp / f"{net.name}.convjob.json"
+    jf.write_text(json.dumps({"kind": "convs", "name": net.name, "path": str(path), "device": cfg.device,
+                              "out": str(out)}))
+    log(f"  [c] certified norm and power iteration of every convolution (limit {cfg.conv_timeout:.0f} s)")
+    done, secs = _worker("bench.worker", [str(jf)], cfg.conv_timeout)
+    if not out.exists():
+        return {"rows": [], "power_s": 0.0, "certified_s": 0.0, "complete": False,
+                "error": f"no result ({'over ' + format(cfg.conv_timeout, '.0f') + ' s' if not done else 'failed'})"}
+    res = json.loads(out.read_text()).get("convs")
+    if not done:
+        res["error"] = f"stopped at the {cfg.conv_timeout:.0f} s limit after {len(res['rows'])} convolutions"
+    return res
 
 
 def exact_section(cfg: Config, tmp: Path) -> list[dict]:
@@ -147,7 +165,10 @@ def main(argv=None) -> int:
                 log(f"  ! build failed: {exc!r}")
                 continue
             log(f"  built in {time.perf_counter() - t:.1f} s ({path.stat().st_size / 1e6:.2f} MB) {net.notes or ''}")
+            convs = conv_section(net, path, cfg, tmp) if net.convs else None
             res = analyse(net, path, cfg, tmp)
+            if convs is not None:
+                res["convs"] = convs
             res.update(family=net.family, describe=net.describe, notes=net.notes, quick=net.quick)
             results.append(res)
             log("  " + report.one_line(res))
