@@ -227,14 +227,21 @@ def section_b(nets: list[dict]) -> list[str]:
 def section_c(nets: list[dict]) -> list[str]:
     rows = [r for r in nets if r.get("convs")]
     L = ["## (c) ResNet-18 shape at 224×224\n"]
+    for r in rows:
+        if not r.get("ok"):
+            L.append(f"`analyze()`: n/a ({r.get('error')}); onnxruntime forward pass: "
+                     f"{secs(r.get('forward_s')) if r.get('forward_s') else 'n/a'}.\n")
     if not rows:
         missing = [r for r in nets if r["name"] == "resnet18"]
         why = missing[0].get("error") if missing else "not in this run (full run only)"
         return L + [f"n/a ({why})\n"]
     for r in rows:
         c = r["convs"]
-        L.append(f"`analyze()` took {secs(r['analysis_s'])}, {g(r['analysis_s'] / r['forward_s'], 3)}× one "
-                 f"onnxruntime forward pass ({secs(r['forward_s'])}).\n")
+        if c.get("error"):
+            L.append(f"Convolution table: {c['error']}.\n")
+        if r.get("ok"):
+            L.append(f"`analyze()` took {secs(r['analysis_s'])}, {g(r['analysis_s'] / r['forward_s'], 3)}× one "
+                     f"onnxruntime forward pass ({secs(r['forward_s'])}).\n")
         ratio = c["certified_s"] / c["power_s"] if c["power_s"] else None
         L.append(f"Certified norms of all {len(c['rows'])} convolutions with `lipgraph.convnorm.conv_certified_norm` "
                  f"(steered by the power-iteration estimate): {c['certified_s']:.3g} s in total; the power-iteration "

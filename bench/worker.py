@@ -83,14 +83,26 @@ def lower_runs(analysis, budgets) -> dict:
     return runs
 
 
-def conv_norms(analysis) -> dict:
-    """Every Conv node: power-iteration σ (float32, the engine's settings) and convnorm's
-    certified norm steered by it; seconds of each."""
+def conv_norms(path: str, device: str, out_path: str) -> dict:
+    """Every Conv node: power-iteration σ (float32, the engine's default settings) and convnorm's
+    certified norm steered by it; seconds of each. Loads the graph the way ``analyze()`` does,
+    without analysing it, and rewrites ``out_path`` after every convolution (a partial table
+    survives a time limit)."""
+    import torch
+    from lipgraph.annotate import annotate
     from lipgraph.convnorm import conv_certified_norm
+    from lipgraph.execute import Executor, resolve_device
+    from lipgraph.graph import build_graph
     from lipgraph.linear import power_iteration
+    from lipgraph.load import load_model
+    from lipgraph.passes.units import NormOptions
     from lipgraph.rules.conv import geometry
-    g, ex, opts = analysis.graph, analysis.executor, analysis.options.norms
+    g = build_graph(load_model(path, {}), None, None)
+    ex = Executor(g, torch.float32, resolve_device(device))
+    annotate(g, ex.graph_nodes_between(), {})
+    opts = NormOptions()
     rows = []
+    result = {"rows": rows, "power_s": 0.0, "certified_s": 0.0, "complete": False}
     for nid in g.order:
         view = g.views[nid]
         if view.op_type != "Conv":
@@ -110,10 +122,14 @@ def conv_norms(analysis) -> dict:
         rows.append({"node": nid, "weight": list(w.shape), "input": list(x_shape), "power": pw.sigma,
                      "power_iters": pw.iterations, "power_s": t_pow, "certified": b.value, "route": b.method,
                      "certified_s": t_cert})
+        result["power_s"] += t_pow
+        result["certified_s"] += t_cert
+        with open(out_path, "w") as fh:
+            json.dump({"ok": True, "convs": result}, fh)
         print(f"    conv {nid}: power {pw.sigma:.5g} ({t_pow:.2f} s), certified {b.value:.5g} "
               f"[{b.method}] ({t_cert:.2f} s)", file=sys.stderr, flush=True)
-    return {"rows": rows, "power_s": sum(r["power_s"] for r in rows),
-            "certified_s": sum(r["certified_s"] for r in rows)}
+    result["complete"] = True
+    return result
 
 
 def run(job: dict) -> dict:
@@ -153,8 +169,6 @@ def run(job: dict) -> dict:
             out["trace"] = {k: v for k, v in runs.items() if float(k) in job["trace_budgets"]}
         if fallback:
             out["bench_lower"] = runs[f"{job['lower_budget']:g}"]
-    if job.get("convs"):
-        out["convs"] = conv_norms(analysis)
     out["ok"] = True
     return out
 
@@ -164,7 +178,10 @@ def main(argv=None) -> int:
     with open(argv[0]) as fh:
         job = json.load(fh)
     try:
-        result = run(job)
+        if job.get("kind") == "convs":
+            result = {"ok": True, "convs": conv_norms(job["path"], job["device"], job["out"])}
+        else:
+            result = run(job)
     except Exception as exc:  # noqa: BLE001 - reported in the table, with the traceback
         result = {"name": job["name"], "ok": False, "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()}
