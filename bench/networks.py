@@ -146,7 +146,7 @@ NETWORKS: list[Network] = [
     *[Network(f"paper-mlp{d}", "paper MLP", f"784-50×{d - 1}-10 ReLU, {d} layers, random", paper_mlp(d),
               quick=d == 4, trace=d in (4, 10)) for d in (4, 5, 7, 10)],
     *[Network(f"eclipse-d{d}", "ECLipsE random", f"4-80×{d - 1}-1 ReLU, {d} layers, ‖W‖∈[0.4,1.8]", eclipse_net(d),
-              quick=d == 10, timeout=120 if d >= 50 else 300) for d in (2, 5, 10, 20, 50, 100)],
+              quick=d == 10, timeout=90 if d >= 50 else 300) for d in (2, 5, 10, 20, 50, 100)],
     Network("digits-mlp16", "digits-trained", "64-16-16-10 ReLU MLP, trained", digits("mlp16"), quick=True, trace=True),
     Network("digits-mlp64", "digits-trained", "64-64-64-10 ReLU MLP, trained", digits("mlp64"), trace=True),
     Network("digits-cnn", "digits-trained", "1×8×8 conv3(8)-conv3/2(16)-fc10 CNN, trained", digits("cnn"), quick=True),
@@ -154,10 +154,10 @@ NETWORKS: list[Network] = [
             digits("cnnpool")),
     Network("lenet", "CNN", "LeNet-5 shape, 1×28×28, random", torch_random("lenet")),
     Network("transformer", "attention", "encoder block, 8 tokens × 16, single head, random", transformer, quick=True),
-    Network("alexnet", "ImageNet-shaped", "AlexNet shape, 3×224×224, random", torch_random("alexnet"), timeout=240,
+    Network("alexnet", "ImageNet-shaped", "AlexNet shape, 3×224×224, random", torch_random("alexnet"), timeout=180,
             small_input=False),
     Network("resnet18", "ImageNet-shaped", "ResNet-18 shape, 3×224×224, random, BN random stats",
-            torch_random("resnet18"), convs=True, timeout=240, small_input=False),
+            torch_random("resnet18"), convs=True, timeout=180, small_input=False),
 ]
 
 

@@ -29,8 +29,8 @@ class Config:
         self.seqlip_budget = 5.0 if quick else 15.0        # seconds of exact enumeration per analysis
         self.trace_budgets = (1.0, 3.0) if quick else (1.0, 5.0, 20.0)   # section (b) searches
         self.exact_ns = (20,) if quick else (20, 24)       # section (a)
-        self.exact_timeout = 60.0 if quick else 120.0
-        self.conv_timeout = 240.0
+        self.exact_timeout = 60.0 if quick else 90.0
+        self.conv_timeout = 150.0
         self.net_timeout_scale = 0.4 if quick else 1.0
 
 
