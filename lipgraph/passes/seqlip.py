@@ -36,6 +36,11 @@ import numpy as np
 import torch
 
 from lipgraph.labels import Bound, Label, certify
+from lipgraph.linear import materialise
+
+#: Subspace iterations for the top-k heuristic inside a chain: it only guides the greedy
+#: estimate, so a rough subspace is enough (each iteration costs 2k operator applications).
+TOPK_ITERS = 20
 
 __all__ = [
     "BudgetExhausted",
@@ -575,23 +580,14 @@ class _Svd:
     dense: bool
 
 
-def _materialise(op: OperatorMap) -> torch.Tensor:
-    n_in = int(np.prod(op.in_shape))
-    zero = torch.zeros(op.in_shape, dtype=_DT)
-    out0 = op.fn(zero).reshape(-1)
-    eye = torch.eye(n_in, dtype=_DT)
-    cols = [(op.fn(eye[i].reshape(op.in_shape)).reshape(-1) - out0) for i in range(n_in)]
-    return torch.stack(cols, dim=1)
-
-
 def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int) -> _Svd:
     if isinstance(M, OperatorMap):
         n_in = int(np.prod(M.in_shape))
         if n_in <= dense_max:
-            M = _materialise(M)
+            M = torch.from_numpy(materialise(M.fn, M.in_shape))
             diags.append(f"map {idx + 1}: operator materialised ({tuple(M.shape)})")
         else:
-            U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed)
+            U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
             nb = M.norm_bound
             norm = nb.value if nb is not None and nb.label.is_bound else math.inf
             diags.append(f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
