@@ -294,7 +294,6 @@ def test_constructed_residual_cnn(tmp_path):
     assert c.autolip == pytest.approx(_spec(M1) * _spec(M2) * _spec(M3), rel=1e-6)
 
 
-@pytest.mark.slow  # ~25 s of AutoLip unit building alone on 2 cores (materialised 2048×2048 convs)
 def test_resnet_small_chains_in_residual_branches():
     from lipgraph.passes.units import NormOptions
     a = analyze(MODELS / "resnet_small.onnx",
