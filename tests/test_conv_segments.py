@@ -374,3 +374,15 @@ def test_sum_of_strided_convs_folds(pads_b, k_b, d_b, g_b, tmp_path):
     exact = exact_norm(lambda x: ca(x) + cb(x), (4, *spatial))
     assert exact <= bound.value <= 1.02 * exact
     WORST["sum of strided convs n=11x9 k=3"] = max(WORST["sum of strided convs n=11x9 k=3"], bound.value / exact)
+
+
+def test_verbose_shows_estimate_next_to_certificate(tmp_path, capsys):
+    rng = np.random.default_rng(21)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["h", "s", "bb", "m", "v"], ["y"])]
+    inits = {"w": _f32(rng.standard_normal((2, 2, 3, 3))), "s": np.ones(2), "bb": np.zeros(2), "m": np.zeros(2),
+             "v": np.full(2, 0.25)}
+    path = _save(_model(nodes, inits, (1, 2, 12, 12)), tmp_path)
+    assert main(["analyze", str(path), "--methods", "autolip,autolip-power", "-v", "--materialize-limit", "0"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("segment ") and "estimate" in l)
+    assert "certified" in line and "folded-conv/" in line and "power-iteration estimate" in line
