@@ -134,6 +134,13 @@ class Unsqueeze(_Structural):
         return x.reshape(shape)
 
 
+def identity_form(node):
+    """The identity as a per-channel scale of 1, so it folds into convolution segments."""
+    from lipgraph.convfold import ConvForm
+    shape = node.input_shapes[0]
+    return ConvForm.identity(shape[1]) if shape is not None and len(shape) >= 3 else None
+
+
 @rule("Identity", versions=(1, 13, 14, 16, 19) + LATEST, kind=Kind.STRUCTURAL)
 class Identity(_Structural):
     """Identity: norm 1.
@@ -144,6 +151,9 @@ class Identity(_Structural):
 
     def forward(self, node, x):
         return x
+
+    def conv_form(self, node):
+        return identity_form(node)
 
 
 @rule("Dropout", versions=(10, 12, 13, 22), kind=Kind.STRUCTURAL)
@@ -169,6 +179,9 @@ class Dropout(_Structural):
         if len(node.outputs) > 1 and node.outputs[1]:
             return x, torch.ones(x.shape, dtype=torch.bool, device=x.device)
         return x
+
+    def conv_form(self, node):
+        return identity_form(node)
 
 
 @rule("Slice", versions=(11, 13), kind=Kind.STRUCTURAL)

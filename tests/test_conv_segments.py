@@ -386,3 +386,32 @@ def test_verbose_shows_estimate_next_to_certificate(tmp_path, capsys):
     assert main(["analyze", str(path), "--methods", "autolip,autolip-power", "-v", "--materialize-limit", "0"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("segment ") and "estimate" in l)
     assert "certified" in line and "folded-conv/" in line and "power-iteration estimate" in line
+
+
+def test_identity_and_dropout_fold_into_conv_segments(tmp_path):
+    """Conv → Identity → Dropout → BatchNorm is one convolution: the folded certificate is
+    used (materialisation disabled) and is ≥ the exact norm of the materialised operator."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    bn = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in
+          [("s", rng.uniform(0.5, 2, 3)), ("b", rng.normal(size=3)), ("m", rng.normal(size=3)),
+           ("v", rng.uniform(0.5, 2, 3))]]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Identity", ["c"], ["i"]),
+             helper.make_node("Dropout", ["i"], ["d"]),
+             helper.make_node("BatchNormalization", ["d", "s", "b", "m", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), *bn])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    a = analyze(tmp_path / "m.onnx", Options(methods=("autolip",), norms=NormOptions(materialize_limit=0)))
+    (unit,) = a.units
+    assert "folded" in unit.info["candidates"]
+    scale = numpy_helper.to_array(bn[0]).astype(np.float64) / np.sqrt(numpy_helper.to_array(bn[3]) + 1e-5)
+    ww = torch.as_tensor(w.astype(np.float64) * scale[:, None, None, None])
+    cols = [torch.nn.functional.conv2d(e.reshape(1, 2, 10, 10), ww, padding=1).reshape(-1)
+            for e in torch.eye(200, dtype=torch.float64)]
+    exact = np.linalg.norm(torch.stack(cols, 1).numpy(), 2)
+    assert exact <= a.autolip.value <= exact * 1.02

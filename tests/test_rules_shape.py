@@ -282,7 +282,7 @@ def test_cast_conformance():
             e = numpy_helper.to_array(outputs[0]) if not isinstance(outputs[0], np.ndarray) else outputs[0]
             view = make_nodeview(node, 21, [x.shape], [e.shape], [True], {})
             rule_for(view).check(view)
-            got = rule_for(view).forward(view, torch.as_tensor(x))
+            got = rule_for(view).forward(view, torch.as_tensor(np.array(x)))
             np.testing.assert_array_equal(got.numpy().astype(e.dtype), e, err_msg=case.name)
             checked += 1
     assert checked == 3
