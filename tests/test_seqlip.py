@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lipgraph.labels import Label
+from lipgraph.passes import seqlip as seqlip_mod
 from lipgraph.passes.seqlip import (
     BudgetExhausted,
     OperatorMap,
@@ -161,6 +162,105 @@ def test_factor_functions_against_bruteforce(seed):
         assert rel.value <= (0.5 * _spec(A @ B) + 0.5 * _spec(A) * _spec(B)) * (1 + MARGIN)
     gr = factor_greedy(A, B, lo, hi, seed=seed)
     assert gr.label is Label.ESTIMATE and gr.value <= bf * (1 + 1e-12)
+
+
+def _random_box(rng, n, kind):
+    if kind == "relu":
+        return np.zeros(n), np.ones(n)
+    if kind == "gelu":  # per-neuron ranges with negative lo
+        return -0.17 * rng.random(n), 1.0 + 0.13 * rng.random(n)
+    if kind == "mixed":  # negative, positive, degenerate (lo = hi) and zero intervals
+        lo = rng.uniform(-1.0, 0.5, n)
+        hi = lo + rng.uniform(0.0, 1.5, n)
+        hi[0] = lo[0]
+        lo[1] = hi[1] = 0.0
+        return lo, hi
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["relu", "gelu", "mixed"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_moment_features_are_exact(kind, k):
+    """tr(G^k) of every vertex from the split features equals the directly formed Gram."""
+    rng = np.random.default_rng(k)
+    n, p, q = 7, 3, 5
+    A, B = torch.tensor(rng.standard_normal((p, n))), torch.tensor(rng.standard_normal((n, q)))
+    lo, hi = (torch.tensor(x) for x in _random_box(rng, n, kind))
+    for l in (1, 3, 6):
+        dL = seqlip_mod._all_vertices(lo[:l], hi[:l])
+        dH = seqlip_mod._all_vertices(lo[l:], hi[l:])
+        Fh, Fl = seqlip_mod._moment_features(A.T @ A, B @ B.T, list(range(l, n)), list(range(l)),
+                                             dH, dL, k)
+        D = torch.cat([dL[None, :, :].expand(len(dH), -1, -1),
+                       dH[:, None, :].expand(-1, len(dL), -1)], 2).reshape(-1, n)
+        X = A[None] * D[:, None, :] @ B
+        ref = torch.linalg.matrix_power(X @ X.transpose(1, 2), k).diagonal(dim1=1, dim2=2).sum(-1)
+        np.testing.assert_allclose((Fh @ Fl.T).reshape(-1).numpy(), ref.numpy(),
+                                   rtol=1e-10, atol=1e-10 * float(ref.abs().max()))
+
+
+def _degenerate(rng, case, n, p, q):
+    A, B = rng.standard_normal((p, n)), rng.standard_normal((n, q))
+    if case == "rank1-A":
+        A = np.outer(rng.standard_normal(p), rng.standard_normal(n))
+    elif case == "lowrank-B":
+        B = rng.standard_normal((n, 2)) @ rng.standard_normal((2, q))
+    elif case == "zero-cols":
+        A[:, :3] = 0.0
+        B[4] = 0.0
+    elif case == "zero-A":
+        A[:] = 0.0
+    elif case == "duplicate":
+        A[:, 1] = A[:, 0]
+        B[1] = B[0]
+    return A, B
+
+
+@pytest.mark.parametrize("seed", range(9))
+def test_enumeration_equals_bruteforce(seed):
+    """The split enumeration (forced with direct_max=0) against itertools on random boxes,
+    per-neuron ranges with negative lo, degenerate boxes and matrices, weak incumbents."""
+    rng = np.random.default_rng(300 + seed)
+    n = int(rng.integers(5, 11))
+    p, q = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+    kind = ("relu", "gelu", "mixed")[seed % 3]
+    case = ("plain", "rank1-A", "lowrank-B", "zero-cols", "duplicate", "plain", "zero-cols",
+            "lowrank-B", "rank1-A")[seed]
+    A, B = _degenerate(rng, case, n, p, q)
+    lo, hi = _random_box(rng, n, kind)
+    bf = max(_spec(A @ np.diag(d) @ B) for d in itertools.product(*zip(lo, hi)))
+    for low_bits in (1, n // 2, n - 1):
+        for incumbent in (None, 0.0, 0.5 * bf):
+            ex = factor_exact(A, B, lo, hi, direct_max=0, low_bits=low_bits, incumbent=incumbent,
+                              check_batch=7, chunk=64)
+            assert ex.label is Label.CERTIFIED
+            assert bf <= ex.value <= bf * (1 + MARGIN) + 1e-250, (case, kind, low_bits, incumbent)
+
+
+def test_enumeration_zero_factor():
+    rng = np.random.default_rng(9)
+    A, B = _degenerate(rng, "zero-A", 12, 3, 4)
+    assert factor_exact(A, B, -0.5, 1.0, direct_max=0).value <= 1e-250
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_enumeration_exact_at_16(seed):
+    """n = 16: the pruned enumeration equals plain enumeration of all 2^16 vertices (eigvalsh
+    where Cholesky cannot prove a vertex below the incumbent) and exhaustive branch and bound."""
+    rng = np.random.default_rng(seed)
+    (A, B), = seqlip_mod.seqlip_factors([rng.standard_normal((16, 16)),
+                                         rng.standard_normal((16, 16))])
+    fast = factor_exact(A, B, 0.0, 1.0).value
+    full = factor_exact(A, B, 0.0, 1.0, direct_max=16, incumbent=0.0).value
+    bb, done = factor_bnb(A, B, 0.0, 1.0, time_budget=None, max_nodes=1 << 40)
+    assert done
+    assert fast == pytest.approx(full, rel=1e-12) and fast == pytest.approx(bb.value, rel=1e-12)
+    if seed == 0:  # value printed by the previous (Frobenius-bilinear) enumeration
+        assert fast == pytest.approx(43.76588278616338, rel=1e-12)
+    lo, hi = _random_box(rng, 16, "gelu")
+    fast = factor_exact(A, B, lo, hi).value
+    full = factor_exact(A, B, lo, hi, direct_max=16, incumbent=0.0).value
+    assert fast == pytest.approx(full, rel=1e-12)
 
 
 def test_budget_exhaustion_falls_back():

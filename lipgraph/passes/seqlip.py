@@ -27,6 +27,7 @@ Per factor (``A``: p×n, ``B``: n×q):
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -131,15 +132,6 @@ def _norm2_batch(X: torch.Tensor) -> torch.Tensor:
     else:
         lam = torch.linalg.eigvalsh(G)[..., -1]
     return lam.clamp_min(0).sqrt()
-
-
-def _vertex_products(K: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """All 2^m sums Σ_j d_j K_j over d ∈ Π{lo_j, hi_j}; K (m, F) → (2^m, F). Bit j ↔ hi_j."""
-    m = K.shape[0]
-    idx = torch.arange(1 << m)
-    bits = ((idx[:, None] >> torch.arange(m)[None, :]) & 1).to(_DT)
-    D = lo[None, :] + bits * (hi - lo)[None, :]
-    return D @ K
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -304,48 +296,216 @@ def _vertex_estimate(A, B, lo, hi, *, seed: int, greedy_max: int) -> Bound:
 # ----------------------------------------------------------------------------- exact
 
 
-def _fro_gram_bound_terms(M: torch.Tensor, p: int, q: int):
-    """Per-vertex pieces for the ‖G‖_F bound: M, P=MMᵀ, S=MᵀM, PM, ‖P‖², ‖M‖_F (flattened)."""
-    N = M.shape[0]
-    Mm = M.view(N, p, q)
-    P = Mm @ Mm.transpose(1, 2)
-    S = Mm.transpose(1, 2) @ Mm
-    PM = P @ Mm
-    return (M, P.reshape(N, -1), S.reshape(N, -1), PM.reshape(N, -1),
-            (P * P).sum((1, 2)), torch.linalg.vector_norm(M, dim=1))
+# --- exact enumeration: moment bounds from split polynomial features ---------------------
+#
+# For a vertex d write G(d) = X Xᵀ, X = A diag(d) B (p×q, p ≤ q after orientation). Its
+# moments are polynomials in d:  m_k(d) = tr(G^k) = tr((D Gb D Ga)^k), Ga = AᵀA, Gb = BBᵀ
+# (n×n, cyclic trace). Split the coordinates into a high set H and a low set L, d = d_H + d_L.
+# Expanding every D in the 2k-fold cyclic product gives terms with r factors D_L; a term with
+# r ≤ k is ⟨coefficient(d_H), d_L^{⊗r}⟩, one with r > k is ⟨coefficient(d_L), d_H^{⊗(2k−r)}⟩.
+# Summing, m_k(h, l) = F(h) · Φ(l) — one matrix product yields the exact moment of all
+# 2^|H| × 2^|L| vertices, at a cost of (number of features) flops per vertex instead of the
+# ~p²q of forming G.
 
 
-def _ws_survivors(G: torch.Tensor, lam_best: float) -> torch.Tensor:
-    """Mask of PSD matrices G (N, p, p) whose λ_max may exceed ``lam_best``.
+@functools.lru_cache(maxsize=None)
+def _sym_index(m: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map the m^r index tuples of an r-fold tensor to sorted multisets: (tuple → id, ids' tuples)."""
+    if r == 0:
+        return torch.zeros(1, dtype=torch.long), torch.zeros((1, 0), dtype=torch.long)
+    tuples = torch.cartesian_prod(*([torch.arange(m)] * r)).reshape(-1, r)
+    srt = tuples.sort(dim=1).values
+    uniq, inv = torch.unique(srt, dim=0, return_inverse=True)
+    return inv, uniq
 
-    For any c, ``|λ_max − c| ≤ ‖G − cI‖_F = sqrt(‖G‖_F² − 2c·tr G + c²p)``; with
-    ``c = tr G / p`` this is the Wolkowicz–Styan bound. A rounding slack of
-    ``1e-9·(tr G)²`` (tr G ≥ ‖G‖_F ≥ every term's scale) keeps the test sound.
+
+def _monomials(d: torch.Tensor, r: int) -> torch.Tensor:
+    """Monomials Π_{i∈S} d_i over the multisets S of size r of d's columns; (N, m) → (N, #S)."""
+    _, uniq = _sym_index(d.shape[1], r)
+    return d[:, uniq].prod(-1) if r else torch.ones(d.shape[0], 1, dtype=_DT)
+
+
+@functools.lru_cache(maxsize=None)
+def _cyclic_patterns(k: int, r: int) -> dict[tuple[tuple[int, int], ...], int]:
+    """Open-position patterns of a 2k-cycle with r open positions, as segment lists
+    ((parity, gap), …), merged up to rotation (a rotation only permutes the indices of the
+    coefficient tensor, which the multiset reduction ignores) with their multiplicities."""
+    out: dict = {}
+    for pos in itertools.combinations(range(2 * k), r):
+        segs = tuple((pos[a] % 2, (pos[(a + 1) % r] - pos[a] - 1) % (2 * k) if r > 1 else 2 * k - 1)
+                     for a in range(r))
+        key = min(segs[i:] + segs[:i] for i in range(r))
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _open_coefficients(Ms, dC, C, O, k: int, rmax: int) -> list[torch.Tensor]:
+    """Coefficients of the part of tr(Π_{i<2k} D M_{i mod 2}) with r factors D_O (r = 0…rmax).
+
+    ``D = D_C + D_O`` over disjoint index sets; ``dC`` (N, |C|) batches the closed values.
+    A term whose open positions are p_1 < … < p_r is Σ_{i_1..i_r ∈ O} Π_a d_{i_a}
+    Seg_a[i_a, i_{a+1}] (cyclic) with Seg_a = M_{p_a}[O,C] D_C M[C,C] … D_C M_{p_{a+1}−1}[C,O]
+    (just M_{p_a}[O,O] for adjacent positions). Returned per r: the sum over all such terms,
+    reduced to sorted multisets (the monomial d_O^S does not depend on the order), shape
+    (N, #multisets); r = 0 is the scalar tr((D_C M_0 D_C M_1)^k) restricted to C.
     """
+    N = dC.shape[0]
+    MOC = [M[O][:, C] for M in Ms]
+    MCC = [M[C][:, C] for M in Ms]
+    MCO = [M[C][:, O] for M in Ms]
+    MOO = [M[O][:, O] for M in Ms]
+
+    @functools.lru_cache(maxsize=None)
+    def seg(par: int, gap: int) -> torch.Tensor:
+        if gap == 0:
+            return MOO[par].expand(N, -1, -1)
+        W = MOC[par][None] * dC[:, None, :]
+        for j in range(1, gap):
+            W = (W @ MCC[(par + j) % 2]) * dC[:, None, :]
+        return W @ MCO[(par + gap) % 2]
+
+    Z = (dC[:, :, None] * MCC[0]) * dC[:, None, :] @ MCC[1]  # D_C Gb D_C Ga on C
+    out = [torch.linalg.matrix_power(Z, k).diagonal(dim1=1, dim2=2).sum(-1)[:, None]]
+    m = len(O)
+    for r in range(1, rmax + 1):
+        T = torch.zeros((N,) + (m,) * r, dtype=_DT)
+        for segs, count in _cyclic_patterns(k, r).items():
+            S = [seg(par, gap) for par, gap in segs]
+            if r == 1:
+                T.add_(S[0].diagonal(dim1=1, dim2=2), alpha=count)
+            elif r == 2:
+                T.addcmul_(S[0], S[1].transpose(1, 2), value=count)
+            else:  # r == 3: T[a,b,c] = S0[a,b] S1[b,c] S2[c,a]
+                T.addcmul_(S[0][:, :, :, None] * S[1][:, None, :, :],
+                           S[2].transpose(1, 2)[:, :, None, :], value=count)
+        inv, uniq = _sym_index(m, r)
+        red = torch.zeros(N, uniq.shape[0], dtype=_DT)
+        red.index_add_(1, inv, T.reshape(N, -1))
+        out.append(red)
+    return out
+
+
+def _moment_features(Ga, Gb, H, L, dH, dL, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features with ``m_k = tr(G^k) = Fh[h] · Fl[l]`` for the vertex (dH[h], dL[l]); k ≤ 3."""
+    Ms = (Gb, Ga)
+
+    def coefficients(dC, C, O, rmax):  # in blocks of 256 closed vertices: stays in cache
+        parts = [_open_coefficients(Ms, dC[i:i + 256], C, O, k, rmax)
+                 for i in range(0, dC.shape[0], 256)]
+        return [torch.cat(col) for col in zip(*parts)]
+
+    cL = coefficients(dH, H, L, k)        # r = 0..k factors D_L, per high vertex
+    cH = coefficients(dL, L, H, k - 1)    # r = 2k..k+1 factors D_L, per low vertex
+    Fh = torch.cat(cL + [_monomials(dH, r) for r in range(k)], 1)
+    Fl = torch.cat([_monomials(dL, r) for r in range(k + 1)] + cH, 1)
+    return Fh, Fl
+
+
+def _moment_slack(A, B, s: float, k: int) -> float:
+    """Absolute rounding slack for every computed m_k: 1e-11 · s^{2k} tr((|A|ᵀ|A| |B||B|ᵀ)^k).
+
+    Every float operation on the way (Ga, Gb, features, the matrix product) sums terms whose
+    absolute values are dominated by the same polynomial evaluated with |A|, |B| and
+    s = max|d_j|, so the error is at most γ_K times that value with K ≲ 4kn + #features ≪ 10⁴
+    operations in a chain (γ_K ≈ K·2⁻⁵³ < 1e-12); 1e-11 leaves an order of magnitude.
+    """
+    Z = (A.abs().T @ A.abs()) @ (B.abs() @ B.abs().T)
+    return 1e-11 * s ** (2 * k) * float(torch.linalg.matrix_power(Z, k).trace())
+
+
+def _prune_m12(m1, m2, r, c, e1, e2):
+    """Mask of vertices NOT proven λ_max(G) ≤ c from m1 = tr G, m2 = tr G² (± e1, e2), rank ≤ r.
+
+    With λ_1 ≥ … ≥ λ_r ≥ 0: Cauchy–Schwarz gives Σ_{i≥2} λ_i² ≥ (m1 − λ_1)²/(r−1), so
+    ψ(λ_1) = λ_1² + (m1 − λ_1)²/(r−1) ≤ m2, and ψ increases for λ ≥ m1/r (the Wolkowicz–Styan
+    bound in another form). If c ≥ m1/r and ψ(c) > m2 then λ_1 ≤ c. Also λ_1 ≤ m1. The test
+    uses m1 + e1 where m1 must be large, m1 − e1 where small, m2 + e2, and a relative 1e-12
+    for the few roundings of ψ itself: sound for the exact moments.
+    """
+    m1_hi, m1_lo, m2_hi = m1 + e1, m1 - e1, m2 + e2
+    rm1 = (r - 1).clamp_min(1)
+    psi = c * c + (m1_lo - c).clamp_min(0) ** 2 / rm1 * (r > 1)
+    proven = (m1_hi <= c) | ((c * r >= m1_hi) & (psi * (1 - 1e-12) > m2_hi))
+    return ~proven
+
+
+def _prune_m23(m2, m3, r, c, e2, e3):
+    """Mask of vertices NOT proven λ_max(G) ≤ c from m2 = tr G², m3 = tr G³ (± e2, e3), rank ≤ r.
+
+    Hölder: Σ_{i≥2} λ_i³ ≥ (Σ_{i≥2} λ_i²)^{3/2}/√(r−1), so φ(λ_1) = λ_1³ + (m2 − λ_1²)^{3/2}/√(r−1)
+    ≤ m3, and φ increases for λ² ≥ m2/r (i.e. λ_1 at least the rms of the rest). If
+    c² ≥ m2/r and φ(c) > m3 then λ_1 ≤ c. Rounding handled as in :func:`_prune_m12`.
+    """
+    m2_hi, m2_lo, m3_hi = m2 + e2, m2 - e2, m3 + e3
+    rm1 = (r - 1).clamp_min(1)
+    phi = c ** 3 + (m2_lo - c * c).clamp_min(0) ** 1.5 / rm1.sqrt() * (r > 1)
+    proven = (c * c * r >= m2_hi) & (phi * (1 - 1e-12) > m3_hi)
+    return ~proven
+
+
+def _rows_product(Fh: torch.Tensor, Fl: torch.Tensor, ih: torch.Tensor, il: torch.Tensor):
+    """(Fh @ Fl.T)[ih, il]: one matrix product over the rows that occur (cheaper than gathering
+    a feature row per pair when pairs are many, and never more than the full product)."""
+    if ih.numel() == 0:
+        return torch.zeros(0, dtype=_DT)
+    rows, inv = torch.unique(ih, return_inverse=True)
+    return (Fh[rows] @ Fl.T)[inv, il]
+
+
+def _check_vertices(D, A, B, c: float, xmax2: float) -> float:
+    """Largest λ_max(G(d)) over the rows of D that a Cholesky cannot prove ≤ c; else 0.
+
+    A successful float Cholesky of (c − δ)I − Ĝ proves λ_max(G) ≤ c when δ exceeds the error
+    of Ĝ (≤ 2γ_n‖X‖_F², ‖X‖_F ≤ Σ|d_j|‖a_j‖‖b_j‖ = xmax) plus Cholesky's backward error
+    (≤ γ_{p+1}·tr); δ = 1e-10·(p·c + xmax²) is far above both. Failures get an exact eigvalsh.
+    """
+    if D.shape[0] == 0:
+        return 0.0
+    X = A[None] * D[:, None, :] @ B
+    G = X @ X.transpose(1, 2)
     p = G.shape[-1]
-    t = G.diagonal(dim1=1, dim2=2).sum(-1)
-    F = (G * G).sum((1, 2))
-    c = t / p
-    ub = c + (F - 2 * c * t + c * c * p + 1e-9 * t * t).clamp_min(0).sqrt()
-    return ub > lam_best
+    delta = 1e-10 * (p * c + xmax2)
+    eye = torch.eye(p, dtype=_DT)
+    _, info = torch.linalg.cholesky_ex((c - delta) * eye - G)
+    bad = info != 0
+    if not bool(bad.any()):
+        return 0.0
+    return float(torch.linalg.eigvalsh(G[bad])[:, -1].max())
+
+
+def _all_vertices(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """All 2^m vertices of the box as rows (bit j of the row index ↔ hi_j)."""
+    m = lo.numel()
+    idx = torch.arange(1 << m)
+    bits = ((idx[:, None] >> torch.arange(m)[None, :]) & 1).to(_DT)
+    return lo[None, :] + bits * (hi - lo)[None, :]
 
 
 @_one_thread
 def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
-                 progress: Callable[[str], None] | None = None, low_bits: int = 10,
-                 chunk: int = 1 << 18, incumbent: float | None = None) -> Bound:
-    """Exact ``max_{d ∈ Π{lo_j,hi_j}} ‖A diag(d) B‖`` by vectorised vertex enumeration.
+                 progress: Callable[[str], None] | None = None, low_bits: int | None = None,
+                 chunk: int = 1 << 18, incumbent: float | None = None,
+                 direct_max: int = 10, check_batch: int = 4096) -> Bound:
+    """Exact ``max_{d ∈ Π{lo_j,hi_j}} ‖A diag(d) B‖`` by vertex enumeration with proven pruning.
 
     Bound: the maximum over all 2^n vertices, which equals the maximum over the box
-    (convexity). Coordinates split into ``l`` low and ``h`` high bits; ``X = X_h + X_l``.
-    For every (high, low) pair an upper bound ``T ≥ ‖G‖_F² ≥ ‖X‖⁴`` (``G = XXᵀ``, expanded
-    bilinearly: ``‖P‖²+‖R‖²+4⟨S_h,S_l⟩+2⟨P,R⟩+4⟨PX_h,X_l⟩+4⟨X_h,RX_l⟩`` with
-    ``P = X_hX_hᵀ, R = X_lX_lᵀ, S = XᵀX`` and ``tr(Q²) ≤ ‖Q‖²`` for ``Q = X_hX_lᵀ``) comes
-    from matrix products only; vertices whose ``T`` (plus a rounding slack) is below the
-    best realised value⁴ are skipped; for the rest the Gram matrix is formed and the
-    Wolkowicz–Styan bound (see ``_ws_survivors``) skips more; the remaining vertices get an
-    exact batched ``eigvalsh``. Skipped vertices are provably ≤ the running best. Result:
-    the best realised vertex value, rounded up by ``certify``. Label ``certified``.
+    (convexity). With c = incumbent² (a realised vertex value, greedy by default) each vertex
+    d must be shown to satisfy λ_max(G(d)) ≤ c, G = XXᵀ, or be evaluated exactly:
+
+    1. the moments m1 = tr G and m2 = tr G² of *all* vertices come exactly from one matrix
+       product of split features (``_moment_features``; coordinates split into ``low_bits``
+       low and n − low_bits high ones); :func:`_prune_m12` discards what they prove ≤ c;
+    2. for the rest m3 = tr G³ (features of degree 6, a product over the rows that still
+       have candidates) and :func:`_prune_m23`;
+    3. the few left (largest m3 first, in batches of ``check_batch``) form G and
+       :func:`_check_vertices` proves them by a Cholesky of cI − G, or evaluates them with
+       ``eigvalsh`` and raises the incumbent; a raised incumbent re-runs 1–2 on the rest.
+
+    Vertices with n ≤ ``direct_max`` all go to step 3.
+
+    Rank ≤ min(p, #nonzero d_j) sharpens both moment tests. Every prune is a proof for the
+    exact moments, and the computed moments carry the slack of :func:`_moment_slack`.
+    Result: the best realised vertex value, rounded up by ``certify``. Label ``certified``.
     Raises :class:`BudgetExhausted` when ``time_budget`` seconds pass first.
     """
     t0 = time.perf_counter()
@@ -355,45 +515,59 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
     lo, hi = _box(lo, hi, n)
     if n == 0 or p == 0 or q == 0:
         return Bound(0.0, Label.CERTIFIED, "exact-enumeration")
-    K = (A.T[:, :, None] * B[:, None, :]).reshape(n, p * q)
     best = incumbent if incumbent is not None else factor_greedy(A, B, lo, hi).value
-    l = min(n, low_bits)
-    h = n - l
-    low = _fro_gram_bound_terms(_vertex_products(K[:l], lo[:l], hi[:l]), p, q)
-    Ml, Rl, Sl, RMl, nRl, fl = low  # for the low part "PM" is R·X_l
-    L = Ml.shape[0]
-    hc = max(1, chunk // L)
-    total_h = 1 << h
-    evaluated = 0
-    last_report = t0
-    for start in range(0, total_h, hc):
-        stop = min(total_h, start + hc)
+    cn = torch.linalg.vector_norm(A, dim=0) * torch.linalg.vector_norm(B, dim=1)
+    s = float(torch.maximum(lo.abs(), hi.abs()).max())
+    xmax2 = float((torch.maximum(lo.abs(), hi.abs()) * cn).sum()) ** 2
+    if n <= direct_max:
+        V = _all_vertices(lo, hi)
+        for i in range(0, V.shape[0], check_batch):
+            best = max(best, math.sqrt(max(0.0, _check_vertices(V[i:i + check_batch], A, B,
+                                                                      best * best, xmax2))))
+        return Bound(certify(best), Label.CERTIFIED, "exact-enumeration")
+    l = max(1, min(n - 1, n // 2 if low_bits is None else low_bits))
+    Lidx, Hidx = list(range(l)), list(range(l, n))
+    dL, dH = _all_vertices(lo[:l], hi[:l]), _all_vertices(lo[l:], hi[l:])
+    Ga, Gb = A.T @ A, B @ B.T
+    feats = {k: _moment_features(Ga, Gb, Hidx, Lidx, dH, dL, k) for k in (1, 2, 3)}
+    slack = {k: _moment_slack(A, B, s, k) for k in (1, 2, 3)}
+    nzL, nzH = (dL != 0).sum(1).to(_DT), (dH != 0).sum(1).to(_DT)
+    nL = dL.shape[0]
+    rows = max(1, chunk // nL)
+    evaluated, last_report = 0, t0
+    for start in range(0, dH.shape[0], rows):
         if time_budget is not None and time.perf_counter() - t0 > time_budget:
             raise BudgetExhausted(
                 f"exact enumeration n={n}: budget {time_budget:.3g}s spent after "
-                f"{start * L}/{total_h * L} vertices", best)
-        idx = torch.arange(start, stop)
-        bits = ((idx[:, None] >> torch.arange(h)[None, :]) & 1).to(_DT)
-        D = lo[None, l:] + bits * (hi - lo)[None, l:]
-        Mh, Ph, Sh, PMh, nPh, fh = _fro_gram_bound_terms(D @ K[l:], p, q)
-        T = (nPh[:, None] + nRl[None, :] + 4 * (Sh @ Sl.T) + 2 * (Ph @ Rl.T)
-             + 4 * (PMh @ Ml.T) + 4 * (Mh @ RMl.T))
-        slack = 1e-9 * (fh[:, None] + fl[None, :]) ** 4
-        surv = (T + slack > best ** 4).nonzero()
-        for s0 in range(0, surv.shape[0], 1 << 15):
-            ij = surv[s0:s0 + (1 << 15)]
-            X = (Mh[ij[:, 0]] + Ml[ij[:, 1]]).view(-1, p, q)
-            G = X @ X.transpose(1, 2)
-            keep = _ws_survivors(G, best ** 2)
-            if bool(keep.any()):
-                G = G[keep]
-                lam = G[:, 0, 0] if p == 1 else torch.linalg.eigvalsh(G)[:, -1]
-                best = max(best, float(lam.clamp_min(0).max().sqrt()))
-        evaluated += int(surv.shape[0])
+                f"{start * nL}/{dH.shape[0] * nL} vertices", best)
+        sl = slice(start, start + rows)
+        c = best * best
+        m1 = feats[1][0][sl] @ feats[1][1].T
+        m2 = feats[2][0][sl] @ feats[2][1].T
+        r = (nzH[sl, None] + nzL[None, :]).clamp(max=p)
+        ih, il = _prune_m12(m1, m2, r, c, slack[1], slack[2]).nonzero(as_tuple=True)
+        m3 = _rows_product(feats[3][0][sl], feats[3][1], ih, il)
+        m1, m2, r = m1[ih, il], m2[ih, il], r[ih, il]
+        keep = _prune_m23(m2, m3, r, c, slack[2], slack[3])
+        # best first (largest m3), so that a rising incumbent prunes the rest of the chunk
+        order = torch.argsort(m3[keep], descending=True)
+        cand = [t[keep][order] for t in (ih, il, m1, m2, m3, r)]
+        while cand[0].numel():
+            bh, bl = cand[0][:check_batch], cand[1][:check_batch]
+            lam = _check_vertices(torch.cat([dL[bl], dH[sl][bh]], 1), A, B, best * best, xmax2)
+            evaluated += int(bh.numel())
+            cand = [t[check_batch:] for t in cand]
+            if lam > best * best:  # the incumbent rose: the remaining candidates are retested
+                best = math.sqrt(lam)
+                c = best * best
+                _, _, c1, c2, c3, cr = cand
+                again = _prune_m12(c1, c2, cr, c, slack[1], slack[2]) & \
+                    _prune_m23(c2, c3, cr, c, slack[2], slack[3])
+                cand = [t[again] for t in cand]
         now = time.perf_counter()
         if progress is not None and now - last_report > 1.0:
-            progress(f"exact n={n}: {stop * L}/{total_h * L} vertices, "
-                     f"{evaluated} evaluated, best {best:.6g}")
+            progress(f"exact n={n}: {min(dH.shape[0], start + rows) * nL}/{dH.shape[0] * nL} "
+                     f"vertices, {evaluated} evaluated, best {best:.6g}")
             last_report = now
     return Bound(certify(best), Label.CERTIFIED, "exact-enumeration")
 
