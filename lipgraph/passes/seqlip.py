@@ -444,12 +444,19 @@ def _prune_m23(m2, m3, r, c, e2, e3):
 
 
 def _rows_product(Fh: torch.Tensor, Fl: torch.Tensor, ih: torch.Tensor, il: torch.Tensor):
-    """(Fh @ Fl.T)[ih, il]: one matrix product over the rows that occur (cheaper than gathering
-    a feature row per pair when pairs are many, and never more than the full product)."""
+    """(Fh @ Fl.T)[ih, il]: one matrix product over the rows and columns that occur when the
+    pairs fill that block densely, else row-wise dot products of gathered features."""
     if ih.numel() == 0:
         return torch.zeros(0, dtype=_DT)
-    rows, inv = torch.unique(ih, return_inverse=True)
-    return (Fh[rows] @ Fl.T)[inv, il]
+    rows, ir = torch.unique(ih, return_inverse=True)
+    cols, ic = torch.unique(il, return_inverse=True)
+    if rows.numel() * cols.numel() <= 8 * ih.numel():
+        return (Fh[rows] @ Fl[cols].T)[ir, ic]
+    out = torch.empty(ih.numel(), dtype=_DT)  # sparse pairs: row-wise dot products, in blocks
+    for i in range(0, ih.numel(), 1024):
+        j = slice(i, i + 1024)
+        out[j] = torch.einsum("nf,nf->n", Fh[ih[j]], Fl[il[j]])
+    return out
 
 
 def _check_vertices(D, A, B, c: float, xmax2: float) -> float:
@@ -544,10 +551,13 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
         c = best * best
         m1 = feats[1][0][sl] @ feats[1][1].T
         m2 = feats[2][0][sl] @ feats[2][1].T
-        r = (nzH[sl, None] + nzL[None, :]).clamp(max=p)
-        ih, il = _prune_m12(m1, m2, r, c, slack[1], slack[2]).nonzero(as_tuple=True)
+        # ‖G‖_F = √m2 ≥ λ_max: the cheapest test first, the sharper ones on what is left
+        ih, il = (m2 > c * c - slack[2]).nonzero(as_tuple=True)
+        m1, m2 = m1[ih, il], m2[ih, il]
+        r = (nzH[sl][ih] + nzL[il]).clamp(max=p)
+        keep = _prune_m12(m1, m2, r, c, slack[1], slack[2])
+        ih, il, m1, m2, r = ih[keep], il[keep], m1[keep], m2[keep], r[keep]
         m3 = _rows_product(feats[3][0][sl], feats[3][1], ih, il)
-        m1, m2, r = m1[ih, il], m2[ih, il], r[ih, il]
         keep = _prune_m23(m2, m3, r, c, slack[2], slack[3])
         # best first (largest m3), so that a rising incumbent prunes the rest of the chunk
         order = torch.argsort(m3[keep], descending=True)
