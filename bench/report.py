@@ -243,7 +243,7 @@ def section_c(nets: list[dict]) -> list[str]:
             L.append(f"`analyze()` took {secs(r['analysis_s'])}, {g(r['analysis_s'] / r['forward_s'], 3)}× one "
                      f"onnxruntime forward pass ({secs(r['forward_s'])}).\n")
         ratio = c["certified_s"] / c["power_s"] if c["power_s"] else None
-        L.append(f"Certified norms of all {len(c['rows'])} convolutions with `lipgraph.convnorm.conv_certified_norm` "
+        L.append(f"Certified norms of {'all' if c.get('complete') else 'the first'} {len(c['rows'])} convolutions with `lipgraph.convnorm.conv_certified_norm` "
                  f"(steered by the power-iteration estimate): {c['certified_s']:.3g} s in total; the power-iteration "
                  f"estimates themselves: {c['power_s']:.3g} s; ratio certified / power = {g(ratio, 3)}. "
                  f"(Measured one convolution at a time, outside `analyze()`, which norms Conv→BatchNorm as one "
