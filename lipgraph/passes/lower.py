@@ -69,6 +69,7 @@ from torch.func import vmap
 RATIO_EPS = (1.0, 0.1)  # ε from 1 to 0.1 × the typical ‖x‖, measured best on 784-50-10
 RATIO_LR = 0.2
 SCREEN = 32  # each round starts from the steepest 1/SCREEN of its random points
+PROGRESS = 1e-3  # a round that raises the best by less than this (relative) counts as stale for ``patience``
 SEARCHES = ("auto", "smooth", "ratio", "jacobian", "anneal", "sample")
 
 
@@ -87,6 +88,7 @@ class LowerResult:
     evaluations: int
     trace: list = field(default_factory=list)  # (seconds, best realised value so far)
     rounds: int = 0
+    chains: list | None = None  # per-chain lower bounds ({"chain", "value", "upper", "label"}), when searched
 
     @property
     def y(self) -> np.ndarray:
@@ -177,8 +179,11 @@ def _power(F: Callable, X: torch.Tensor, V: torch.Tensor, iters: int):
 def _sigma_grad(F: Callable, X: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """∇_X Σ_b ⟨U_b, J(X_b) V_b⟩, which is ∇σ_max at converged singular vectors."""
     lin = _Linearised(F, X, differentiable=True)
-    (g,) = torch.autograd.grad((U * lin.jvp(V)).sum(), lin.X)
-    return g
+    out = (U * lin.jvp(V)).sum()
+    if not out.requires_grad:  # J does not depend on X (an affine network): nothing to climb
+        return torch.zeros_like(X)
+    (g,) = torch.autograd.grad(out, lin.X, allow_unused=True)
+    return torch.zeros_like(X) if g is None else g
 
 
 # ----------------------------------------------------------------------------- domain
@@ -283,6 +288,7 @@ class _Ctx:
     batch: int
     steps: int
     deadline: float | None
+    screen: int
     t0: float
     t1: float
     lr: float
@@ -323,7 +329,7 @@ def _round_sample(ctx: _Ctx, rng, n: int | None = None) -> tuple:
 
 def _starts(ctx: _Ctx, rng) -> tuple:
     """The ``batch`` steepest of ``SCREEN × batch`` random points: (X, V, σ)."""
-    X, V, s = _round_sample(ctx, rng, SCREEN * ctx.batch)
+    X, V, s = _round_sample(ctx, rng, ctx.screen * ctx.batch)
     keep = torch.argsort(s, descending=True)[: ctx.batch]
     return X[keep], V[keep], s[keep]
 
@@ -440,6 +446,8 @@ def search_lower(
     t1: float = 0.01,
     lr: float = 0.05,
     top: int = 4,
+    screen: int = SCREEN,
+    patience: int | None = None,
 ) -> LowerResult:
     """Search for a pair of inputs with a large ratio ‖f(x) − f(y)‖/‖x − y‖ and realise it.
 
@@ -455,7 +463,10 @@ def search_lower(
     seconds have passed, or exactly ``restarts`` rounds when given (reproducible then).
     The ``top`` best points of each round are realised. ``realise64(x, y)`` and
     ``check32(x, y)`` return the ratio for a pair of float64 arrays (float32-representable);
-    by default the ratio is ``f`` evaluated in float64.
+    by default the ratio is ``f`` evaluated in float64. Each round screens ``screen × batch``
+    random points first. With ``patience``, a budgeted search also stops after that many
+    rounds in a row that improve the best by less than ``PROGRESS`` (relative); that is a
+    round count, so the result does not depend on the clock when it stops that way.
     """
     if search not in SEARCHES:
         raise ValueError(f"unknown search {search!r}; choose from {', '.join(SEARCHES)}")
@@ -472,16 +483,19 @@ def search_lower(
     if f_smooth is not None:
         smooth_vmap = _vmappable(lambda x: f_smooth(x, 1.0), shape, dtype)
         Fs = lambda X, t: _batched(lambda x: f_smooth(x, t), smooth_vmap, counter)(X)  # noqa: E731
-    ctx = _Ctx(F, Fs, dom, batch, steps, None if restarts else start + budget_s, t0, t1, lr)
+    ctx = _Ctx(F, Fs, dom, batch, steps, None if restarts else start + budget_s, screen, t0, t1, lr)
     realise64 = realise64 or _default_ratio(f)
     best, method = (-math.inf, None, None, 0.0), cycle[0]
-    trace, r = [], 0
-    while (r < restarts) if restarts else (r == 0 or not ctx.out_of_time()):
+    trace, r, stale = [], 0, 0
+    while (r < restarts) if restarts else (r == 0 or not (ctx.out_of_time() or (patience and stale >= patience))):
         rng = np.random.default_rng([seed, r])
         X, V, s = _ROUNDS[cycle[r % len(cycle)]](ctx, rng)
+        stale += 1
         for i in torch.argsort(s, descending=True)[:top].tolist():
             cand = _realise(X[i].numpy(), V[i].numpy(), dom, _eps_list(X[i], dom), realise64, check32)
             if cand[0] > best[0]:
+                if cand[0] > best[0] * (1 + PROGRESS) + 1e-300:
+                    stale = 0
                 best, method = cand, cycle[r % len(cycle)]
         r += 1
         trace.append((time.perf_counter() - start, best[0]))
