@@ -4,6 +4,8 @@
 ``certified`` a proven upper bound, floating-point error included (see ``certify``).
 ``assumed``   supplied by the user (``--assume Op=L``); sound only if the user is right.
 ``estimate``  no guarantee either way (power iteration, greedy/top-k SeqLip, sampling).
+``lower``     a *lower* bound realised by an actual pair of inputs (the ``lower`` method):
+              never an upper bound, never composed with the others.
 
 A composite takes the weakest label of its parts (``weakest``).
 """
@@ -19,6 +21,7 @@ class Label(str, enum.Enum):
     CERTIFIED = "certified"
     ASSUMED = "assumed"
     ESTIMATE = "estimate"
+    LOWER = "lower"
 
     @property
     def strength(self) -> int:
@@ -33,7 +36,7 @@ class Label(str, enum.Enum):
         return self.value
 
 
-_STRENGTH = {Label.EXACT: 3, Label.CERTIFIED: 2, Label.ASSUMED: 1, Label.ESTIMATE: 0}
+_STRENGTH = {Label.EXACT: 3, Label.CERTIFIED: 2, Label.ASSUMED: 1, Label.ESTIMATE: 0, Label.LOWER: -1}
 
 
 def weakest(*labels: Label) -> Label:
