@@ -38,6 +38,7 @@ class LowerOptions:
     search: str = "auto"
     box: tuple[float, float] | None = None
     data: str | None = None        # .npy file of inputs to start from
+    restarts: int | None = None    # exactly this many search rounds (reproducible), else the budget
 
 
 @dataclass
@@ -125,4 +126,5 @@ def passes():
     """The passes that follow AutoLip, each adding its MethodResults to the Analysis:
     (method name that switches it on, run(analysis, progress))."""
     from .passes.chains import run_seqlip   # chains + SeqLip: "seqlip" and "seqlip-greedy"
-    return [("seqlip", run_seqlip)]
+    from .passes.lower_pass import run_lower  # realised lower bound: "lower"
+    return [("seqlip", run_seqlip), ("lower", run_lower)]

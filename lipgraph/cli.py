@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of lower-bound search (default %(default)s)")
     a.add_argument("--lower-search", default="auto", choices=["auto", "smooth", "ratio", "jacobian", "anneal", "sample"],
                    help="lower-bound search strategy (default %(default)s)")
+    a.add_argument("--lower-restarts", type=int, metavar="N",
+                   help="exactly N lower-bound search rounds (reproducible run to run), instead of the budget")
     a.add_argument("--input-box", metavar="LO,HI", help="restrict the lower-bound search to inputs in [LO, HI]")
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
@@ -111,6 +113,8 @@ def cmd_analyze(args) -> int:
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    if args.lower_restarts is not None and args.lower_restarts < 1:
+        raise InputError("--lower-restarts must be ≥ 1")
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
@@ -121,7 +125,8 @@ def cmd_analyze(args) -> int:
                       seqlip=SeqLipOptions(exact_max=args.seqlip_exact_max, topk=args.seqlip_topk,
                                            budget=args.seqlip_budget, dense_limit=args.seqlip_dense_limit),
                       lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,
-                                         box=parse_box(args.input_box), data=args.data),
+                                         box=parse_box(args.input_box), data=args.data,
+                                         restarts=args.lower_restarts),
                       verbose=args.verbose)
     analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
     if args.format == "json":

@@ -62,7 +62,8 @@ def to_json(a: Analysis, path: str) -> dict:
         "input": g.analysed,
         "output": g.output,
         "upper_bound": {"value": up.value, "label": up.label.value, "method": up.name} if up else None,
-        "lower_bound": ({"value": lower.value, "method": lower.method, "seed": lower.seed} if lower else None),
+        "lower_bound": ({"value": lower.value, "method": lower.method, "seed": lower.seed, "eps": lower.eps,
+                         "domain": lower.domain} if lower else None),
         "gap": (up.value / lower.value) if (up and lower and lower.value > 0) else None,
         "methods": [{"name": m.name, "value": _num(m.value), "label": m.label.value,
                      "seconds": round(m.seconds, 4), **m.detail} for m in a.methods],
@@ -117,9 +118,19 @@ def to_text(a: Analysis, path: str, verbose: bool = False) -> str:
                                 for f in c.factors)
             lines.append(f"  {c.id}: autolip {_fmt(c.autolip)}, seqlip {_fmt(c.seqlip)} [{c.label.value}, "
                          f"{c.method}], seqlip-greedy {_fmt(c.greedy)} [estimate]; factors: {factors}")
+        if a.lower is not None and a.lower.chains is not None:
+            for c in a.lower.chains:
+                lines.append(f"  {c['chain']}: realised lower {_fmt(c['value'])}, {c['label']} upper "
+                             f"{_fmt(c['upper'])}, gap {_fmt(c['upper'] / c['value']) if c['value'] > 0 else '—'}")
+            if not a.lower.chains:
+                lines.append("  per-chain lower bounds: none (no chains, or the seqlip method did not run)")
         lines.append("")
     lines.append("methods: " + ", ".join(f"{m.name} {_fmt(m.value)} [{m.label.value}] {m.seconds:.2f}s"
                                          for m in a.methods))
+    if a.lower is not None:
+        lo = a.lower
+        lines.append(f"lower bound {lo.value:.6g} on {lo.domain}: realised by a pair of inputs at distance "
+                     f"{lo.eps:.3g} ({lo.method}, seed {lo.seed}, {lo.rounds} rounds, {lo.seconds:.2f}s)")
     diagnostics = list(g.diagnostics) + ([_not_certified(a)] if up is None else [])
     for d in diagnostics:
         where = f"{d.node}: " if d.node else ""
@@ -135,7 +146,7 @@ def summary_line(a: Analysis) -> str:
     else:
         head = f"certified upper {up.value:.6g} ({up.name}, {up.label.value})"
     if lower is not None:
-        head += f", realised lower {lower.value:.6g}"
+        head += f", realised lower {lower.value:.6g}" + (f" on {lower.domain}" if lower.domain != "R^n" else "")
         if up is not None and lower.value > 0:
             head += f", gap {up.value / lower.value:.3g}"
     estimates = [m for m in a.methods if m.label is Label.ESTIMATE and math.isfinite(m.value)]
