@@ -36,36 +36,84 @@ def linear_part(fn: TorchFn, shape, dtype, device) -> TorchFn:
     return lambda v: fn(v) - offset
 
 
-def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", tol: float = 1e-6,
-                    max_iter: int = 500, seed: int = 0, init: torch.Tensor | None = None) -> PowerResult:
-    """σ_max of the linear part of the affine ``fn`` by power iteration through autograd.
+def gram_apply(lin: TorchFn, v: torch.Tensor) -> torch.Tensor:
+    """AᵀA v through autograd: ∇_v ½‖A v‖², one forward and one backward pass."""
+    v = v.detach().requires_grad_(True)
+    y = lin(v)
+    (grad,) = torch.autograd.grad(0.5 * (y * y).sum(), v)
+    return grad.detach()
 
-    Converges to σ_max from below: the result is an *estimate*. Stops when the relative
-    change of σ is under ``tol`` or after ``max_iter`` steps.
+
+def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", tol: float = 1e-6,
+                    max_iter: int = 500, seed: int = 0, init: torch.Tensor | None = None,
+                    method: str = "lanczos") -> PowerResult:
+    """σ_max of the linear part of the affine ``fn`` through autograd, without forming A.
+
+    ``method="power"`` is the paper's power iteration v ← AᵀA v / ‖AᵀA v‖, stopping when σ
+    changes by less than ``tol`` (relative). ``method="lanczos"`` (default) runs the Lanczos
+    recurrence on the same AᵀA products, with full reorthogonalisation and restarts from
+    the best Ritz vector every 64 steps; it stops when the Ritz residual bound says σ is
+    within ``tol``. Same cost per step, far fewer steps on slowly decaying spectra (a
+    ResNet stem convolution: ~40 products instead of ~400).
+
+    Both approach σ_max from below: the result is an *estimate*. ``iterations`` counts
+    AᵀA products; at most ``max_iter``.
     """
     lin = linear_part(fn, shape, dtype, device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = init.to(dtype=dtype, device=device) if init is not None else \
         torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
     v = v / torch.linalg.vector_norm(v)
-    sigma, converged, it = 0.0, False, 0
-    for it in range(1, max_iter + 1):
-        v = v.detach().requires_grad_(True)
-        y = lin(v)
-        (grad,) = torch.autograd.grad(0.5 * (y * y).sum(), v)   # AᵀA v
-        new_sigma = math.sqrt(max(float(torch.vdot(v.detach().reshape(-1), grad.reshape(-1))), 0.0))
-        norm = torch.linalg.vector_norm(grad)
-        if norm == 0:
-            return PowerResult(0.0, it, True, v.detach())
-        v = grad / norm
-        if it > 1 and abs(new_sigma - sigma) <= tol * max(new_sigma, 1e-300):
-            sigma, converged = new_sigma, True
-            break
-        sigma = new_sigma
-    # σ from the last iterate: ‖A v‖ with ‖v‖ = 1 is a realised value, ≤ σ_max
-    with torch.no_grad():
+    run = _lanczos if method == "lanczos" else _power
+    sigma, v, it, converged = run(lin, v, tol, max_iter)
+    with torch.no_grad():  # ‖A v‖ with ‖v‖ = 1 is a realised value, ≤ σ_max
         sigma = max(sigma, float(torch.linalg.vector_norm(lin(v))))
     return PowerResult(sigma, it, converged, v.detach())
+
+
+def _power(lin, v, tol, max_iter):
+    sigma = 0.0
+    for it in range(1, max_iter + 1):
+        grad = gram_apply(lin, v)
+        new_sigma = math.sqrt(max(float(torch.vdot(v.reshape(-1), grad.reshape(-1))), 0.0))
+        norm = torch.linalg.vector_norm(grad)
+        if norm == 0:
+            return 0.0, v, it, True
+        v = grad / norm
+        if it > 1 and abs(new_sigma - sigma) <= tol * max(new_sigma, 1e-300):
+            return new_sigma, v, it, True
+        sigma = new_sigma
+    return sigma, v, max_iter, False
+
+
+def _lanczos(lin, v, tol, max_iter, basis: int = 64):
+    shape, used, theta = v.shape, 0, 0.0
+    while used < max_iter:
+        steps = min(basis, max_iter - used)
+        vecs = torch.empty((steps + 1, v.numel()), dtype=v.dtype, device=v.device)
+        vecs[0] = v.reshape(-1)
+        alphas, betas = [], []
+        for j in range(steps):
+            w = gram_apply(lin, vecs[j].reshape(shape)).reshape(-1)
+            used += 1
+            alphas.append(float(torch.vdot(vecs[j], w)))
+            done = vecs[: j + 1]
+            for _ in range(2):  # full reorthogonalisation, twice is enough
+                w = w - done.T @ (done @ w)
+            beta = float(torch.linalg.vector_norm(w))
+            evals, evecs = scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas))
+            theta, y = float(evals[-1]), evecs[:, -1]
+            if beta <= 1e-12 * max(theta, 1e-300) or beta * abs(y[-1]) <= 2 * tol * max(theta, 1e-300):
+                return math.sqrt(max(theta, 0.0)), _ritz(done, y, shape), used, True
+            betas.append(beta)
+            vecs[j + 1] = w / beta
+        v = _ritz(vecs[:steps], y, shape)
+    return math.sqrt(max(theta, 0.0)), v, used, False
+
+
+def _ritz(stacked: torch.Tensor, y: np.ndarray, shape) -> torch.Tensor:
+    v = stacked.T @ torch.as_tensor(y, dtype=stacked.dtype, device=stacked.device)
+    return (v / torch.linalg.vector_norm(v)).reshape(shape)
 
 
 def materialise(fn: TorchFn, shape, *, device="cpu", chunk: int = 256) -> np.ndarray:
