@@ -24,7 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .analysis import ALL_METHODS, DEFAULT_METHODS
+    from .analysis import ALL_METHODS, DEFAULT_METHODS, LowerOptions, SeqLipOptions
+    from .passes.units import NormOptions
+    norms, seq, low = NormOptions(), SeqLipOptions(), LowerOptions()
 
     p = _Parser(prog="lipgraph", description="Certified Lipschitz bounds for ONNX models.")
     p.add_argument("--version", action="version", version=f"lipgraph {__version__}")
@@ -46,21 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fail-above", type=float, metavar="L", help="exit 1 if the certified bound exceeds L")
     a.add_argument("--assume", action="append", metavar="OP=L", help="vouch for an op's Lipschitz constant")
     a.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a module of user rules")
-    a.add_argument("--power-tol", type=float, default=1e-6, help="power iteration: relative tolerance")
-    a.add_argument("--power-iters", type=int, default=500, help="power iteration: iteration cap")
-    a.add_argument("--materialize-limit", type=int, default=1 << 24,
+    a.add_argument("--power-tol", type=float, default=norms.power_tol, help="norm estimates (Lanczos on AᵀA): relative tolerance (default %(default)s)")
+    a.add_argument("--power-iters", type=int, default=norms.power_iters, help="norm estimates: cap on AᵀA products per segment (default %(default)s)")
+    a.add_argument("--materialize-limit", type=int, default=norms.materialize_limit,
                    help="materialise affine segments with at most this many matrix entries (certified SVD)")
-    a.add_argument("--seqlip-exact-max", type=int, default=20, metavar="N",
+    a.add_argument("--seqlip-exact-max", type=int, default=seq.exact_max, metavar="N",
                    help="SeqLip: enumerate activation layers up to N neurons exactly (default %(default)s)")
-    a.add_argument("--seqlip-topk", type=int, default=200, metavar="K",
+    a.add_argument("--seqlip-topk", type=int, default=seq.topk, metavar="K",
                    help="SeqLip: singular triplets kept for layers too large for an SVD (default %(default)s)")
-    a.add_argument("--seqlip-budget", type=float, default=30.0, metavar="SECONDS",
+    a.add_argument("--seqlip-budget", type=float, default=seq.budget, metavar="SECONDS",
                    help="SeqLip: time for exact enumerations; past it, the certified relaxation (default %(default)s)")
-    a.add_argument("--seqlip-dense-limit", type=int, default=4096, metavar="N",
+    a.add_argument("--seqlip-dense-limit", type=int, default=seq.dense_limit, metavar="N",
                    help="SeqLip: widest segment materialised for its SVD; wider uses top-k (default %(default)s)")
-    a.add_argument("--lower-budget", type=float, default=5.0, metavar="SECONDS",
+    a.add_argument("--lower-budget", type=float, default=low.budget, metavar="SECONDS",
                    help="seconds of lower-bound search (default %(default)s)")
-    a.add_argument("--lower-search", default="auto", choices=["auto", "smooth", "ratio", "jacobian", "anneal", "sample"],
+    a.add_argument("--lower-search", default=low.search, choices=["auto", "smooth", "ratio", "jacobian", "anneal", "sample"],
                    help="lower-bound search strategy (default %(default)s)")
     a.add_argument("--lower-restarts", type=int, metavar="N",
                    help="exactly N lower-bound search rounds (reproducible run to run), instead of the budget")

@@ -11,8 +11,8 @@ import scipy.signal
 import torch
 from onnx import numpy_helper
 
-from conftest import ANCHORS, MODELS, analysed
-from lipgraph.analysis import analyze
+from conftest import UPPER, ANCHORS, MODELS, analysed
+from lipgraph.analysis import Options, analyze
 from lipgraph.execute import Executor
 from lipgraph.labels import Label
 from randgraphs import random_graph, run_ort
@@ -93,7 +93,7 @@ def test_random_graphs_sound(seed, tmp_path):
     model = random_graph(seed)
     path = tmp_path / "g.onnx"
     onnx.save(model, path)
-    a = analyze(path)
+    a = analyze(path, Options(methods=UPPER))
     assert a.autolip.label is Label.CERTIFIED and math.isfinite(a.autolip.value)
     ratio = sampled_ratio(str(path), a.graph.shape(a.graph.analysed), n=60, seed=seed)
     assert ratio <= a.autolip.value * (1 + 1e-4), (seed, ratio, a.autolip.value)
@@ -129,5 +129,5 @@ def test_large_one_node_segment_without_closed_form_stays_finite(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "m.onnx")
-    a = analyze(tmp_path / "m.onnx")
+    a = analyze(tmp_path / "m.onnx", Options(methods=UPPER))
     assert a.autolip.value == pytest.approx(1.0) and a.autolip.label is Label.CERTIFIED
