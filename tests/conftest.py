@@ -5,6 +5,7 @@ import functools
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -19,6 +20,16 @@ UPPER = ("autolip", "autolip-power", "seqlip", "seqlip-greedy")
 def analysed(name: str):
     from lipgraph.analysis import Options, analyze
     return analyze(MODELS / f"{name}.onnx", Options(methods=UPPER))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One torch thread per test process: small kernels, wall-clock search budgets and
+    pytest-xdist workers all behave better without thread oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=BUNDLED)

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import MODELS, analysed
 from lipgraph.analysis import Options, SeqLipOptions, analyze
 from lipgraph.labels import Label
+from bruteforce import joint_patterns, seqlip_bruteforce, spec
 from randgraphs import IR_VERSION, OPSET, random_mlp
 
 MARGIN = 1e-7          # certify(): 1e-8 relative per factor, plus rounding
@@ -57,41 +58,6 @@ def _mlp_weights(model):
     return Ws, boxes
 
 
-def _spec(M):
-    return float(np.linalg.norm(M, 2))
-
-
-def _seqlip_bruteforce(Ws, boxes):
-    """Virmaux & Scaman Thm. 3 written out: numpy SVDs, every vertex of every factor."""
-    K = len(Ws)
-    svds = [np.linalg.svd(W, full_matrices=False) for W in Ws]
-    total = 1.0
-    for i in range(K - 1):
-        U_i, s_i, _ = svds[i]
-        _, s_n, Vt_n = svds[i + 1]
-        s_in = s_i if i == 0 else np.sqrt(s_i)
-        s_out = s_n if i + 1 == K - 1 else np.sqrt(s_n)
-        left, right = s_out[:, None] * Vt_n, U_i * s_in[None, :]
-        total *= max(_spec(left @ (np.array(d)[:, None] * right))
-                     for d in itertools.product(boxes[i], repeat=Ws[i].shape[0]))
-    return total
-
-
-def _joint_patterns(Ws, boxes):
-    """max over every joint activation pattern of ‖W_K D_{K−1} ⋯ D_1 W_1‖."""
-    widths = [W.shape[0] for W in Ws[:-1]]
-    best = 0.0
-    for pattern in itertools.product((0, 1), repeat=sum(widths)):
-        J, pos = Ws[0], 0
-        for i, w in enumerate(widths):
-            lo, hi = boxes[i]
-            d = np.where(np.array(pattern[pos:pos + w]) == 1, hi, lo)
-            pos += w
-            J = Ws[i + 1] @ (d[:, None] * J)
-        best = max(best, _spec(J))
-    return best
-
-
 def _sampled_ratio(path, shape, rng, n=40) -> float:
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -119,27 +85,27 @@ def test_model_seqlip_equals_bruteforce(seed, tmp_path):
     model = random_mlp(seed, widths, act)
     a, _ = _analyze(model, tmp_path)
     Ws, boxes = _mlp_weights(model)
-    bf = _seqlip_bruteforce(Ws, boxes)
+    bf = seqlip_bruteforce(Ws, boxes)
     seq = _method(a, "seqlip")
     assert seq.label is Label.CERTIFIED
     assert len(a.chains) == 1 and len(a.chains[0].factors) == hidden
     assert all(f.method.startswith("exact") for f in a.chains[0].factors)
     assert bf * (1 - 1e-9) <= seq.value <= bf * (1 + MARGIN), (widths, act, seq.value, bf)
     if sum(widths[1:-1]) <= 14:
-        assert seq.value >= _joint_patterns(Ws, boxes) * (1 - 1e-12)
+        assert seq.value >= joint_patterns(Ws, boxes) * (1 - 1e-12)
     assert seq.value <= a.autolip.value * (1 + 1e-12)
     greedy = _method(a, "seqlip-greedy")
     assert greedy.label is Label.ESTIMATE and greedy.value <= seq.value * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_model_seqlip_above_joint_patterns(seed, tmp_path):
+def test_model_seqlip_abovejoint_patterns(seed, tmp_path):
     rng = np.random.default_rng(50 + seed)
     widths = [3] + [int(rng.integers(3, 6)) for _ in range(3)] + [2]
     model = random_mlp(50 + seed, widths, ["Relu", "LeakyRelu"][seed % 2])
     a, _ = _analyze(model, tmp_path)
     Ws, boxes = _mlp_weights(model)
-    assert _method(a, "seqlip").value >= _joint_patterns(Ws, boxes) * (1 - 1e-12)
+    assert _method(a, "seqlip").value >= joint_patterns(Ws, boxes) * (1 - 1e-12)
 
 
 # ----------------------------------------------------------------------------- soundness sweep
@@ -170,7 +136,7 @@ def test_random_nets_through_onnx(tmp_path):
         if case % 8 == 0:  # non-negative ReLU nets: the constant is known exactly
             model = _nonneg(random_mlp(1000 + case, widths, "Relu"))
             Ws, _ = _mlp_weights(model)
-            exact = _spec(np.linalg.multi_dot(Ws[::-1]) if len(Ws) > 1 else Ws[0])
+            exact = spec(np.linalg.multi_dot(Ws[::-1]) if len(Ws) > 1 else Ws[0])
         a, path = _analyze(model, tmp_path, f"c{case}.onnx", FAST)
         seq = _method(a, "seqlip")
         assert seq.label is Label.CERTIFIED, case
@@ -220,7 +186,7 @@ def test_budget_safety_net_is_reported(tmp_path):
     seq = _method(a, "seqlip")
     assert seq.label is Label.CERTIFIED and seq.value <= a.autolip.value * (1 + 1e-12)
     Ws, boxes = _mlp_weights(model)
-    assert seq.value >= _seqlip_bruteforce(Ws, boxes) * (1 - 1e-9)
+    assert seq.value >= seqlip_bruteforce(Ws, boxes) * (1 - 1e-9)
 
 
 # ----------------------------------------------------------------------------- residual CNNs
@@ -289,9 +255,9 @@ def test_constructed_residual_cnn(tmp_path):
     for _ in range(300):
         d1 = (rng.random(32) < 0.5).astype(float)
         d2 = np.where(rng.random(32) < 0.5, 1.0, 0.1)
-        best = max(best, _spec(M3 @ (d2[:, None] * (M2 @ (d1[:, None] * M1)))))
+        best = max(best, spec(M3 @ (d2[:, None] * (M2 @ (d1[:, None] * M1)))))
     assert best <= c.seqlip
-    assert c.autolip == pytest.approx(_spec(M1) * _spec(M2) * _spec(M3), rel=1e-6)
+    assert c.autolip == pytest.approx(spec(M1) * spec(M2) * spec(M3), rel=1e-6)
 
 
 def test_resnet_small_chains_in_residual_branches():

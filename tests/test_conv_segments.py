@@ -29,11 +29,8 @@ NO_MATERIALISE = Options(methods=("autolip",), norms=NormOptions(materialize_lim
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads_and_summary():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _summary():
     yield
-    torch.set_num_threads(threads)
     print("\nworst certified/exact ratio (one-node Conv models and folded segments, --materialize-limit 0):")
     for key in sorted(WORST):
         print(f"  {key:44s} {WORST[key]:.5f}")

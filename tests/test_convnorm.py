@@ -24,10 +24,7 @@ WORST: dict[str, float] = collections.defaultdict(float)
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: thread start-up dominates on a shared machine
     yield
-    torch.set_num_threads(threads)
     print("\nworst certified/exact ratio:")
     for key in sorted(WORST):
         print(f"  {key:40s} {WORST[key]:.5f}")

@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ANCHORS
 from lipgraph.passes.lower import LowerResult, search_lower
 
-ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
 ANCHOR_NPZ = ANCHORS / "lipsdp_random_2-10-30-20-2.npz"
 LEAK = 0.1
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Budgets are wall-clock; on a shared machine one thread makes them steadier."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- nets under test

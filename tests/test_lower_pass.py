@@ -25,14 +25,6 @@ from randgraphs import random_graph, random_mlp, run_ort
 ANCHOR_EXACT = 36.48223
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def run_analysis(path, methods=("autolip", "seqlip", "lower"), seed=0, **lower):
     """The pipeline with a fixed number of search rounds (2: one smooth, one anneal — the auto cycle)."""
     return analyze(path, Options(methods=methods, seed=seed, lower=LowerOptions(**{"restarts": 2, **lower})))

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bruteforce import joint_patterns, seqlip_bruteforce, spec
+from conftest import ANCHORS
 from lipgraph.labels import Label
 from lipgraph.passes import seqlip as seqlip_mod
 from lipgraph.passes.seqlip import (
@@ -24,7 +25,7 @@ from lipgraph.passes.seqlip import (
     topk_triplets,
 )
 
-ANCHOR = Path("/work/shared/anchors/lipsdp_random_2-10-30-20-2.npz")
+ANCHOR = ANCHORS / "lipsdp_random_2-10-30-20-2.npz"
 # certify() adds 1e-8 relative per factor; allow that per factor plus rounding.
 MARGIN = 1e-7
 
@@ -41,46 +42,8 @@ def _net(rng, widths):
             for i in range(len(widths) - 1)]
 
 
-def _spec(M):
-    return np.linalg.norm(M, 2)
-
-
-def _seqlip_bruteforce(Ws, boxes):
-    """The SeqLip formula written out: numpy SVD, every vertex of every factor."""
-    K = len(Ws)
-    svds = [np.linalg.svd(W, full_matrices=False) for W in Ws]
-    total = 1.0
-    for i in range(K - 1):
-        U_i, s_i, _ = svds[i]
-        _, s_n, Vt_n = svds[i + 1]
-        s_in = s_i if i == 0 else np.sqrt(s_i)
-        s_out = s_n if i + 1 == K - 1 else np.sqrt(s_n)
-        lo, hi = boxes[i]
-        best = 0.0
-        for d in itertools.product((lo, hi), repeat=Ws[i].shape[0]):
-            best = max(best, _spec(np.diag(s_out) @ Vt_n @ np.diag(d) @ U_i @ np.diag(s_in)))
-        total *= best
-    return total
-
-
-def _joint_bruteforce(Ws, boxes):
-    """max over all joint activation patterns of ‖W_K D_{K−1} ⋯ D_1 W_1‖ (≥ true constant)."""
-    widths = [W.shape[0] for W in Ws[:-1]]
-    best = 0.0
-    for pattern in itertools.product((0, 1), repeat=sum(widths)):
-        J = Ws[0]
-        pos = 0
-        for i, w in enumerate(widths):
-            lo, hi = boxes[i]
-            d = np.where(np.array(pattern[pos:pos + w]) == 1, hi, lo)
-            pos += w
-            J = Ws[i + 1] @ (d[:, None] * J)
-        best = max(best, _spec(J))
-    return best
-
-
 def _autolip(Ws, boxes):
-    return math.prod(_spec(W) for W in Ws) * math.prod(max(abs(lo), abs(hi)) for lo, hi in boxes)
+    return math.prod(spec(W) for W in Ws) * math.prod(max(abs(lo), abs(hi)) for lo, hi in boxes)
 
 
 def _forward(Ws, acts, x):
@@ -103,7 +66,7 @@ def test_chain_equals_bruteforce_seqlip(seed):
     boxes = [ACTS[a][0] for a in acts]
     Ws = _net(rng, widths)
     res = seqlip_chain(Ws, boxes)
-    bf = _seqlip_bruteforce(Ws, boxes)
+    bf = seqlip_bruteforce(Ws, boxes)
     assert res.certified.label is Label.CERTIFIED
     assert bf * (1 - 1e-9) <= res.certified.value <= bf * (1 + MARGIN), (widths, acts)
     assert all(f.method.startswith("exact") for f in res.factors)
@@ -118,7 +81,7 @@ def test_chain_above_joint_patterns(seed):
     acts = [list(ACTS)[int(rng.integers(0, 4))] for _ in range(hidden)]
     boxes = [ACTS[a][0] for a in acts]
     Ws = _net(rng, widths)
-    joint = _joint_bruteforce(Ws, boxes)
+    joint = joint_patterns(Ws, boxes)
     cert = seqlip_chain(Ws, boxes).certified.value
     assert cert >= joint * (1 - 1e-12)
     assert cert <= _autolip(Ws, boxes) * (1 + MARGIN)
@@ -128,11 +91,11 @@ def test_exact_single_layer_and_linear():
     rng = np.random.default_rng(5)
     W = rng.standard_normal((7, 4))
     res = seqlip_chain([W], [])
-    assert _spec(W) <= res.certified.value <= _spec(W) * (1 + MARGIN)
+    assert spec(W) <= res.certified.value <= spec(W) * (1 + MARGIN)
     # identity activations (box [1, 1]) make the chain linear: SeqLip ≥ ‖W2 W1‖ exactly
     Ws = _net(rng, [4, 6, 3])
     res = seqlip_chain(Ws, [(1.0, 1.0)])
-    assert res.certified.value >= _spec(Ws[1] @ Ws[0]) * (1 - 1e-12)
+    assert res.certified.value >= spec(Ws[1] @ Ws[0]) * (1 - 1e-12)
 
 
 # ----------------------------------------------------------------------------- factor functions
@@ -148,7 +111,7 @@ def test_factor_functions_against_bruteforce(seed):
         hi = 1.0 + 0.13 * rng.random(n)
     else:
         lo, hi = np.zeros(n), np.ones(n)
-    bf = max(_spec(A @ np.diag(d) @ B) for d in itertools.product(*zip(lo, hi)))
+    bf = max(spec(A @ np.diag(d) @ B) for d in itertools.product(*zip(lo, hi)))
     ex = factor_exact(A, B, lo, hi, low_bits=3)
     assert ex.label is Label.CERTIFIED and bf <= ex.value <= bf * (1 + MARGIN)
     bb, done = factor_bnb(A, B, lo, hi, time_budget=None, max_nodes=1 << 20)
@@ -156,10 +119,10 @@ def test_factor_functions_against_bruteforce(seed):
     rel = factor_relaxation(A, B, lo, hi)
     assert rel.label is Label.CERTIFIED and rel.value >= bf
     smax = np.maximum(np.abs(lo), np.abs(hi)).max()
-    assert rel.value <= smax * _spec(A) * _spec(B) * (1 + MARGIN)
+    assert rel.value <= smax * spec(A) * spec(B) * (1 + MARGIN)
     # the design's scalar form m‖AB‖ + r‖A‖‖B‖ is never beaten from below
     if seed % 2 == 0:
-        assert rel.value <= (0.5 * _spec(A @ B) + 0.5 * _spec(A) * _spec(B)) * (1 + MARGIN)
+        assert rel.value <= (0.5 * spec(A @ B) + 0.5 * spec(A) * spec(B)) * (1 + MARGIN)
     gr = factor_greedy(A, B, lo, hi, seed=seed)
     assert gr.label is Label.ESTIMATE and gr.value <= bf * (1 + 1e-12)
 
@@ -228,7 +191,7 @@ def test_enumeration_equals_bruteforce(seed):
             "lowrank-B", "rank1-A")[seed]
     A, B = _degenerate(rng, case, n, p, q)
     lo, hi = _random_box(rng, n, kind)
-    bf = max(_spec(A @ np.diag(d) @ B) for d in itertools.product(*zip(lo, hi)))
+    bf = max(spec(A @ np.diag(d) @ B) for d in itertools.product(*zip(lo, hi)))
     for low_bits in (1, n // 2, n - 1):
         for incumbent in (None, 0.0, 0.5 * bf):
             ex = factor_exact(A, B, lo, hi, direct_max=0, low_bits=low_bits, incumbent=incumbent,
@@ -273,8 +236,8 @@ def test_budget_exhaustion_falls_back():
     res = seqlip_chain(Ws, boxes, time_budget=0.0)
     assert any("time budget exhausted" in d for d in res.diagnostics)
     assert not any(f.method.startswith("exact") for f in res.factors)
-    assert res.certified.value >= _joint_bruteforce(Ws, boxes)
-    assert res.certified.value >= _seqlip_bruteforce(Ws, boxes)
+    assert res.certified.value >= joint_patterns(Ws, boxes)
+    assert res.certified.value >= seqlip_bruteforce(Ws, boxes)
     assert res.certified.value <= _autolip(Ws, boxes) * (1 + MARGIN)
 
 
