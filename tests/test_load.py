@@ -82,3 +82,30 @@ def test_constant_of_shape_and_shape_ops_fold(tmp_path):
     assert [g.views[n].op_type for n in g.order] == ["Add"]
     np.testing.assert_array_equal(g.constants["c"], np.full((1, 4), 2.0, dtype=np.float32))
     assert analyze(path, Options(methods=UPPER)).autolip.value == pytest.approx(1.0)
+
+
+def test_shapes_onnx_cannot_infer_come_from_onnxruntime(tmp_path):
+    """NonZero's output shape depends on values: onnx shape inference leaves it unknown,
+    one onnxruntime run fills it in, and the weight it selects is folded."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    mask = np.array([True, False, True, False])
+    nodes = [helper.make_node("NonZero", ["mask"], ["nz"]),
+             helper.make_node("Reshape", ["nz", "flat"], ["idx"]),
+             helper.make_node("Gather", ["w", "idx"], ["g"]),
+             helper.make_node("MatMul", ["x", "g"], ["y"])]
+    inits = [numpy_helper.from_array(mask, "mask"), numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "nz.onnx"
+    onnx.save(model, path)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    assert not any(v.name == "g" and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)
+                   for v in inferred.graph.value_info)          # the case this test is about
+    loaded = load_model(path)
+    assert loaded.shapes["g"] == (2, 3)
+    a = analyze(path, Options(methods=UPPER))
+    assert a.autolip.value == pytest.approx(np.linalg.norm(w[mask].astype(np.float64), 2), rel=1e-6)
