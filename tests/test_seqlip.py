@@ -334,3 +334,19 @@ def test_time_exact_factor_helper():
     secs, val = time_exact_factor(10, seed=0)
     secs2, val2 = time_exact_factor(10, seed=0, method="bnb")
     assert secs >= 0 and secs2 >= 0 and val == pytest.approx(val2, rel=1e-12)
+
+
+def test_topk_skipped_when_budget_spent_falls_back_to_autolip_factor():
+    """Past the time budget no top-k is computed: the factor (certified and estimate) is the
+    AutoLip factor from the operator's certified norm, and a diagnostic says so."""
+    from lipgraph.labels import Bound as B
+    rng = np.random.default_rng(5)
+    Ws = _net(rng, [5, 9, 3])
+    T0 = torch.tensor(Ws[0])
+    norm0 = B(spec(Ws[0]) * (1 + 1e-9), Label.CERTIFIED, "given")
+    res = seqlip_chain([OperatorMap(lambda x: T0 @ x, (5,), norm0), Ws[1]], [(0.0, 1.0)], dense_max=0,
+                       time_budget=0.0)
+    autolip = norm0.value * spec(Ws[1])
+    assert res.certified.value == pytest.approx(autolip, rel=1e-7) and res.certified.value >= autolip
+    assert res.greedy.value == pytest.approx(autolip, rel=1e-7)
+    assert any("top-k skipped" in d for d in res.diagnostics)

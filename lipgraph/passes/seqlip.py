@@ -759,21 +759,28 @@ class ChainBounds:
 class _Svd:
     U: torch.Tensor | None  # None when only top-k triplets are known
     S: torch.Tensor
-    V: torch.Tensor
+    V: torch.Tensor | None  # None when the top-k triplets were skipped (time budget)
     norm: float  # certified spectral norm (inf if unknown)
     dense: bool
 
 
-def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int) -> _Svd:
+def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int,
+               deadline: float | None = None) -> _Svd:
     if isinstance(M, OperatorMap):
         n_in = int(np.prod(M.in_shape))
         if n_in <= dense_max:
             M = torch.from_numpy(materialise(M.fn, M.in_shape))
             diags.append(f"map {idx + 1}: operator materialised ({tuple(M.shape)})")
         else:
-            U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
             nb = M.norm_bound
             norm = nb.value if nb is not None and nb.label.is_bound else math.inf
+            if deadline is not None and time.perf_counter() >= deadline:
+                diags.append(f"map {idx + 1}: top-k skipped, time budget exhausted "
+                             "(the greedy estimate uses the AutoLip factor)")
+                with torch.no_grad():
+                    out_dim = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
+                return _Svd(torch.empty((out_dim, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
+            U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
             diags.append(f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
                          + ("" if math.isfinite(norm) else ", no certified norm"))
             return _Svd(U, S, V, norm, False)
@@ -830,14 +837,14 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         raise ValueError("empty chain")
     if len(slopes) != K - 1:
         raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
-    svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i)
+    svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i, deadline=deadline)
             for i, M in enumerate(maps)]
     if K == 1:
         v = svds[0].norm
         cert = Bound(certify(v), Label.CERTIFIED, "svd") if svds[0].dense else (
             Bound(v, Label.CERTIFIED, "norm-bound") if math.isfinite(v) else
             Bound(math.inf, Label.CERTIFIED, "none"))
-        est = Bound(float(svds[0].S[0]), Label.ESTIMATE, "svd")
+        est = Bound(float(svds[0].S[0]) if svds[0].S.numel() else v, Label.ESTIMATE, "svd")
         return ChainBounds(cert, est, [], diags)
 
     reports: list[FactorReport] = []
@@ -852,7 +859,9 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         norm_in = prev.norm if first else math.sqrt(prev.norm)
         norm_out = nxt.norm if last else math.sqrt(nxt.norm)
         cap = certify(smax * norm_in * norm_out)
-        if not (prev.dense and nxt.dense):
+        if prev.V is None or nxt.V is None:  # top-k skipped (budget): estimate = AutoLip factor
+            g, cval, method = Bound(cap, Label.ESTIMATE, "autolip-factor"), cap, "autolip-factor"
+        elif not (prev.dense and nxt.dense):
             g = factor_topk((prev.U, prev.S, prev.V), (nxt.U, nxt.S, nxt.V), lo, hi,
                             first=first, last=last, seed=seed, greedy_max=greedy_max)
             cval, method = cap, "autolip-factor"
