@@ -42,6 +42,11 @@ from lipgraph.linear import materialise
 #: Subspace iterations for the top-k heuristic inside a chain: it only guides the greedy
 #: estimate, so a rough subspace is enough (each iteration costs 2k operator applications).
 TOPK_ITERS = 20
+#: Largest top-k basis (input dimension × k, float64 entries: 64 MiB) worth computing; past it
+#: (e.g. a 64×56×56 convolution) the subspace iteration costs minutes, for an estimate only.
+TOPK_MAX_ENTRIES = 1 << 23
+#: Longest a top-k decomposition may be predicted to take.
+TOPK_MAX_SECONDS = 10.0
 
 __all__ = [
     "BudgetExhausted",
@@ -764,6 +769,20 @@ class _Svd:
     dense: bool
 
 
+def _topk_unaffordable(M: OperatorMap, n_in: int, topk: int, deadline: float | None) -> str:
+    """Why the top-k triplets of ``M`` are not worth computing ('' when they are): the basis
+    would exceed TOPK_MAX_ENTRIES, or (2·TOPK_ITERS + 1)·k applications, timed from one, would
+    exceed TOPK_MAX_SECONDS or the time left. It only decides whether an *estimate* is made."""
+    if n_in * topk > TOPK_MAX_ENTRIES:
+        return f"{n_in}×{topk} basis entries > {TOPK_MAX_ENTRIES}"
+    start = time.perf_counter()
+    with torch.no_grad():
+        M.fn(torch.zeros(M.in_shape, dtype=_DT))
+    predicted = (time.perf_counter() - start) * topk * (2 * TOPK_ITERS + 1)
+    left = TOPK_MAX_SECONDS if deadline is None else min(TOPK_MAX_SECONDS, deadline - time.perf_counter())
+    return "" if predicted <= left else f"predicted {predicted:.0f} s > {max(left, 0.0):.0f} s available"
+
+
 def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int,
                deadline: float | None = None) -> _Svd:
     if isinstance(M, OperatorMap):
@@ -774,9 +793,9 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
         else:
             nb = M.norm_bound
             norm = nb.value if nb is not None and nb.label.is_bound else math.inf
-            if deadline is not None and time.perf_counter() >= deadline:
-                diags.append(f"map {idx + 1}: top-k skipped, time budget exhausted "
-                             "(the greedy estimate uses the AutoLip factor)")
+            why = _topk_unaffordable(M, n_in, topk, deadline)
+            if why:
+                diags.append(f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)")
                 with torch.no_grad():
                     out_dim = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
                 return _Svd(torch.empty((out_dim, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
