@@ -239,3 +239,8 @@ def grid_derivatives(fn, xs, h: float = 1e-6):
         x0 = x.detach()
         f0, fl, fr = fn(x0), fn(x0 - h), fn(x0 + h)
     return grad.numpy(), ((f0 - fl) / h).numpy(), ((fr - f0) / h).numpy()
+
+
+def torch_pads(pads, dim: int) -> list[int]:
+    """ONNX pads (begins…, ends…) → torch.nn.functional.pad order (last dim first)."""
+    return [p for i in reversed(range(dim)) for p in (pads[i], pads[i + dim])]

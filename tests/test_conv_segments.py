@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MODELS
+from rulecheck import torch_pads
 from lipgraph.analysis import Options, analyze
 from lipgraph.cli import main
 from lipgraph.passes.units import NormOptions
@@ -37,10 +38,6 @@ def _summary():
 
 
 # ------------------------------------------------------------------------ independent truth
-def _torch_pads(pads, dim):
-    return [p for i in reversed(range(dim)) for p in (pads[i], pads[i + dim])]
-
-
 def exact_norm(apply, in_shape) -> float:
     """σ_max of the linear map ``apply`` on (C, *spatial), float64, from the materialised matrix."""
     n = math.prod(in_shape)
@@ -56,7 +53,7 @@ def conv_apply(w, s, d, pads, groups, b=None):
     dim = wt.dim() - 2
     conv = (F.conv1d, F.conv2d)[dim - 1]
     bias = None if b is None else torch.as_tensor(b, dtype=torch.float64)
-    return lambda x: conv(F.pad(x, _torch_pads(pads, dim)), wt, bias, stride=s, dilation=d, groups=groups)
+    return lambda x: conv(F.pad(x, torch_pads(pads, dim)), wt, bias, stride=s, dilation=d, groups=groups)
 
 
 def bn_apply(scale, bias, mean, var, eps):

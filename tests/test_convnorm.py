@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from lipgraph.convnorm import (avgpool_certified_norm, conv_certified_norm, global_avgpool_norm,
                                maxpool_bound)
 from lipgraph.labels import Label
+from rulecheck import torch_pads
 
 WORST: dict[str, float] = collections.defaultdict(float)
 
@@ -30,13 +31,6 @@ def _summary():
         print(f"  {key:40s} {WORST[key]:.5f}")
 
 
-def _torch_pads(pads, dim):
-    out = []
-    for i in reversed(range(dim)):
-        out += [pads[i], pads[i + dim]]
-    return out
-
-
 def _matrix(apply, in_shape):
     n = math.prod(in_shape)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
@@ -47,7 +41,7 @@ def exact_conv_norm(w, spatial, s, d, pads, groups):
     dim = len(spatial)
     conv = (F.conv1d, F.conv2d)[dim - 1]
     wt = torch.tensor(w)
-    apply = lambda x: conv(F.pad(x, _torch_pads(pads, dim)), wt, stride=s, dilation=d, groups=groups)
+    apply = lambda x: conv(F.pad(x, torch_pads(pads, dim)), wt, stride=s, dilation=d, groups=groups)
     return np.linalg.norm(_matrix(apply, (w.shape[1] * groups, *spatial)), 2)
 
 
@@ -237,9 +231,9 @@ def test_avgpool_asymmetric_pads_and_dilation(include_pad):
     dim = len(spatial)
     ones = torch.ones(1, 1, *k, dtype=torch.float64)
     real = torch.ones(1, 1, *spatial, dtype=torch.float64)
-    domain = F.pad(real, _torch_pads(pads, dim), value=1.0) if include_pad else F.pad(real, _torch_pads(pads, dim))
+    domain = F.pad(real, torch_pads(pads, dim), value=1.0) if include_pad else F.pad(real, torch_pads(pads, dim))
     count = F.conv2d(domain, ones, stride=s, dilation=d)
-    apply = lambda x: F.conv2d(F.pad(x, _torch_pads(pads, dim)), ones, stride=s, dilation=d) / count
+    apply = lambda x: F.conv2d(F.pad(x, torch_pads(pads, dim)), ones, stride=s, dilation=d) / count
     exact = np.linalg.norm(_matrix(apply, (1, *spatial)), 2)
     bound = avgpool_certified_norm(k, s, pads, spatial, include_pad, False, dilations=d)
     assert exact <= bound.value <= exact * (1 + 1e-7)
@@ -261,7 +255,7 @@ def test_gram_proof_band_matches_dense_and_rejects_low_theta():
     conv = _as_conv(w, spatial, s, d, pads, 1, False, None)
     order, band = _band_order(conv)
     ab = _banded_gram(conv, order, band)
-    tp = _torch_pads(pads, 2)
+    tp = torch_pads(pads, 2)
     a = _matrix(lambda x: F.conv2d(F.pad(x, tp), torch.tensor(w), stride=s, dilation=d), (2, *spatial)).T
     perm = np.transpose(np.arange(a.shape[1]).reshape(2, *spatial), (*[1 + i for i in order], 0)).reshape(-1)
     gram = (a.T @ a)[np.ix_(perm, perm)]
