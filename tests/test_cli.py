@@ -247,3 +247,17 @@ def test_console_script_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lipgraph", "analyze", str(tmp_path / "x.onnx")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_gpu_is_bad_input(capsys):
+    assert_one_line_error(*run(["analyze", str(MODELS / "mlp.onnx"), "--device", "cuda"], capsys), "cuda")
+
+
+def test_progress_goes_to_stderr_after_the_threshold():
+    import io
+    from lipgraph.progress import Progress
+    quiet, loud = io.StringIO(), io.StringIO()
+    Progress(after=3600, stream=quiet)("norming")
+    Progress(after=0, stream=loud)("norming segment x")
+    assert quiet.getvalue() == "" and "norming segment x" in loud.getvalue()
