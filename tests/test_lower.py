@@ -100,6 +100,8 @@ def test_random_mlp_between_sampling_and_spectral_product(seed, act):
     res = search_lower(f, (widths[0],), f_smooth=fs, restarts=2, seed=seed)
     assert res.value <= spectral_product(weights) * (1 + 1e-9)
     assert res.value >= sampled * (1 - 1e-6), (widths, res.value, sampled)
+    # a lower bound must be realised: the reported pair, re-evaluated in float64, gives it
+    assert ratio_of(res, f) == pytest.approx(res.value, rel=1e-9), (widths, act)
 
 
 # ----------------------------------------------------------------------------- a hidden steep spot
