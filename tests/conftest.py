@@ -10,6 +10,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 ANCHORS = ROOT.parent / "shared" / "anchors"
+ANCHOR_NPZ = ANCHORS / "lipsdp_random_2-10-30-20-2.npz"
+#: Tests that read the anchor weights skip, saying why, when the shared folder is absent.
+needs_anchors = pytest.mark.skipif(not ANCHOR_NPZ.is_file(), reason=f"anchor weights not found at {ANCHOR_NPZ}")
 BUNDLED = ["mlp", "lenet", "resnet_small", "affine", "anchor_lipsdp", "spectral", "concat"]
 #: Upper-bound methods only: the lower-bound pass has its own tests (test_lower_pass.py) and
 #: would add its search budget to every analysis here.

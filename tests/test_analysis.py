@@ -11,7 +11,7 @@ import scipy.signal
 import torch
 from onnx import numpy_helper
 
-from conftest import UPPER, ANCHORS, MODELS, analysed
+from conftest import ANCHOR_NPZ, MODELS, UPPER, analysed
 from lipgraph.analysis import Options, analyze
 from lipgraph.execute import Executor
 from lipgraph.labels import Label
@@ -38,10 +38,12 @@ def sampled_ratio(model_path_or_proto, shape, n=200, seed=0) -> float:
 def test_anchor_autolip_is_product_of_norms():
     a = analysed("anchor_lipsdp")
     assert a.autolip.label is Label.CERTIFIED
-    assert a.autolip.value == pytest.approx(43.30557, rel=1e-6)
-    weights = np.load(ANCHORS / "lipsdp_random_2-10-30-20-2.npz")
+    assert a.autolip.value == pytest.approx(43.30557, rel=1e-6)   # ../shared/anchors/README.md
+    if not ANCHOR_NPZ.is_file():
+        pytest.skip(f"anchor weights not found at {ANCHOR_NPZ}")
+    weights = np.load(ANCHOR_NPZ)
     product = math.prod(np.linalg.norm(weights[f"W{i}"].astype(np.float32).astype(np.float64), 2) for i in range(1, 5))
-    assert a.autolip.value >= product
+    assert product <= a.autolip.value <= product * (1 + 1e-6)   # the bundled model's weights
 
 
 def _explicit_affine_matrix(path) -> np.ndarray:

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ANCHORS
+from conftest import ANCHOR_NPZ, needs_anchors
 from lipgraph.passes.lower import LowerResult, search_lower
 
-ANCHOR_NPZ = ANCHORS / "lipsdp_random_2-10-30-20-2.npz"
 LEAK = 0.1
 
 
@@ -71,6 +70,7 @@ def ratio_of(res: LowerResult, f) -> float:
 # ----------------------------------------------------------------------------- anchors
 
 
+@needs_anchors
 def test_anchor_lipsdp_network_reaches_exact_constant():
     d = np.load(ANCHOR_NPZ)
     weights = [d[k] for k in ("W1", "W2", "W3", "W4")]
@@ -81,7 +81,10 @@ def test_anchor_lipsdp_network_reaches_exact_constant():
     assert res.value >= 0.9999 * exact
     assert res.value <= exact * (1 + 1e-9)
     assert ratio_of(res, f) == pytest.approx(res.value, rel=1e-9)
-    assert res.domain == "R^n" and res.method == "lower-smooth" and res.seconds < 4
+    assert res.domain == "R^n" and res.method == "lower-smooth"
+    # the budget, without a wall-clock ceiling that load on the machine could break: the
+    # search ran until 2 s had passed and started no round after that
+    assert res.seconds >= 2.0 and len(res.trace) >= 2 and res.trace[-2][0] <= 2.0, res.trace
 
 
 # ----------------------------------------------------------------------------- random nets

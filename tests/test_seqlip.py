@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bruteforce import factor_vertices, joint_patterns, seqlip_bruteforce, spec
-from conftest import ANCHORS
+from conftest import ANCHOR_NPZ, needs_anchors
 from lipgraph.labels import Label
 from lipgraph.passes import seqlip as seqlip_mod
 from lipgraph.passes.seqlip import (
@@ -25,7 +25,6 @@ from lipgraph.passes.seqlip import (
     topk_triplets,
 )
 
-ANCHOR = ANCHORS / "lipsdp_random_2-10-30-20-2.npz"
 # certify() adds 1e-8 relative per factor; allow that per factor plus rounding.
 MARGIN = 1e-7
 
@@ -287,8 +286,9 @@ def test_random_nets_sampled_soundness():
 # ----------------------------------------------------------------------------- anchor
 
 
+@needs_anchors
 def test_anchor_lipsdp_random():
-    d = np.load(ANCHOR)
+    d = np.load(ANCHOR_NPZ)
     Ws = [d[f"W{i}"] for i in range(1, 5)]
     res = seqlip_chain(Ws, [(0.0, 1.0)] * 3)
     print(f"\nanchor 2-10-30-20-2 SeqLip certified = {res.certified.value:.6f} "
