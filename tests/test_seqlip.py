@@ -336,6 +336,16 @@ def test_time_exact_factor_helper():
     secs, val = time_exact_factor(10, seed=0)
     secs2, val2 = time_exact_factor(10, seed=0, method="bnb")
     assert secs >= 0 and secs2 >= 0 and val == pytest.approx(val2, rel=1e-12)
+    # the factor of the chain q → n → p it draws is max_d ‖W2 diag(d) W1‖ over ReLU vertices
+    rng = np.random.default_rng(0)
+    W1, W2 = rng.standard_normal((10, 10)), rng.standard_normal((10, 10))
+    bf = factor_vertices(W2, W1, 0.0, 1.0)
+    assert bf <= val <= bf * (1 + MARGIN), (val, bf)
+    _, val3 = time_exact_factor(9, seed=3, p=4, q=6)
+    rng = np.random.default_rng(3)
+    W1, W2 = rng.standard_normal((9, 6)), rng.standard_normal((4, 9))
+    bf = factor_vertices(W2, W1, 0.0, 1.0)
+    assert bf <= val3 <= bf * (1 + MARGIN), (val3, bf)
 
 
 def test_topk_skipped_when_budget_spent_falls_back_to_autolip_factor():
