@@ -180,6 +180,12 @@ def test_data_file(capsys, tmp_path):
     base = ["analyze", str(MODELS / "mlp.onnx"), "-q", "--methods", "autolip,lower", "--lower-restarts", "1"]
     code, out, _ = run_cli([*base, "--data", str(good), "--format", "json"], capsys)
     assert code == 0 and json.loads(out)["lower_bound"]["value"] > 0
+    # the same search through the API: its pair re-evaluated independently gives the value the
+    # CLI reported, and it stays under every certified bound
+    a = run_analysis(MODELS / "mlp.onnx", methods=("autolip", "lower"), data=str(good), restarts=1)
+    assert_sound(a)
+    assert realised(a) == pytest.approx(a.lower.value, rel=1e-5)
+    assert json.loads(out)["lower_bound"]["value"] == pytest.approx(a.lower.value, rel=1e-12)
     wrong = tmp_path / "w.npy"
     np.save(wrong, np.zeros((5, 7)))
     broken = tmp_path / "b.npy"
