@@ -462,11 +462,11 @@ def _avgpool_matrix(n: int, k: int, s: int, d: int, pads: tuple[int, int], inclu
                     ceil_mode: bool) -> np.ndarray:
     """The (out × n) matrix of 1-D average pooling with ONNX pads and ceil_mode."""
     span = n + pads[0] + pads[1] - (d * (k - 1) + 1)
-    if span < 0:
-        return np.zeros((0, n))
-    out = (-(-span // s) if ceil_mode else span // s) + 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1   # ceil_mode: ≥ 1 window even if span < 0
     if ceil_mode and (out - 1) * s >= n + pads[0]:
         out -= 1
+    if out <= 0:
+        return np.zeros((0, n))
     taps = (np.arange(out) * s - pads[0])[:, None] + d * np.arange(k)[None, :]  # input positions
     inside = (taps >= 0) & (taps < n)
     domain = (taps >= -pads[0]) & (taps < n + pads[1]) if include_pad else inside

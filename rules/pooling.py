@@ -8,8 +8,8 @@ padding counted). ``_axis_geometry`` computes, once per spatial axis, which inpu
 positions each output window covers — the one piece of logic that both the torch semantics
 and the bounds are built from, so they cannot disagree.
 
-The closed forms live in ``lipgraph/convnorm.py`` (design §4): AveragePool, GlobalAveragePool
-and ReduceMean call ``avgpool_certified_norm`` / ``global_avgpool_norm``. MaxPool counts window
+GlobalAveragePool and ReduceMean use convnorm's ``global_avgpool_norm`` (design §4); AveragePool
+norms the per-axis averaging matrices of ``_axis_geometry`` themselves. MaxPool counts window
 overlaps on this node's actual geometry (exact, and never above convnorm's geometry-free
 ``maxpool_bound``, which the tests check).
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lipgraph.errors import RuleNotApplicable
-from lipgraph.labels import Bound, Label
+from lipgraph.labels import Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
 
@@ -174,8 +174,8 @@ class AveragePool(Rule):
       n_d) has 1/divisor_d(o) at the input positions window o reads; the divisor of a box is
       the product of per-axis counts (input entries only for count_include_pad=0, input plus
       explicit padding for 1), so the Kronecker form is exact and ‖⊗A_d‖ = Π‖A_d‖.
-    Exactness: certified (float64 SVD of each small A_d, plus margin; convnorm's
-      ``avgpool_certified_norm``); equal to the true norm.
+    Exactness: certified (float64 eigenvalues of each small A_d's Gram matrix, plus margin);
+      equal to the true norm. A_d is the matrix ``forward`` applies, so the two cannot disagree.
     Assumptions: none (pads, auto_pad, ceil_mode, dilations where the version has them,
       count_include_pad either way); auto_pad SAME_* with dilation is refused (onnxruntime
       and the spec disagree there).
@@ -193,13 +193,12 @@ class AveragePool(Rule):
         return x
 
     def certified_norm(self, node):
-        from lipgraph.convnorm import avgpool_certified_norm
+        """Π_d σ_max(A_d) from the very matrices ``forward`` applies (``AxisGeometry.averaging``)."""
+        from lipgraph.linear import matrix_norm
 
-        geos = _pool_geometry(node, _spatial(node))    # resolves auto_pad into explicit pads
-        pads = [g.pad_begin for g in geos] + [g.pad_end for g in geos]
-        return avgpool_certified_norm(node.attr("kernel_shape"), node.attr("strides"), pads, _spatial(node),
-                                      bool(node.attr("count_include_pad", 0)), bool(node.attr("ceil_mode", 0)),
-                                      node.attr("dilations"))
+        cip = bool(node.attr("count_include_pad", 0))
+        value = math.prod(matrix_norm(g.averaging(cip)) for g in _pool_geometry(node, _spatial(node)))
+        return Bound(certify(value), Label.CERTIFIED, "separable-svd")
 
 
 def _mean_norm(count: int) -> Bound:

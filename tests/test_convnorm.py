@@ -266,3 +266,11 @@ def test_gram_proof_band_matches_dense_and_rejects_low_theta():
     lam = np.linalg.norm(a, 2) ** 2
     assert _banded_cholesky_succeeds(ab, lam * 1.001)
     assert not _banded_cholesky_succeeds(ab, lam * 0.999)
+
+
+def test_avgpool_ceil_mode_window_wider_than_input():
+    """n = 3, dilated k = 3 (span 5), stride 3, ceil_mode: onnxruntime keeps one window reading
+    positions 0 and 2 (divisor 2 either way), so ‖A‖ = 1/√2, not 0."""
+    for include_pad in (True, False):
+        bound = avgpool_certified_norm((3,), (3,), (0, 0), (3,), include_pad, True, dilations=(2,))
+        assert 1 / math.sqrt(2) <= bound.value <= (1 / math.sqrt(2)) * (1 + 1e-7)

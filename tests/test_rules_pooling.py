@@ -239,3 +239,20 @@ def test_average_bounds_sampled_and_worst_case_realised(op, shape, attrs, arrays
     realised = np.linalg.norm(fy - fx) / np.linalg.norm(y.astype(np.float32).astype(np.float64) - x.astype(np.float32))
     assert realised == pytest.approx(bound, rel=1e-5)
     assert realised <= bound * (1 + 1e-5)  # float32 onnxruntime: within its rounding
+
+
+@pytest.mark.parametrize("cip", [0, 1])
+@pytest.mark.parametrize("auto_pad", ["VALID", "NOTSET"])
+def test_averagepool_ceil_mode_window_wider_than_input(cip, auto_pad):
+    """ceil_mode with a (dilated) window wider than the input: onnxruntime still produces one
+    window (positions 0 and 2 of 3); the certified norm must not be an 'exact' 0."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3], strides=[3], dilations=[2],
+                            ceil_mode=1, count_include_pad=cip, auto_pad=auto_pad)
+    x = np.random.default_rng(7).normal(size=(1, 1, 3)).astype(np.float32)
+    assert_matches_ort(node, [x], [True], opset=19)
+    view = nodeview(node, [x], [True], 19)
+    bound = rule_for(view).certified_norm(view)
+    exact = materialised_norm(input_fn(view, [x], 0), x.shape)
+    assert exact > 0.5
+    assert bound.value >= exact
+    assert bound.value == pytest.approx(exact, rel=1e-7)
