@@ -33,14 +33,13 @@ References: Sedghi, Gupta & Long, ICLR 2019; Delattre et al., ICML 2023 (``convn
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .labels import Bound, Label, certify
 
-__all__ = ["ConvForm", "compose", "add", "fold", "certified_norm", "certify_all_convs"]
+__all__ = ["ConvForm", "compose", "add", "fold", "certified_norm"]
 
 
 @dataclass(frozen=True)
@@ -254,52 +253,3 @@ def apply(form: ConvForm, x):
     y = conv_t(x, w, stride=form.strides, dilation=form.dilations, groups=form.groups)
     crop = [p for i in reversed(range(d)) for p in (-form.pads[i], form.output_padding[i] - form.pads[i + d])]
     return F.pad(y, crop)
-
-
-# ------------------------------------------------------------------------------ benchmark
-def certify_all_convs(model_path, input_shapes: dict | None = None, materialize_limit: int = 0,
-                      power_iters: int = 500, power_tol: float = 1e-6,
-                      use_estimate: bool = True) -> tuple[float, float, list[dict]]:
-    """Time the certified norms of every folded convolution segment of a model against the
-    power-iteration estimates of the same segments (float32, as ``autolip-power``).
-
-    With ``use_estimate`` the certificate is steered by the power estimate, as in the analysis
-    (the estimate is computed anyway for ``autolip-power``); without it, the gram proof runs its
-    own Lanczos estimate where it is affordable.
-
-    Returns (seconds certified, seconds power iteration, per segment {id, certified, method,
-    estimate}). ``materialize_limit`` 0: the certificate never materialises the operator.
-    """
-    from .annotate import annotate
-    from .execute import Executor
-    from .graph import build_graph
-    from .linear import power_iteration
-    from .load import load_model
-    from .passes.segments import find_segments
-    from .passes.units import NormOptions, UnitBuilder
-    from .registry import load_plugins
-
-    load_plugins()
-    graph = build_graph(load_model(model_path, input_shapes or {}))
-    exact, fast = Executor(graph), Executor(graph, __import__("torch").float32)
-    nodes = exact.graph_nodes_between()
-    infos = annotate(graph, nodes, {})
-    builder = UnitBuilder(graph, infos, exact, fast, NormOptions(materialize_limit=materialize_limit))
-    segments = find_segments(graph, {n for n in nodes if builder._linear(n)})
-    t_cert = t_power = 0.0
-    rows = []
-    for seg in segments:
-        form = builder.folded_form(seg)
-        if form is None or form.is_scale:
-            continue
-        t0 = time.perf_counter()
-        est = power_iteration(fast.function(list(seg.nodes), seg.entry, seg.exit), graph.shape(seg.entry),
-                              dtype=fast.dtype, tol=power_tol, max_iter=power_iters)
-        t1 = time.perf_counter()
-        bound = certified_norm(form, graph.shape(seg.entry), materialize_limit=materialize_limit,
-                               estimate=est.sigma if use_estimate else None)
-        t2 = time.perf_counter()
-        t_power, t_cert = t_power + t1 - t0, t_cert + t2 - t1
-        rows.append({"id": seg.id, "certified": bound.value, "method": bound.method, "estimate": est.sigma,
-                     "seconds_certified": t2 - t1, "seconds_power": t1 - t0})
-    return t_cert, t_power, rows

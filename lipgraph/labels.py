@@ -68,5 +68,3 @@ class Bound:
     def times(self, other: "Bound", method: str | None = None) -> "Bound":
         return Bound(self.value * other.value, weakest(self.label, other.label), method or self.method)
 
-
-INFINITE = Bound(math.inf, Label.CERTIFIED, "none")
