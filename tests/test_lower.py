@@ -193,3 +193,18 @@ def test_unknown_search_and_missing_surrogate_are_errors():
         search_lower(f, (3,), search="regions")
     with pytest.raises(ValueError, match="f_smooth"):
         search_lower(f, (3,), search="smooth")
+
+
+def test_realised_pair_stays_inside_a_box_whose_ends_are_not_float32():
+    """float32(0.7) < 0.7 and float32(1.6) > 1.6: points at the box ends, rounded to float32,
+    must be rounded inwards; and a search's reported pair lies inside the box."""
+    from lipgraph.passes.lower import _Domain
+    dom = _Domain((4,), (0.7, 1.6), None, torch.float64)
+    ends = dom.float32_point(torch.tensor([0.7, 1.6, 0.69, 1.61], dtype=torch.float64))
+    assert np.all(ends >= 0.7) and np.all(ends <= 1.6), ends
+    assert np.array_equal(ends, ends.astype(np.float32).astype(np.float64))
+    w = torch.tensor([[3.0, -2.0, 1.0]], dtype=torch.float64)
+    res = search_lower(lambda x: torch.relu(x @ w.T), (3,), budget_s=0.3, seed=1, box=(0.7, 1.6), restarts=1)
+    for p in (res.x.astype(np.float64), res.y.astype(np.float64)):
+        assert np.all(p >= 0.7) and np.all(p <= 1.6), p
+    assert res.value <= float(torch.linalg.norm(w)) * (1 + 1e-12)

@@ -240,6 +240,19 @@ class _Domain:
             return X
         return torch.maximum(torch.minimum(X, self.hi), self.lo)
 
+    def float32_point(self, X: torch.Tensor) -> np.ndarray:
+        """X projected into the domain and rounded to float32 without leaving it: the box
+        ends are rounded inwards to float32 first (float64 array of float32 values)."""
+        x = self.project(X).numpy().astype(np.float32)
+        if self.lo is not None:
+            lo, hi = self.lo.numpy(), self.hi.numpy()
+            lo32 = np.where(lo.astype(np.float32) < lo, np.nextafter(lo.astype(np.float32), np.float32(np.inf)),
+                            lo.astype(np.float32))
+            hi32 = np.where(hi.astype(np.float32) > hi, np.nextafter(hi.astype(np.float32), np.float32(-np.inf)),
+                            hi.astype(np.float32))
+            x = np.clip(x, lo32, hi32)
+        return x.astype(np.float64)
+
 
 # ----------------------------------------------------------------------------- realisation
 
@@ -260,12 +273,11 @@ def _realise(x, v, dom: _Domain, eps_list, realise64, check32):
     The pair is rounded to float32 first so that the float64 and float32 evaluations see
     the same two points; ``direction`` is then (y − x)/‖y − x‖ exactly as realised.
     """
-    x32 = dom.project(torch.as_tensor(x, dtype=dom.dtype)).numpy().astype(np.float32).astype(np.float64)
+    x32 = dom.float32_point(torch.as_tensor(x, dtype=dom.dtype))
     best = (-math.inf, x32, np.zeros_like(x32), 0.0)
     for eps in eps_list:
         for sign in (1.0, -1.0):
-            y = dom.project(torch.as_tensor(x32 + sign * eps * v, dtype=dom.dtype)).numpy()
-            y = y.astype(np.float32).astype(np.float64)
+            y = dom.float32_point(torch.as_tensor(x32 + sign * eps * v, dtype=dom.dtype))
             d = float(np.linalg.norm((y - x32).ravel()))
             if d == 0.0:
                 continue
