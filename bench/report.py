@@ -1,7 +1,6 @@
 """Markdown tables and one-line progress summaries from the benchmark's JSON."""
 from __future__ import annotations
 
-import math
 
 METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
 BOUND_LABELS = ("exact", "certified", "assumed")

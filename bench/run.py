@@ -3,7 +3,6 @@ sections, check soundness, write ``bench/results.md`` and ``bench/results.json``
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess

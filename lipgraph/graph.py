@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .errors import InputError
-from .labels import Bound
 from .load import FLOAT_TYPES, LoadedModel
 from .nodeview import NodeView, make_nodeview
 from .registry import REGISTRY, Kind, Registry, Rule

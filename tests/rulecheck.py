@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from lipgraph.nodeview import NodeView, make_nodeview
 from lipgraph.registry import REGISTRY, load_builtin_rules

@@ -15,24 +15,7 @@ from conftest import ANCHOR_NPZ, MODELS, UPPER, analysed
 from lipgraph.analysis import Options, analyze
 from lipgraph.execute import Executor
 from lipgraph.labels import Label
-from randgraphs import random_graph, run_ort
-
-
-def sampled_ratio(model_path_or_proto, shape, n=200, seed=0) -> float:
-    """max ‖f(x)−f(y)‖/‖x−y‖ over random pairs at several distances, f by onnxruntime."""
-    import onnxruntime as ort
-    src = model_path_or_proto if isinstance(model_path_or_proto, str) else model_path_or_proto.SerializeToString()
-    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, *shape)).astype(np.float32)
-    scale = np.array([0.03, 0.3, 3.0])[np.arange(n) % 3].reshape(-1, *([1] * len(shape)))
-    y = (x + scale * rng.normal(size=x.shape)).astype(np.float32)
-    best = 0.0
-    for xi, yi in zip(x, y):
-        fx, fy = sess.run(None, {name: xi})[0], sess.run(None, {name: yi})[0]
-        best = max(best, float(np.linalg.norm(fx.astype(np.float64) - fy) / np.linalg.norm(xi.astype(np.float64) - yi)))
-    return best
+from randgraphs import random_graph, run_ort, sampled_ratio
 
 
 def test_anchor_autolip_is_product_of_norms():

@@ -4,19 +4,17 @@ onnxruntime-sampled ratios, exact constants of non-negative ReLU nets, the LipSD
 and residual CNNs."""
 from __future__ import annotations
 
-import itertools
-import math
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import MODELS, analysed
+from conftest import MODELS
 from lipgraph.analysis import Options, SeqLipOptions, analyze
 from lipgraph.labels import Label
 from bruteforce import joint_patterns, seqlip_bruteforce, spec
-from randgraphs import IR_VERSION, OPSET, random_mlp
+from randgraphs import IR_VERSION, OPSET, random_mlp, sampled_ratio
 
 MARGIN = 1e-7          # certify(): 1e-8 relative per factor, plus rounding
 METHODS = ("autolip", "seqlip", "seqlip-greedy")
@@ -56,20 +54,6 @@ def _mlp_weights(model):
         else:
             raise AssertionError(node.op_type)
     return Ws, boxes
-
-
-def _sampled_ratio(path, shape, rng, n=40) -> float:
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    best = 0.0
-    for k in range(n):
-        x = rng.normal(size=shape).astype(np.float32)
-        y = (x + [1e-2, 0.3, 3.0][k % 3] * rng.normal(size=shape)).astype(np.float32)
-        fx, fy = sess.run(None, {name: x})[0], sess.run(None, {name: y})[0]
-        best = max(best, float(np.linalg.norm(fx.astype(np.float64) - fy)
-                               / np.linalg.norm(x.astype(np.float64) - y)))
-    return best
 
 
 # ----------------------------------------------------------------------------- exactness
@@ -141,7 +125,7 @@ def test_random_nets_through_onnx(tmp_path):
         seq = _method(a, "seqlip")
         assert seq.label is Label.CERTIFIED, case
         assert seq.value <= a.autolip.value * (1 + 1e-12), (case, widths)
-        ratio = _sampled_ratio(path, [1, widths[0]], rng, n=24)
+        ratio = sampled_ratio(str(path), [1, widths[0]], n=24, seed=case)
         assert ratio <= seq.value * (1 + 1e-5), (case, widths, act, ratio, seq.value)
         if exact is not None:
             exact_known += 1
@@ -234,7 +218,7 @@ def test_constructed_residual_cnn(tmp_path):
     assert c.maps == ["dense"] * 3 and c.seqlip <= c.autolip * (1 + 1e-12)
     seq = _method(a, "seqlip")
     assert seq.label is Label.CERTIFIED and seq.value <= a.autolip.value * (1 + 1e-12)
-    ratio = _sampled_ratio(path, [1, 2, 4, 4], np.random.default_rng(0), n=60)
+    ratio = sampled_ratio(str(path), [1, 2, 4, 4], n=60, seed=0)
     assert ratio <= seq.value * (1 + 1e-5)
     # the branch chain against its Jacobians at random activation patterns, convolutions
     # written as matrices in numpy from the initializers (independent of lipgraph)
@@ -270,8 +254,7 @@ def test_resnet_small_chains_in_residual_branches():
     assert sum(c.exit in adds for c in a.chains) >= 2           # chains end in a residual Add
     seq = _method(a, "seqlip")
     assert seq.label is Label.CERTIFIED and seq.value <= a.autolip.value * (1 + 1e-12)
-    ratio = _sampled_ratio(MODELS / "resnet_small.onnx", a.graph.shape(a.graph.analysed),
-                           np.random.default_rng(1), n=30)
+    ratio = sampled_ratio(str(MODELS / "resnet_small.onnx"), a.graph.shape(a.graph.analysed), n=30, seed=1)
     assert ratio <= seq.value * (1 + 1e-4)
     print(f"\nresnet_small: autolip {a.autolip.value:.6g}, seqlip {seq.value:.6g}, "
           f"greedy {_method(a, 'seqlip-greedy').value:.6g}, chains {[c.maps for c in a.chains]}")

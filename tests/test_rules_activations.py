@@ -1,6 +1,5 @@
 """Activations: torch semantics vs onnxruntime and ONNX cases; slope ranges vs dense grids of
 derivatives (autograd and finite differences) and sampled ratios; smoothed surrogates."""
-import math
 
 import mpmath
 import numpy as np

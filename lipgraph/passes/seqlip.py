@@ -602,8 +602,7 @@ def factor_bnb(A, B, lo, hi, *, time_budget: float | None = 1.0, max_nodes: int 
     """
     t0 = time.perf_counter()
     A, B = _oriented(A, B)
-    p, n = A.shape
-    q = B.shape[1]
+    n = A.shape[1]
     lo, hi = _box(lo, hi, n)
     root = factor_relaxation(A, B, lo, hi)
     if n == 0:
