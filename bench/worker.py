@@ -99,7 +99,7 @@ def conv_norms(path: str, device: str, out_path: str) -> dict:
     from lipgraph.rules.conv import geometry
     g = build_graph(load_model(path, {}), None, None)
     ex = Executor(g, torch.float32, resolve_device(device))
-    annotate(g, ex.graph_nodes_between(), {})
+    annotate(g, g.nodes_between(), {})
     opts = NormOptions()
     rows = []
     result = {"rows": rows, "power_s": 0.0, "certified_s": 0.0, "complete": False}

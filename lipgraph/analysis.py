@@ -101,7 +101,7 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     device = resolve_device(options.device)
     exact = Executor(graph, torch.float64, "cpu")
     fast = Executor(graph, torch.float32, device)
-    nodes = exact.graph_nodes_between()
+    nodes = graph.nodes_between()
     infos = annotate(graph, nodes, options.assume)
 
     t0 = time.perf_counter()

@@ -71,18 +71,7 @@ class Executor:
 
     def model_function(self, smooth: float | None = None) -> TorchFn:
         """The analysed input ↦ the analysed output."""
-        return self.function(self.graph_nodes_between(), self.graph.analysed, self.graph.output, smooth)
-
-    def graph_nodes_between(self) -> list[str]:
-        """Nodes needed to compute the output from the analysed tensor (and free inputs)."""
-        g = self.graph
-        needed = g.ancestors_of_output()
-        analysed_producer = g.producer.get(g.analysed)
-        upstream = set()
-        if analysed_producer is not None:
-            import networkx as nx
-            upstream = nx.ancestors(g.dag, analysed_producer) | {analysed_producer}
-        return [n for n in g.order if n in needed and n not in upstream]
+        return self.function(self.graph.nodes_between(), self.graph.analysed, self.graph.output, smooth)
 
 
 def default_free_values(graph: Graph) -> dict[str, np.ndarray]:

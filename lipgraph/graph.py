@@ -56,6 +56,13 @@ class Graph:
         out_node = self.producer.get(self.output)
         return (nx.ancestors(self.dag, out_node) | {out_node}) if out_node else set()
 
+    def nodes_between(self) -> list[str]:
+        """Nodes needed to compute the output from the analysed tensor (and free inputs), in order."""
+        needed = self.ancestors_of_output()
+        producer = self.producer.get(self.analysed)
+        upstream = (nx.ancestors(self.dag, producer) | {producer}) if producer is not None else set()
+        return [n for n in self.order if n in needed and n not in upstream]
+
 
 def node_ids(proto: onnx.ModelProto) -> list[str]:
     seen: set[str] = set()

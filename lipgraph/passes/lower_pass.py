@@ -54,7 +54,7 @@ def run_lower(analysis, progress: Callable[[str], None] = lambda s: None) -> Non
     data = load_data(opts.data, shape)
     notes: list[str] = []
     ort_fn = _ort_function(g, notes)
-    nodes = Executor(g, torch.float64, "cpu").graph_nodes_between()
+    nodes = g.nodes_between()
     missing = sorted({g.views[n].op_type for n in nodes if g.rules.get(n) is None})
     common = dict(seed=a.options.seed, box=opts.box, data=data, restarts=opts.restarts)
     res = None
