@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from . import differential
 from .annotate import NodeInfo, annotate
 from .execute import Executor, resolve_device
 from .graph import Graph, build_graph
@@ -78,6 +79,7 @@ class Analysis:
     device: str
     options: Options
     executor: Executor                          # float32 on the analysis device
+    guard: differential.GuardResult | None = None  # the onnxruntime cross-check
     lower: object | None = None                 # a LowerResult when the lower pass ran
     chains: list = field(default_factory=list)  # per-chain results of the SeqLip pass
 
@@ -91,6 +93,11 @@ class Analysis:
     def certified(self) -> bool:
         return self.upper is not None
 
+    @property
+    def inconsistent(self) -> bool:
+        """A realised lower bound above a certified upper bound: a bug, the run fails."""
+        return any(d.code == "lower-above-upper" for d in self.graph.diagnostics)
+
 
 def analyze(path, options: Options | None = None, progress: Callable[[str], None] = lambda s: None) -> Analysis:
     options = options or Options()
@@ -103,6 +110,8 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     fast = Executor(graph, torch.float32, device)
     nodes = graph.nodes_between()
     infos = annotate(graph, nodes, options.assume)
+    progress("cross-checking lipgraph's execution with onnxruntime")
+    guard = differential.check(graph, fast, nodes, box=options.lower.box, seed=options.seed)
 
     t0 = time.perf_counter()
     builder = UnitBuilder(graph, infos, exact, fast, options.norms, progress)
@@ -115,7 +124,7 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
         methods.append(MethodResult("autolip-power", power.value, Label.ESTIMATE, t_auto))
     analysis = Analysis(graph=graph, infos=infos, units=units, segments=segments,
                         node_bounds=builder.node_bounds, autolip=autolip, methods=methods, device=str(device),
-                        options=options, executor=fast)
+                        options=options, executor=fast, guard=guard)
     for name, run in passes():
         if name in options.methods:
             run(analysis, progress)

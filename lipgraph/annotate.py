@@ -57,12 +57,22 @@ def annotate(graph: Graph, nodes: list[str], assume: dict[str, float]) -> dict[s
             continue
         try:
             rule.check(view)
+            _check_kind_shapes(rule, view)
         except RuleNotApplicable as exc:
             infos[nid] = NodeInfo(nid, op, rule, rule.kind, "not-applicable", exc.reason)
             continue
         infos[nid] = NodeInfo(nid, op, rule, rule.kind, "ok")
+        graph.diagnostics.extend(Diagnostic(nid, code, "note", text) for code, text in rule.notes(view))
     graph.diagnostics.extend(_summarise(infos, graph))
     return infos
+
+
+def _check_kind_shapes(rule: Rule, view) -> None:
+    """An ACTIVATION is elementwise: its output must have its input's shape (a PRelu slope that
+    broadcasts the input copies entries, which a slope range does not bound)."""
+    if rule.kind is Kind.ACTIVATION and view.output_shapes[0] != view.input_shapes[0]:
+        raise RuleNotApplicable(f"output shape {list(view.output_shapes[0] or [])} differs from the input's "
+                                f"{list(view.input_shapes[0] or [])}: not elementwise")
 
 
 def _summarise(infos: dict[str, NodeInfo], graph: Graph) -> list[Diagnostic]:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, SemanticMismatch
 
 EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lipgraph: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SemanticMismatch as exc:
+        if args.traceback:
+            raise
+        print(f"lipgraph: internal error: lipgraph's reading of the model disagrees with onnxruntime at {exc}; "
+              "nothing is certified (a bug in lipgraph: please report it with the model)", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("lipgraph: interrupted", file=sys.stderr)
         return 130
@@ -136,6 +142,11 @@ def cmd_analyze(args) -> int:
     else:
         text = to_text(analysis, args.model, verbose=args.verbose)
     emit(text, args.out)
+    if analysis.inconsistent:
+        print("lipgraph: internal error: a realised lower bound exceeds a certified upper bound (see "
+              "[lower-above-upper]); one of them is wrong (a bug in lipgraph: please report it with the model)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     up = analysis.upper
     if up is None:
         return EXIT_NOT_CERTIFIED

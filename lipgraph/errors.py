@@ -18,3 +18,8 @@ class RuleNotApplicable(LipgraphError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class SemanticMismatch(LipgraphError):
+    """lipgraph's execution or shapes disagree with onnxruntime's on this model (a bug in a rule
+    or in the loader): nothing is certified; exit code 3 with a request to report the model."""

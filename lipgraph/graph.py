@@ -96,7 +96,7 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
 
     constants = dict(model.initializers)
     dynamic = set(model.inputs)
-    diagnostics: list[Diagnostic] = []
+    diagnostics = [Diagnostic("", code, "note", message) for code, message in model.notes]
     order: list[str] = []
     for nid, n in nodes.items():  # ONNX requires topological order
         rule = rules[nid]

@@ -196,5 +196,7 @@ def certified_materialised_norm(fn: TorchFn, shape, out_numel: int, limit: int, 
     n_in = int(np.prod(shape))
     if n_in * out_numel > limit or min(n_in, out_numel) > 4096:
         return None
-    value = matrix_norm(materialise(fn, shape, device=device), estimate)
-    return Bound(certify(value), Label.CERTIFIED, "materialised")
+    matrix = materialise(fn, shape, device=device)
+    if not np.any(matrix):
+        return Bound(0.0, Label.EXACT, "zero")
+    return Bound(certify(matrix_norm(matrix, estimate)), Label.CERTIFIED, "materialised")

@@ -6,6 +6,7 @@ line turns it into exit code 2.
 """
 from __future__ import annotations
 
+import heapq
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ class LoadedModel:
     shapes: dict[str, tuple[int, ...]]
     elem_types: dict[str, int]
     initializers: dict[str, np.ndarray]
-    notes: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)   # (diagnostic code, message)
 
     @property
     def opset(self) -> int:
@@ -64,14 +65,15 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
     _load_external_data(proto, path)
     _refuse_control_flow(proto.graph)
     initializers = _initializers(proto)
+    _sort_nodes(proto, path)
     inputs = [i.name for i in proto.graph.input if i.name not in initializers]
     _pin_shapes(proto, inputs, input_shapes or {})
-    shapes, elem_types = _infer_shapes(proto, path)
+    shapes, elem_types, notes = _infer_shapes(proto, path)
     return LoadedModel(
         path=path, proto=proto,
         opsets={(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import},
         inputs=inputs, outputs=[o.name for o in proto.graph.output],
-        shapes=shapes, elem_types=elem_types, initializers=initializers)
+        shapes=shapes, elem_types=elem_types, initializers=initializers, notes=notes)
 
 
 def _parse(path: Path) -> onnx.ModelProto:
@@ -142,6 +144,48 @@ def _initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
+def _sort_nodes(proto: onnx.ModelProto, path: Path) -> None:
+    """Put the nodes in topological order (stable: the file's order where it is one already),
+    as onnxruntime does; a node reading a tensor that nothing provides, or a cycle, is bad input."""
+    graph = proto.graph
+    provided = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
+    waiting: dict[int, set[int]] = {}
+    consumers: dict[int, list[int]] = {}
+    for k, node in enumerate(graph.node):
+        deps = set()
+        for t in node.input:
+            if t in provided:
+                continue
+            if t not in producer:
+                raise InputError(f"{path}: node '{node.name or node.op_type}' reads tensor '{t}', which no node, "
+                                 "input or initializer provides")
+            deps.add(producer[t])
+        waiting[k] = deps
+        for d in deps:
+            consumers.setdefault(d, []).append(k)
+    ready = [k for k, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for c in consumers.get(k, []):
+            waiting[c].discard(k)
+            if not waiting[c]:
+                heapq.heappush(ready, c)
+    if len(order) < len(graph.node):
+        stuck = next(graph.node[k] for k in range(len(graph.node)) if k not in set(order))
+        raise InputError(f"{path}: the graph has a cycle (through node '{stuck.name or stuck.op_type}')")
+    if order != list(range(len(graph.node))):
+        nodes = [graph.node[k] for k in order]
+        copies = [onnx.NodeProto() for _ in nodes]
+        for c, n in zip(copies, nodes):
+            c.CopyFrom(n)
+        del graph.node[:]
+        graph.node.extend(copies)
+
+
 def _pin_shapes(proto: onnx.ModelProto, inputs: list[str], pinned: dict[str, tuple[int, ...]]) -> None:
     unknown = sorted(set(pinned) - set(inputs))
     if unknown:
@@ -183,9 +227,17 @@ def _static(value_info) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
-def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict]:
+def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict, list]:
+    """Every tensor's shape, inferred from the inputs and the weights alone: the model's own
+    ``value_info`` and output shapes are dropped first (a stale entry would otherwise be taken
+    as the truth); the differential guard then checks each shape against onnxruntime's."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    del bare.graph.value_info[:]
+    for out in bare.graph.output:
+        out.type.tensor_type.ClearField("shape")
     try:
-        inferred = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        inferred = shape_inference.infer_shapes(bare, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - malformed graphs fail here
         raise InputError(f"{path}: shape inference failed: {str(exc).splitlines()[0]}") from None
     shapes, types = {}, {}
@@ -198,10 +250,23 @@ def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict]:
     for tensor in graph.initializer:
         shapes[tensor.name] = tuple(tensor.dims)
         types[tensor.name] = tensor.data_type
+    declared = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.output)}
+    for name, value in declared.items():
+        types.setdefault(name, value.type.tensor_type.elem_type)
     missing = [o for n in graph.node for o in n.output if o and o not in shapes]
+    notes = []
     if missing:
-        shapes.update(_shapes_from_onnxruntime(proto, missing, types, path))
-    return shapes, types
+        try:
+            shapes.update(_shapes_from_onnxruntime(proto, missing, types, path))
+        except InputError:  # ops neither ONNX nor onnxruntime knows: the model's word is all there is
+            stated = {m: _static(declared[m]) for m in missing if m in declared}
+            if any(stated.get(m) is None for m in missing):
+                raise
+            shapes.update(stated)
+            notes.append(("declared-shapes", f"shapes of {', '.join(missing[:5])}{'…' if len(missing) > 5 else ''} "
+                          "taken from the model's value_info: neither ONNX shape inference nor onnxruntime "
+                          "knows the ops that make them"))
+    return shapes, types, notes
 
 
 def _shapes_from_onnxruntime(proto: onnx.ModelProto, names: list[str], types: dict, path: Path) -> dict:

@@ -64,7 +64,8 @@ class Rule:
 
     - every kind: ``forward`` (torch semantics; inputs are torch tensors, ``None`` for an
       omitted optional input; return a tensor or a tuple of tensors, one per output);
-      ``check`` raises ``RuleNotApplicable`` for nodes the rule cannot bound.
+      ``check`` raises ``RuleNotApplicable`` for nodes the rule cannot bound; ``notes`` lists
+      assumptions about a node that the report should carry.
     - ACTIVATION: ``slopes`` → (lo, hi), floats or arrays broadcastable to the input;
       optionally ``smooth(node, x, t)``, a smoothed surrogate used by the lower-bound search.
     - NONLINEAR and COMBINE: ``bounds`` → {input index: Bound} for every dynamic input;
@@ -101,6 +102,11 @@ class Rule:
 
     def certified_norm(self, node: NodeView) -> Bound | None:
         return None
+
+    def notes(self, node: NodeView) -> list[tuple[str, str]]:
+        """(diagnostic code, message) notes the report should carry about this node, e.g. an
+        assumption the bound rests on."""
+        return []
 
     def conv_form(self, node: NodeView) -> Any:
         """``ConvForm`` | ``{input index: ConvForm}`` | None (see the class docstring)."""

@@ -73,6 +73,7 @@ def to_json(a: Analysis, path: str) -> dict:
                       "estimate": _num(u.info.get("estimate")), "power_iterations": u.info.get("power_iterations")}
                      for u in a.units if u.role == "segment"],
         "chains": [c.to_json() for c in a.chains],
+        "checks": {"onnxruntime": a.guard.to_json() if a.guard else None},
         "diagnostics": [{"node": d.node, "code": d.code, "severity": d.severity, "message": d.message}
                         for d in diagnostics],
     }

@@ -264,6 +264,13 @@ class Cast(_Structural):
             raise RuleNotApplicable(f"Cast to ONNX type {node.attr('to')} is not float → float: "
                                     "piecewise constant, no useful Lipschitz bound")
 
+    def notes(self, node):
+        narrow = {10: "float16", 16: "bfloat16"}.get(node.attr("to"))
+        if narrow is None:
+            return []
+        return [("low-precision-cast", f"Cast to {narrow}: the bound is on the real-arithmetic function; "
+                 f"{narrow} rounding (half an ulp per entry) can add jumps that no Lipschitz bound covers")]
+
     def forward(self, node, x):
         if x.is_floating_point() and node.attr("to") in FLOAT_TYPES:
             return x

@@ -67,7 +67,7 @@ def compose(units: list[Unit], source: str, target: str, use_estimates: bool = F
     final = lip[target]
     value = float(final.detach())
     shares: dict[str, float] = {}
-    if math.isfinite(value) and abs(math.log(value)) > 1e-12 and final.requires_grad:
+    if 0 < value < math.inf and abs(math.log(value)) > 1e-12 and final.requires_grad:
         grads = torch.autograd.grad(torch.log(final), [logs[u.id] for u in units], allow_unused=True)
         for u, g in zip(units, grads):
             if g is not None:

@@ -513,6 +513,9 @@ def search_lower(
         trace.append((time.perf_counter() - start, best[0]))
         if progress is not None:
             progress(f"lower/{cycle[(r - 1) % len(cycle)]}: round {r}, best {best[0]:.6g} after {trace[-1][0]:.1f} s")
+    if best[1] is None:  # no usable steep direction (e.g. a constant function): any pair realises a ratio
+        x0 = X[0].numpy()
+        best = _realise(x0, np.full_like(x0, 1.0 / math.sqrt(x0.size)), dom, _eps_list(X[0], dom), realise64, check32)
     value, x, direction, eps = best
     return LowerResult(float(value), f"lower-{method}", seed, float(eps), x.astype(np.float32),
                        direction, time.perf_counter() - start, dom.name, counter.n, trace, r)

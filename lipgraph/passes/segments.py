@@ -1,10 +1,18 @@
-"""Affine-segment detection.
+"""Affine regions: the linear parts of the graph that are normed as one operator.
 
-A segment is a set of linear nodes (AFFINE, STRUCTURAL, COMBINE) with one entry tensor
-and one exit tensor, every dynamic input of its nodes coming from the entry or from inside,
-and every tensor produced inside consumed only inside. Conv→BatchNorm, Gemm→Mul(const)
-and x + Conv(x) are segments; their norm is taken as a whole, which is never worse and
-often far better than the product of the parts.
+A tensor's *source* is the tensor it is computed from through linear nodes only (AFFINE,
+STRUCTURAL, COMBINE with a usable rule): the source of a linear node's outputs is the common
+source of its analysed inputs, and a tensor produced by any other node (or a graph input) is
+its own source. A linear node whose analysed inputs have different sources joins two regions
+and stays a node of its own.
+
+The *region* of a source e is every linear node whose outputs have source e: a subgraph with
+one analysed entry e, branches, joins, fan-out and Split/Concat of one tensor included. Each
+of its *exits* (a tensor consumed outside the region, or the analysed output) is a function
+of e alone, so it becomes one segment: entry e, exit x, and the region's nodes that x depends
+on. Its norm ‖A_x‖ is taken as a whole, which is never worse and often far better than AutoLip
+inside it: paths that cancel (x − x, a residual that undoes a branch) cancel in A_x.
+Conv→BatchNorm, Gemm→Mul(const) and x + Conv(x) are the common small cases.
 """
 from __future__ import annotations
 
@@ -25,54 +33,37 @@ class Segment:
 
 
 def find_segments(graph: Graph, eligible: set[str]) -> list[Segment]:
-    """Maximal segments made of ``eligible`` nodes (linear, usable rule, one output)."""
-    position = {nid: k for k, nid in enumerate(graph.order)}
-    open_: dict[str, Segment] = {}       # exit tensor → segment that may still grow
-    absorbed: set[str] = set()
+    """One segment per exit of every affine region made of ``eligible`` (linear, usable) nodes."""
+    source: dict[str, str] = {}                  # tensor → its source, for tensors made by region nodes
+    region: dict[str, list[str]] = {}            # source → its nodes, in graph order
     for nid in graph.order:
         if nid not in eligible:
             continue
         view = graph.views[nid]
-        inputs = list(dict.fromkeys(t for t, d in zip(view.inputs, view.dynamic) if d))
-        best = _best_merge(graph, nid, inputs, open_, absorbed, position)
-        out = view.outputs[0]
-        if best is not None:
-            segment, parts = best
-            absorbed.update(p.exit for p in parts)
-            open_[out] = segment
-        elif len(inputs) == 1:
-            open_[out] = Segment(inputs[0], (nid,), out)
-    return [s for exit_, s in open_.items() if exit_ not in absorbed]
-
-
-def _best_merge(graph, nid, inputs, open_, absorbed, position):
-    """The largest segment ending at ``nid`` whose entry is common to all its inputs."""
-    def growable(t):
-        return t in open_ and t not in absorbed
-
-    options = [{t} | ({open_[t].entry} if growable(t) else set()) for t in inputs]
-    best = None
-    for entry in set.intersection(*options) if options else set():
-        parts = [open_[t] for t in inputs if t != entry]
-        if any(p.entry != entry for p in parts):
+        sources = {source.get(t, t) for t, d in zip(view.inputs, view.dynamic) if d}
+        if len(sources) != 1:
             continue
-        members = {n for p in parts for n in p.nodes}
-        if not members and len(inputs) == 1:
-            continue
-        if not _closed(graph, members, nid):
-            continue
-        nodes = tuple(sorted(members | {nid}, key=position.__getitem__))
-        if best is None or len(nodes) > len(best[0].nodes):
-            best = (Segment(entry, nodes, graph.views[nid].outputs[0]), parts)
-    return best
+        (src,) = sources
+        region.setdefault(src, []).append(nid)
+        source.update((o, src) for o in view.outputs if o)
+    segments = []
+    for src, nodes in region.items():
+        members = set(nodes)
+        for nid in nodes:
+            for out in graph.views[nid].outputs:
+                consumers = graph.consumers.get(out, [])
+                if out and (out == graph.output or any(c not in members for c in consumers)):
+                    segments.append(Segment(src, _needed(graph, nodes, out), out))
+    position = {nid: k for k, nid in enumerate(graph.order)}
+    return sorted(segments, key=lambda s: position[s.nodes[-1]])
 
 
-def _closed(graph: Graph, members: set[str], nid: str) -> bool:
-    """Every tensor produced by ``members`` is consumed only by members or ``nid``, and is not
-    the analysed output."""
-    inside = members | {nid}
-    for m in members:
-        for t in graph.views[m].outputs:
-            if t == graph.output or any(c not in inside for c in graph.consumers.get(t, [])):
-                return False
-    return True
+def _needed(graph: Graph, nodes: list[str], exit_: str) -> tuple[str, ...]:
+    """The nodes among ``nodes`` (a region in graph order) that ``exit_`` depends on."""
+    wanted, keep = {exit_}, []
+    for nid in reversed(nodes):
+        view = graph.views[nid]
+        if any(o in wanted for o in view.outputs if o):
+            keep.append(nid)
+            wanted.update(t for t, d in zip(view.inputs, view.dynamic) if d)
+    return tuple(reversed(keep))

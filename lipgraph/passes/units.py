@@ -48,20 +48,22 @@ class UnitBuilder:
     def build(self, nodes: list[str]) -> tuple[list[Unit], list[Segment]]:
         eligible = {nid for nid in nodes if self._linear(nid)}
         segments = find_segments(self.graph, eligible)
-        by_last = {s.nodes[-1]: s for s in segments}
+        by_last: dict[str, list[Segment]] = {}
+        for seg in segments:
+            by_last.setdefault(seg.nodes[-1], []).append(seg)
         members = {n for s in segments for n in s.nodes}
         units = []
         for k, nid in enumerate(nodes):
-            if nid in by_last:
-                self.progress(f"norming segment {by_last[nid].id} ({k + 1}/{len(nodes)} nodes)")
-                units.append(self.segment_unit(by_last[nid]))
-            elif nid not in members:
+            for seg in by_last.get(nid, []):
+                self.progress(f"norming segment {seg.id} ({k + 1}/{len(nodes)} nodes)")
+                units.append(self.segment_unit(seg))
+            if nid not in members:
                 units.append(self.node_unit(nid))
         return units, segments
 
     def _linear(self, nid: str) -> bool:
-        info, view = self.infos[nid], self.graph.views[nid]
-        return info.status == "ok" and info.kind.is_linear and sum(1 for o in view.outputs if o) == 1
+        info = self.infos[nid]
+        return info.status == "ok" and info.kind.is_linear
 
     def _dynamic_inputs(self, nid: str) -> tuple[tuple[int, str], ...]:
         view = self.graph.views[nid]

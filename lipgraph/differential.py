@@ -1,0 +1,174 @@
+"""The differential guard: lipgraph's reading of the model against onnxruntime's.
+
+Every bound lipgraph computes rests on its own torch execution of the rules and on the shapes
+it inferred. A misreading of the ONNX semantics there would be shared by the bound *and* by
+every self-check (the lower-bound search runs the same execution), so before any value is
+called certified or exact, the analysed part of the model is run once in onnxruntime — an
+independent executor — on a few seeded random inputs with every analysed tensor exposed, and:
+
+* every analysed tensor's shape must equal lipgraph's inferred shape exactly;
+* every analysed node, fed onnxruntime's values of its inputs, must reproduce onnxruntime's
+  values of its outputs (float outputs to ``RTOL``·max|output| + ``ATOL``, others exactly);
+* every folded constant that an analysed node reads must equal onnxruntime's value of it.
+
+Node by node, so a mismatch names the node that misreads and errors do not accumulate.
+A mismatch raises ``SemanticMismatch`` (exit 3: a bug to report, no number is certified); a
+model that onnxruntime refuses to load or run is invalid (``InputError``, exit 2). Models with
+ops onnxruntime cannot know (custom domains) are not checked, with a note.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+
+from .errors import InputError, SemanticMismatch
+from .execute import Executor, default_free_values
+from .graph import Diagnostic, Graph
+from .load import FLOAT_TYPES
+
+#: Domains onnxruntime's CPU provider implements.
+ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+SAMPLES = 2
+RTOL, ATOL = 1e-3, 1e-5
+
+
+@dataclass
+class GuardResult:
+    status: str            # "passed" | "skipped"
+    seconds: float
+    tensors: int = 0       # tensors compared (shapes and values)
+    samples: int = 0
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "seconds": round(self.seconds, 4), "tensors": self.tensors,
+                "samples": self.samples}
+
+
+def ort_session(proto: onnx.ModelProto, outputs: list[str] | None = None):
+    """An onnxruntime CPU session on ``proto`` (single-threaded, quiet), exposing ``outputs``
+    (tensor names with known element types) as extra graph outputs."""
+    import onnxruntime as ort
+
+    model = proto
+    if outputs:
+        model = onnx.ModelProto()
+        model.CopyFrom(proto)
+        have = {o.name for o in model.graph.output}
+        for name, elem in outputs:
+            if name not in have:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: int = 0) -> GuardResult:
+    """Run the guard on the analysed ``nodes``; raise on a mismatch (see the module docstring)."""
+    t0 = time.perf_counter()
+    custom = sorted({n.domain for n in graph.model.proto.graph.node if n.domain not in ORT_DOMAINS})
+    if custom:
+        graph.diagnostics.append(Diagnostic("", "guard-skipped", "note",
+                                            f"no onnxruntime cross-check: the model uses op domain(s) "
+                                            f"{', '.join(custom)} that onnxruntime does not know"))
+        return GuardResult("skipped", time.perf_counter() - t0)
+    types = graph.model.elem_types
+    dynamic = [o for n in nodes for o in graph.views[n].outputs if o]
+    folded = sorted({t for n in nodes for i, t in enumerate(graph.views[n].inputs)
+                     if t and i in graph.views[n].constants and t not in graph.model.initializers
+                     and t not in graph.free})
+    exposed = [(t, types[t]) for t in dynamic + folded if types.get(t)]
+    try:
+        sess = ort_session(graph.model.proto, exposed)
+        names = [o.name for o in sess.get_outputs()]
+        runs = [{**feeds, **dict(zip(names, sess.run(None, feeds)))} for feeds in _feeds(graph, sess, box, seed)]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's verdict on the model
+        raise InputError(f"{graph.model.path}: onnxruntime rejects the model: {_first_line(exc)}") from None
+    compared = 0
+    for values in runs:
+        for t in folded:
+            if t in values:
+                _compare(graph, f"constant '{t}'", t, values[t], graph.constants[t], "folded value")
+        for nid in nodes:
+            compared += _check_node(graph, executor, nid, values)
+    return GuardResult("passed", time.perf_counter() - t0, compared // max(len(runs), 1), len(runs))
+
+
+def _feeds(graph: Graph, sess, box, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng([seed, 0x6a7d])
+    free = default_free_values(graph)
+    out = []
+    for _ in range(SAMPLES):
+        feeds = {}
+        for i in sess.get_inputs():
+            elem = graph.model.elem_types.get(i.name, onnx.TensorProto.FLOAT)
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            shape = graph.model.shapes[i.name]
+            if i.name == graph.analysed and elem in FLOAT_TYPES:
+                x = rng.uniform(box[0], box[1], shape) if box else rng.standard_normal(shape)
+                feeds[i.name] = x.astype(dtype)
+            elif i.name in free:
+                feeds[i.name] = np.asarray(free[i.name], dtype=dtype)
+            else:  # a non-float analysed input (redirected): held at zero
+                feeds[i.name] = np.zeros(shape, dtype=dtype)
+        out.append(feeds)
+    return out
+
+
+def _check_node(graph: Graph, executor: Executor, nid: str, values: dict) -> int:
+    view, rule = graph.views[nid], graph.rules[nid]
+    outputs = [o for o in view.outputs if o]
+    for o in outputs:
+        if o in values and tuple(values[o].shape) != tuple(graph.shape(o)):
+            raise InputError(f"{graph.model.path}: node '{nid}' ({view.op_type}) gives '{o}' the shape "
+                             f"{list(values[o].shape)} in onnxruntime but {list(graph.shape(o))} by ONNX shape "
+                             "inference: the model is outside the ONNX spec there")
+    if rule is None or any(t and t not in values and t not in graph.constants for t in view.inputs):
+        return len(outputs)
+    feeds = {t: _tensor(values[t], executor) for t in view.inputs if t and t in values}
+    try:
+        with torch.no_grad():
+            ours = executor.run_nodes([nid], feeds, keep=set(outputs))
+    except Exception as exc:  # noqa: BLE001 - the rule cannot execute what onnxruntime executes
+        raise SemanticMismatch(f"node '{nid}' ({view.op_type}): lipgraph's execution fails where onnxruntime's "
+                               f"succeeds: {_first_line(exc)}") from None
+    for o in outputs:
+        if o in values:
+            _compare(graph, f"node '{nid}' ({view.op_type})", o, values[o], ours[o].detach().cpu().numpy(), "output")
+    return len(outputs)
+
+
+def _tensor(value: np.ndarray, executor: Executor) -> torch.Tensor:
+    t = torch.as_tensor(np.array(value))
+    return (t.to(executor.dtype) if t.is_floating_point() else t).to(executor.device)
+
+
+def _compare(graph, where: str, name: str, want: np.ndarray, got: np.ndarray, what: str) -> None:
+    want, got = np.asarray(want), np.asarray(got)
+    if want.shape != got.shape:
+        raise SemanticMismatch(f"{where}: {what} '{name}' has shape {list(got.shape)} in lipgraph's execution "
+                               f"but {list(want.shape)} in onnxruntime's")
+    if want.dtype.kind in "fc":
+        w, g = want.astype(np.float64), got.astype(np.float64)
+        same_nan = np.isnan(w) == np.isnan(g)
+        scale = float(np.max(np.abs(w[np.isfinite(w)]), initial=0.0))
+        finite = np.isfinite(w) & np.isfinite(g)
+        err = float(np.max(np.abs(w[finite] - g[finite]), initial=0.0))
+        ok = same_nan.all() and np.array_equal(w[~finite & ~np.isnan(w)], g[~finite & ~np.isnan(w)]) \
+            and err <= RTOL * scale + ATOL
+    else:
+        err, scale = float("nan"), float("nan")
+        ok = np.array_equal(want, got.astype(want.dtype))
+    if not ok:
+        raise SemanticMismatch(f"{where}: {what} '{name}' differs from onnxruntime's (max abs error {err:.3g}, "
+                               f"scale {scale:.3g})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line[:300]
