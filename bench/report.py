@@ -93,6 +93,13 @@ def time_cell(res: dict, name: str) -> str:
     return f"{secs(m['seconds'])} (×{g(m['seconds'] / res['forward_s'], 3)})"
 
 
+def guard_cell(r: dict) -> str:
+    guard = r.get("guard") or {}
+    if guard.get("status") != "passed":
+        return guard.get("status", "n/a")
+    return f"{secs(guard['seconds'])} ({100 * guard['seconds'] / r['analysis_s']:.0f} %)"
+
+
 def one_line(res: dict) -> str:
     if not res.get("ok"):
         return f"FAILED: {res.get('error')}"
@@ -139,16 +146,17 @@ def markdown(p: dict) -> str:
              "median). `autolip` and `autolip-power` share one pass over the graph (the same seconds); so do "
              "`seqlip` and `seqlip-greedy`. *analyze* is the whole `analyze()` call. Peak memory: increase "
              "of resident memory during `analyze()`, measured as VmHWM − RSS-before after resetting the "
-             "high-water mark through `/proc/self/clear_refs` (native torch/numpy allocations included).\n")
-    L.append("| network | forward | " + " | ".join(METHODS) + " | analyze | peak memory |")
-    L.append("|---" * (len(METHODS) + 4) + "|")
+             "high-water mark through `/proc/self/clear_refs` (native torch/numpy allocations included). "
+             "*onnxruntime check*: the differential guard (part of *analyze*), with its share of it.\n")
+    L.append("| network | forward | " + " | ".join(METHODS) + " | analyze | onnxruntime check | peak memory |")
+    L.append("|---" * (len(METHODS) + 5) + "|")
     for r in nets:
         if not r.get("ok"):
-            L.append(f"| {r['name']} | n/a | " + " | ".join("n/a" for _ in METHODS) + f" | n/a ({r.get('error')}) | n/a |")
+            L.append(f"| {r['name']} | n/a | " + " | ".join("n/a" for _ in METHODS) + f" | n/a ({r.get('error')}) | n/a | n/a |")
             continue
         L.append(f"| {r['name']} | {secs(r['forward_s'])} | " + " | ".join(time_cell(r, m) for m in METHODS)
                  + f" | {secs(r['analysis_s'])} (×{g(r['analysis_s'] / r['forward_s'], 3)}) | "
-                 f"+{r['peak_mb']:.0f} MiB |")
+                 f"{guard_cell(r)} | +{r['peak_mb']:.0f} MiB |")
     L.append("")
 
     notc = [r for r in nets if r.get("ok") and not best_upper(r)]

@@ -49,7 +49,7 @@ def _method_rows(analysis) -> dict:
 
 def _diagnostics(analysis) -> list:
     return [{"node": d.node, "code": d.code, "severity": d.severity, "message": d.message}
-            for d in analysis.graph.diagnostics]
+            for d in analysis.diagnostics]
 
 
 def _search(analysis):
@@ -95,7 +95,7 @@ def conv_norms(path: str, device: str, out_path: str) -> dict:
     from lipgraph.graph import build_graph
     from lipgraph.linear import power_iteration
     from lipgraph.load import load_model
-    from lipgraph.passes.units import NormOptions
+    from lipgraph.options import NormOptions
     from lipgraph.rules.conv import geometry
     g = build_graph(load_model(path, {}), None, None)
     ex = Executor(g, torch.float32, resolve_device(device))
@@ -134,25 +134,28 @@ def conv_norms(path: str, device: str, out_path: str) -> dict:
 
 def run(job: dict) -> dict:
     import torch
-    from lipgraph import analysis as A
+    from lipgraph import options as O
+    from lipgraph import pipeline
+    from lipgraph.passes import PASSES
     from .memory import peak_memory
 
     out = {"name": job["name"], "ok": False, "torch_threads": torch.get_num_threads()}
     out["forward_s"] = forward_seconds(job["path"])
-    known = tuple(getattr(A, "ALL_METHODS", ()))
+    known = tuple(O.ALL_METHODS)
     wanted = tuple(m for m in job["methods"] if m in known)
     out["known_methods"] = list(known)
-    out["wired_passes"] = [name for name, _ in A.passes()]
-    opts = A.Options(methods=wanted, device=job["device"], seed=0)
+    out["wired_passes"] = [p.name for p in PASSES]
+    opts = O.Options(methods=wanted, device=job["device"], seed=0)
     opts.lower.budget = job["lower_budget"]
     opts.seqlip.budget = job["seqlip_budget"]
     progress = lambda s: print(f"    [{job['name']}] {s}", file=sys.stderr, flush=True)  # noqa: E731
     t = time.perf_counter()
     with peak_memory() as peak:
-        analysis = A.analyze(job["path"], opts, progress=progress)
+        analysis = pipeline.analyze(job["path"], opts, progress=progress)
     out["analysis_s"] = time.perf_counter() - t
     out["peak_mb"], out["peak_how"] = peak.mb, peak.how
     out["device"] = analysis.device
+    out["guard"] = analysis.guard.to_json() if analysis.guard else None
     out["methods"] = _method_rows(analysis)
     out["diagnostics"] = _diagnostics(analysis)
     low = analysis.lower

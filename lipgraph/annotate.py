@@ -10,7 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .errors import InputError, RuleNotApplicable
-from .graph import Diagnostic, Graph
+from .diagnostics import Diagnostic
+from .graph import Graph
 from .registry import Kind, Rule
 
 HOW_TO_ADD = ("add a rule with the @lipgraph.rule decorator in a module passed with --plugin MODULE "
@@ -62,7 +63,7 @@ def annotate(graph: Graph, nodes: list[str], assume: dict[str, float]) -> dict[s
             infos[nid] = NodeInfo(nid, op, rule, rule.kind, "not-applicable", exc.reason)
             continue
         infos[nid] = NodeInfo(nid, op, rule, rule.kind, "ok")
-        graph.diagnostics.extend(Diagnostic(nid, code, "note", text) for code, text in rule.notes(view))
+        graph.diagnostics.extend(Diagnostic(nid, code, text) for code, text in rule.notes(view))
     graph.diagnostics.extend(_summarise(infos, graph))
     return infos
 
@@ -80,12 +81,10 @@ def _summarise(infos: dict[str, NodeInfo], graph: Graph) -> list[Diagnostic]:
     unsupported = Counter(i.op for i in infos.values() if i.status == "unsupported")
     if unsupported:
         listed = ", ".join(f"{op} ×{n}" for op, n in sorted(unsupported.items()))
-        diags.append(Diagnostic("", "unsupported-op", "error",
-                                f"no rule for {sum(unsupported.values())} node(s): {listed}; {HOW_TO_ADD}"))
+        diags.append(Diagnostic("", "unsupported-op", f"no rule for {sum(unsupported.values())} node(s): {listed}; {HOW_TO_ADD}"))
     for info in infos.values():
         if info.status == "not-applicable":
-            diags.append(Diagnostic(info.node, "no-global-bound", "error", f"{info.op}: {info.reason}"))
+            diags.append(Diagnostic(info.node, "no-global-bound", f"{info.op}: {info.reason}"))
         elif info.status == "assumed":
-            diags.append(Diagnostic(info.node, "assumed", "warning",
-                                    f"{info.op}: Lipschitz constant {info.assumed:g} assumed by the user (--assume)"))
+            diags.append(Diagnostic(info.node, "assumed", f"{info.op}: Lipschitz constant {info.assumed:g} assumed by the user (--assume)"))
     return diags

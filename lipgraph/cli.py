@@ -24,8 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .analysis import ALL_METHODS, DEFAULT_METHODS, LowerOptions, SeqLipOptions
-    from .passes.units import NormOptions
+    from .options import ALL_METHODS, DEFAULT_METHODS, LowerOptions, NormOptions, SeqLipOptions
+    from .report import FORMATS
     norms, seq, low = NormOptions(), SeqLipOptions(), LowerOptions()
 
     p = _Parser(prog="lipgraph", description="Certified Lipschitz bounds for ONNX models.")
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where power iteration runs (auto: cuda when available)")
     a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--format", choices=["text", "json"], default="text")
+    a.add_argument("--format", choices=sorted(FORMATS), default="text")
     a.add_argument("-o", "--out", metavar="FILE", help="write the report to FILE (written only when complete)")
     a.add_argument("--fail-above", type=float, metavar="L", help="exit 1 if the certified bound exceeds L")
     a.add_argument("--assume", action="append", metavar="OP=L", help="vouch for an op's Lipschitz constant")
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("rules", help="list every rule: op, domain, versions, kind, origin").add_argument(
         "--plugin", action="append", default=[], metavar="MODULE")
+    sub.add_parser("codes", help="list every diagnostic code: severity and meaning")
     r = sub.add_parser("rule", help="print a rule's documentation")
     r.add_argument("op")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE")
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_analyze(args)
         if args.command == "rules":
             return cmd_rules(args)
+        if args.command == "codes":
+            from .diagnostics import table_text
+            print(table_text())
+            return EXIT_OK
         return cmd_rule(args)
     except InputError as exc:
         if args.traceback:
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lipgraph: internal error: lipgraph's reading of the model disagrees with onnxruntime at {exc}; "
               "nothing is certified (a bug in lipgraph: please report it with the model)", file=sys.stderr)
         return EXIT_INTERNAL
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
     except KeyboardInterrupt:
         print("lipgraph: interrupted", file=sys.stderr)
         return 130
@@ -110,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import ALL_METHODS, LowerOptions, Options, SeqLipOptions, analyze
+    from .options import ALL_METHODS, LowerOptions, NormOptions, Options, SeqLipOptions
+    from .pipeline import analyze
+    from .report import FORMATS
     from .annotate import parse_assumptions
     from .load import parse_input_shapes
-    from .passes.units import NormOptions
     from .progress import Progress
-    from .report import dumps, to_json, to_text
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in ALL_METHODS]
@@ -137,11 +144,7 @@ def cmd_analyze(args) -> int:
                                          restarts=args.lower_restarts),
                       verbose=args.verbose)
     analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
-    if args.format == "json":
-        text = dumps(to_json(analysis, args.model)) + "\n"
-    else:
-        text = to_text(analysis, args.model, verbose=args.verbose)
-    emit(text, args.out)
+    emit(FORMATS[args.format](analysis, args.model, verbose=args.verbose), args.out)
     if analysis.inconsistent:
         print("lipgraph: internal error: a realised lower bound exceeds a certified upper bound (see "
               "[lower-above-upper]); one of them is wrong (a bug in lipgraph: please report it with the model)",
@@ -179,6 +182,9 @@ def emit(text: str, out: str | None) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 is for the temporary file, not the report
     os.replace(tmp, target)
 
 
@@ -210,5 +216,18 @@ def cmd_rule(args) -> int:
     return EXIT_OK
 
 
+def _quiet_closed_pipe() -> int:
+    """The reader of stdout went away (``lipgraph rules | head``): stop quietly, exit 0. Later
+    flushes of stdout (at interpreter exit) go to /dev/null instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
 def console_entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _quiet_closed_pipe()
+    sys.exit(code)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .labels import Bound, Label, certify
+from .labels import CERT_MARGIN, Bound, Label, certify
 
 __all__ = ["ConvForm", "compose", "add", "fold", "certified_norm"]
 
@@ -215,7 +215,8 @@ def certified_norm(form: ConvForm, in_shape, *, materialize_limit: int = 4_000_0
                    estimate: float | None = None) -> Bound:
     """Certified ‖A‖₂ of a folded form applied to tensors of shape ``in_shape`` (B, C, *spatial)."""
     if form.is_scale:
-        return Bound(certify(float(np.max(np.abs(form.scale), initial=0.0))), Label.CERTIFIED, "folded-scale")
+        return Bound(certify(float(np.max(np.abs(form.scale), initial=0.0))), Label.CERTIFIED, "folded-scale",
+                     slack=CERT_MARGIN)
     if not form.transpose and all(k == 1 for k in form.weight.shape[2:]):
         return _pointwise_norm(form)
     from .convnorm import conv_certified_norm
@@ -223,7 +224,7 @@ def certified_norm(form: ConvForm, in_shape, *, materialize_limit: int = 4_000_0
                             pads=form.pads, groups=form.groups, transpose=form.transpose,
                             output_padding=form.output_padding if form.transpose else None,
                             materialize_limit=materialize_limit, estimate=estimate)
-    return Bound(b.value, b.label, f"folded-conv/{b.method}")
+    return Bound(b.value, b.label, f"folded-conv/{b.method}", slack=b.slack)
 
 
 def _pointwise_norm(form: ConvForm) -> Bound:
@@ -234,7 +235,7 @@ def _pointwise_norm(form: ConvForm) -> Bound:
     w = form.weight.reshape(form.groups, form.weight.shape[0] // form.groups, -1)
     gram = np.einsum("gij,gkj->gik", w, w) if w.shape[1] <= w.shape[2] else np.einsum("gji,gjk->gik", w, w)
     top = float(np.max(np.linalg.eigvalsh(gram)[:, -1]))
-    return Bound(certify(math.sqrt(max(top, 0.0))), Label.CERTIFIED, "folded-conv/pointwise")
+    return Bound(certify(math.sqrt(max(top, 0.0))), Label.CERTIFIED, "folded-conv/pointwise", slack=CERT_MARGIN)
 
 
 def apply(form: ConvForm, x):

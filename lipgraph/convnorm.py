@@ -54,7 +54,7 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
-from lipgraph.labels import Bound, Label, certify
+from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 
 _U = 2.0**-53  # unit roundoff of float64
 _MIN_SLACK = 1e-6  # relative positive-definiteness slack demanded of every Cholesky proof
@@ -172,12 +172,14 @@ def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, s
     if n_in * n_out == 0 or not torch.any(conv.weight != 0):
         return Bound(0.0, Label.EXACT, "zero")
     if n_in * n_out <= materialize_limit:
-        return Bound(certify(_materialized_norm(conv.apply, conv.in_shape)), Label.CERTIFIED, "materialized-svd")
-    value, method = _dft_bound(conv), "dft"
+        return Bound(certify(_materialized_norm(conv.apply, conv.in_shape)), Label.CERTIFIED, "materialized-svd",
+                     slack=CERT_MARGIN)
+    value, method, slack = _dft_bound(conv), "dft", None
     proven = _gram_proof(conv, estimate, cap=value, flops=proof_flops)
-    if proven is not None and proven < value:
-        value, method = proven, "gram-proof"
-    return Bound(certify(value), Label.CERTIFIED, method)
+    if proven is not None and proven[0] < value:
+        (value, delta), method = proven, "gram-proof"
+        slack = (1 + delta) * (1 + CERT_MARGIN) - 1
+    return Bound(certify(value), Label.CERTIFIED, method, slack=slack)
 
 
 def _materialized_norm(apply: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...]) -> float:
@@ -251,8 +253,9 @@ def _cholesky_slack(width: int, terms: int) -> float:
 
 
 # --------------------------------------------------------------------------- gram proof
-def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -> float | None:
-    """Smallest θ′ (of a few tries) with θ′²I − AᵀA proven ≻ 0 by a banded Cholesky, or None."""
+def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -> tuple[float, float] | None:
+    """(θ′, δ): the smallest θ′ = θ(1 + δ) of a few tries with θ′²I − AᵀA proven ≻ 0 by a banded
+    Cholesky (θ the estimate, ≤ ‖A‖), or None."""
     order, band = _band_order(conv)
     n = math.prod(conv.in_shape)
     if n < 3 or n * band * band > flops or n * (band + 1) > _GRAM_MEMORY:
@@ -269,7 +272,7 @@ def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -
         if bound >= cap:
             return None
         if _banded_cholesky_succeeds(ab, (1 - slack) * bound * bound):
-            return bound
+            return bound, delta
         delta *= 8
     return None
 

@@ -27,7 +27,8 @@ import torch
 
 from .errors import InputError, SemanticMismatch
 from .execute import Executor, default_free_values
-from .graph import Diagnostic, Graph
+from .diagnostics import Diagnostic
+from .graph import Graph
 from .load import FLOAT_TYPES
 
 #: Domains onnxruntime's CPU provider implements.
@@ -72,8 +73,7 @@ def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: in
     t0 = time.perf_counter()
     custom = sorted({n.domain for n in graph.model.proto.graph.node if n.domain not in ORT_DOMAINS})
     if custom:
-        graph.diagnostics.append(Diagnostic("", "guard-skipped", "note",
-                                            f"no onnxruntime cross-check: the model uses op domain(s) "
+        graph.diagnostics.append(Diagnostic("", "guard-skipped", f"no onnxruntime cross-check: the model uses op domain(s) "
                                             f"{', '.join(custom)} that onnxruntime does not know"))
         return GuardResult("skipped", time.perf_counter() - t0)
     types = graph.model.elem_types

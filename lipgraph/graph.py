@@ -14,18 +14,11 @@ import networkx as nx
 import numpy as np
 import onnx
 
+from .diagnostics import Diagnostic
 from .errors import InputError
 from .load import FLOAT_TYPES, LoadedModel
 from .nodeview import NodeView, make_nodeview
 from .registry import REGISTRY, Kind, Registry, Rule
-
-
-@dataclass
-class Diagnostic:
-    node: str
-    code: str
-    severity: str          # "error" | "warning" | "note"
-    message: str
 
 
 @dataclass
@@ -96,7 +89,7 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
 
     constants = dict(model.initializers)
     dynamic = set(model.inputs)
-    diagnostics = [Diagnostic("", code, "note", message) for code, message in model.notes]
+    diagnostics = [Diagnostic("", code, message) for code, message in model.notes]
     order: list[str] = []
     for nid, n in nodes.items():  # ONNX requires topological order
         rule = rules[nid]
@@ -112,7 +105,7 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
             order.append(nid)
 
     analysed, notes = _redirect_non_float_input(analysed, order, nodes, model, dynamic)
-    diagnostics += [Diagnostic("", "input-redirected", "note", m) for m in notes]
+    diagnostics += [Diagnostic("", "input-redirected", m) for m in notes]
     free = (set(model.inputs) - {analysed})
     views = {nid: make_nodeview(
         nodes[nid], versions[nid] or 0,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
+import math
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterable
@@ -35,7 +36,7 @@ from typing import Any, Callable, Iterable
 import onnx.defs
 
 from .errors import InputError, RuleNotApplicable
-from .labels import Bound
+from .labels import Bound, Label
 from .nodeview import NodeView
 
 ENTRY_POINT_GROUP = "lipgraph.rules"
@@ -59,6 +60,26 @@ class Kind(str, enum.Enum):
         return self.value
 
 
+class Slopes(tuple):
+    """An ACTIVATION's slope range ``(lo, hi)`` with its label: ``exact`` when both ends are the
+    derivative's true infimum and supremum, ``certified`` when rounded outward. It unpacks as a
+    pair; a plain ``(lo, hi)`` tuple from a plugin counts as ``certified``."""
+
+    label: Label
+
+    def __new__(cls, lo, hi, label: Label = Label.EXACT):
+        pair = super().__new__(cls, (lo, hi))
+        pair.label = label
+        return pair
+
+
+def slope_range(rule: "Rule", node: NodeView) -> tuple[Any, Any, Label]:
+    """(lo, hi, label) of an ACTIVATION rule at ``node``."""
+    pair = rule.slopes(node)
+    lo, hi = pair
+    return lo, hi, getattr(pair, "label", Label.CERTIFIED)
+
+
 class Rule:
     """Base class of all rules. Override what your kind needs.
 
@@ -66,7 +87,8 @@ class Rule:
       omitted optional input; return a tensor or a tuple of tensors, one per output);
       ``check`` raises ``RuleNotApplicable`` for nodes the rule cannot bound; ``notes`` lists
       assumptions about a node that the report should carry.
-    - ACTIVATION: ``slopes`` → (lo, hi), floats or arrays broadcastable to the input;
+    - ACTIVATION: ``slopes`` → ``Slopes(lo, hi, label)``, floats or arrays broadcastable to the
+      input (a plain (lo, hi) is labelled certified);
       optionally ``smooth(node, x, t)``, a smoothed surrogate used by the lower-bound search.
     - NONLINEAR and COMBINE: ``bounds`` → {input index: Bound} for every dynamic input;
       COMBINE sets ``combine`` to ``"sum"`` (AutoLip adds) or ``"l2"`` (Concat: √Σ L_i²).
@@ -102,6 +124,12 @@ class Rule:
 
     def certified_norm(self, node: NodeView) -> Bound | None:
         return None
+
+    def cost(self, node: NodeView) -> float:
+        """Multiply-adds of one evaluation, for sizing searches. Default: one per entry of the
+        first output (elementwise and data-movement ops); rules with a weight override it."""
+        shape = node.output_shapes[0] if node.output_shapes else None
+        return float(math.prod(shape)) if shape is not None else 1.0
 
     def notes(self, node: NodeView) -> list[tuple[str, str]]:
         """(diagnostic code, message) notes the report should carry about this node, e.g. an
@@ -184,11 +212,33 @@ class Registry:
 REGISTRY = Registry()
 
 
+#: The hooks each kind must define (design §2); checked when a rule is registered.
+REQUIRED_HOOKS = {
+    Kind.AFFINE: ("forward",),
+    Kind.STRUCTURAL: ("forward",),
+    Kind.ACTIVATION: ("forward", "slopes"),
+    Kind.COMBINE: ("forward", "bounds"),
+    Kind.NONLINEAR: ("forward", "bounds"),
+    Kind.CONSTANT: ("forward",),
+}
+
+
+def missing_hooks(cls: type, kind: Kind) -> list[str]:
+    """The hooks ``kind`` requires that ``cls`` leaves at the base class's default."""
+    return [h for h in REQUIRED_HOOKS[kind] if getattr(cls, h, None) is getattr(Rule, h)]
+
+
 def rule(op_type: str, *, versions: Iterable[int], kind: Kind, domain: str = "",
          override: bool = False, registry: Registry | None = None) -> Callable[[type], type]:
-    """Class decorator registering a rule for ``op_type`` at the given since_versions."""
+    """Class decorator registering a rule for ``op_type`` at the given since_versions.
+
+    Raises ``TypeError`` naming the rule and the hook when a hook its kind requires is missing."""
 
     def deco(cls: type) -> type:
+        missing = missing_hooks(cls, kind)
+        if missing:
+            raise TypeError(f"rule {cls.__name__} for {op_type} (kind {kind.value}) does not define "
+                            f"{', '.join(missing)}, which every {kind.value} rule must")
         cls.kind = kind
         cls.op_type = op_type
         cls.domain = normalise_domain(domain)
@@ -221,4 +271,4 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
         try:
             importlib.import_module(name)
         except Exception as exc:
-            raise InputError(f"--plugin {name}: cannot import: {exc}") from exc
+            raise InputError(f"--plugin {name}: cannot import: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc

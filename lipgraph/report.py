@@ -5,7 +5,7 @@ import json
 import math
 
 from . import __version__
-from .analysis import Analysis
+from .pipeline import Analysis
 from .labels import Label
 
 
@@ -52,7 +52,7 @@ def to_json(a: Analysis, path: str) -> dict:
     g = a.graph
     up = a.upper
     lower = a.lower
-    diagnostics = list(g.diagnostics)
+    diagnostics = list(a.diagnostics)
     if up is None:
         diagnostics.append(_not_certified(a))
     return {
@@ -74,15 +74,13 @@ def to_json(a: Analysis, path: str) -> dict:
                      for u in a.units if u.role == "segment"],
         "chains": [c.to_json() for c in a.chains],
         "checks": {"onnxruntime": a.guard.to_json() if a.guard else None},
-        "diagnostics": [{"node": d.node, "code": d.code, "severity": d.severity, "message": d.message}
-                        for d in diagnostics],
+        "diagnostics": [d.to_json() for d in diagnostics],
     }
 
 
 def _not_certified(a: Analysis):
-    from .graph import Diagnostic
-    return Diagnostic("", "not-certified", "error",
-                      "no finite certified upper bound: see the diagnostics above for the nodes without one")
+    from .diagnostics import Diagnostic
+    return Diagnostic("", "not-certified", "no finite certified upper bound: see the diagnostics above for the nodes without one")
 
 
 def to_text(a: Analysis, path: str, verbose: bool = False) -> str:
@@ -132,7 +130,7 @@ def to_text(a: Analysis, path: str, verbose: bool = False) -> str:
         lo = a.lower
         lines.append(f"lower bound {lo.value:.6g} on {lo.domain}: realised by a pair of inputs at distance "
                      f"{lo.eps:.3g} ({lo.method}, seed {lo.seed}, {lo.rounds} rounds, {lo.seconds:.2f}s)")
-    diagnostics = list(g.diagnostics) + ([_not_certified(a)] if up is None else [])
+    diagnostics = list(a.diagnostics) + ([_not_certified(a)] if up is None else [])
     for d in diagnostics:
         where = f"{d.node}: " if d.node else ""
         lines.append(f"{d.severity}: {where}{d.message} [{d.code}]")
@@ -158,3 +156,11 @@ def summary_line(a: Analysis) -> str:
 
 def dumps(obj: dict) -> str:
     return json.dumps(obj, indent=2, allow_nan=False)
+
+
+def render_json(a: Analysis, path: str, verbose: bool = False) -> str:
+    return dumps(to_json(a, path)) + "\n"
+
+
+#: Report formats: name → render(analysis, model path, verbose) → text. ``--format`` offers these.
+FORMATS = {"text": to_text, "json": render_json}

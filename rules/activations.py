@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lipgraph.registry import Kind, Rule, require_constant, rule
+from lipgraph.labels import Label
+from lipgraph.registry import Kind, Rule, Slopes, require_constant, rule
 
 
 def _soft_relu(x, t: float):
@@ -38,7 +39,7 @@ class Relu(Rule):
         return torch.relu(x)
 
     def slopes(self, node):
-        return 0.0, 1.0
+        return Slopes(0.0, 1.0)
 
     def smooth(self, node, x, t):
         return _soft_relu(x, t)
@@ -58,7 +59,7 @@ class LeakyRelu(Rule):
         return torch.where(x >= 0, x, node.attr("alpha", 0.01) * x)
 
     def slopes(self, node):
-        return _hull(node.attr("alpha", 0.01), 1.0)
+        return Slopes(*_hull(node.attr("alpha", 0.01), 1.0))
 
     def smooth(self, node, x, t):
         alpha = node.attr("alpha", 0.01)
@@ -85,7 +86,7 @@ class PRelu(Rule):
 
     def slopes(self, node):
         s = np.asarray(node.const(1), dtype=np.float64)
-        return np.minimum(s, 1.0), np.maximum(s, 1.0)
+        return Slopes(np.minimum(s, 1.0), np.maximum(s, 1.0))
 
     def smooth(self, node, x, t):
         s = torch.as_tensor(np.array(node.const(1)), dtype=x.dtype, device=x.device)
@@ -106,7 +107,7 @@ class Sigmoid(Rule):
         return torch.sigmoid(x)
 
     def slopes(self, node):
-        return 0.0, 0.25
+        return Slopes(0.0, 0.25)
 
 
 @rule("Tanh", versions=(6, 13), kind=Kind.ACTIVATION)
@@ -123,7 +124,7 @@ class Tanh(Rule):
         return torch.tanh(x)
 
     def slopes(self, node):
-        return 0.0, 1.0
+        return Slopes(0.0, 1.0)
 
 
 @rule("Softplus", versions=(1, 22), kind=Kind.ACTIVATION)
@@ -140,7 +141,7 @@ class Softplus(Rule):
         return F.softplus(x)
 
     def slopes(self, node):
-        return 0.0, 1.0
+        return Slopes(0.0, 1.0)
 
 
 def _elu_slopes(alpha: float) -> tuple[float, float]:
@@ -169,7 +170,7 @@ class Elu(Rule):
         return F.elu(x, node.attr("alpha", 1.0))
 
     def slopes(self, node):
-        return _elu_slopes(node.attr("alpha", 1.0))
+        return Slopes(*_elu_slopes(node.attr("alpha", 1.0)))
 
     def smooth(self, node, x, t):
         return _elu_smooth(x, node.attr("alpha", 1.0), t)
@@ -194,7 +195,7 @@ class Selu(Rule):
     def slopes(self, node):
         gamma = node.attr("gamma", SELU_GAMMA)
         lo, hi = _elu_slopes(node.attr("alpha", SELU_ALPHA))
-        return _hull(gamma * lo, gamma * hi)
+        return Slopes(*_hull(gamma * lo, gamma * hi))
 
     def smooth(self, node, x, t):
         return node.attr("gamma", SELU_GAMMA) * _elu_smooth(x, node.attr("alpha", SELU_ALPHA), t)
@@ -226,7 +227,8 @@ class Gelu(Rule):
         return F.gelu(x, approximate=node.attr("approximate", "none"))
 
     def slopes(self, node):
-        return GELU_TANH_SLOPES if node.attr("approximate", "none") == "tanh" else GELU_ERF_SLOPES
+        pair = GELU_TANH_SLOPES if node.attr("approximate", "none") == "tanh" else GELU_ERF_SLOPES
+        return Slopes(*pair, Label.CERTIFIED)
 
 
 def _hard_sigmoid_smooth(x, alpha: float, beta: float, t: float):
@@ -249,7 +251,7 @@ class HardSigmoid(Rule):
         return torch.clamp(node.attr("alpha", 0.2) * x + node.attr("beta", 0.5), 0.0, 1.0)
 
     def slopes(self, node):
-        return _hull(0.0, node.attr("alpha", 0.2))
+        return Slopes(*_hull(0.0, node.attr("alpha", 0.2)))
 
     def smooth(self, node, x, t):
         return _hard_sigmoid_smooth(x, node.attr("alpha", 0.2), node.attr("beta", 0.5), t)
@@ -270,7 +272,7 @@ class HardSwish(Rule):
         return x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
 
     def slopes(self, node):
-        return -0.5, 1.5
+        return Slopes(-0.5, 1.5)
 
     def smooth(self, node, x, t):
         return x * _hard_sigmoid_smooth(x, 1.0 / 6.0, 0.5, t)
@@ -311,8 +313,8 @@ class Clip(Rule):
     def slopes(self, node):
         lo, hi = _clip_limits(node)
         if lo is not None and hi is not None and lo >= hi:
-            return 0.0, 0.0
-        return 0.0, 1.0
+            return Slopes(0.0, 0.0)
+        return Slopes(0.0, 1.0)
 
     def smooth(self, node, x, t):
         lo, hi = _clip_limits(node)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lipgraph.errors import RuleNotApplicable
-from lipgraph.labels import Bound, Label, certify
+from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
 
@@ -71,7 +71,8 @@ def scaled_broadcast_norm(scale: np.ndarray, in_shape, out_shape) -> Bound:
     sq = sq.sum(axis=tuple(range(lead))) if lead else sq
     axes = tuple(a for a, (n_in, n_out) in enumerate(zip(in_shape, sq.shape)) if n_in == 1 and n_out != 1)
     per_entry = sq.sum(axis=axes) if axes else sq
-    return Bound(certify(math.sqrt(float(np.max(per_entry, initial=0.0)))), Label.CERTIFIED, "diagonal-copy")
+    return Bound(certify(math.sqrt(float(np.max(per_entry, initial=0.0)))), Label.CERTIFIED, "diagonal-copy",
+                 slack=CERT_MARGIN)
 
 
 _UNSIGNED_WIDE = {torch.uint16, torch.uint32, torch.uint64}
@@ -237,7 +238,7 @@ class Div(Rule):
     def certified_norm(self, node):
         inv = 1.0 / np.asarray(node.const(1), dtype=np.float64)
         b = scaled_broadcast_norm(inv, node.input_shapes[0], node.output_shapes[0])
-        return Bound(certify(b.value), Label.CERTIFIED, b.method)
+        return Bound(certify(b.value), Label.CERTIFIED, b.method, slack=2 * CERT_MARGIN)
 
     def conv_form(self, node):
         """Division by a per-channel constant is a per-channel scale 1/c (segment folding)."""

@@ -75,6 +75,13 @@ class _ConvBase(Rule):
         return conv_certified_norm(w, tuple(x_shape[2:]), strides=strides, dilations=dil, pads=pads,
                                    groups=groups, transpose=transpose, output_padding=out_pad)
 
+    def cost(self, node):
+        """Multiply-adds: every output (Conv) or input (ConvTranspose) entry meets C/g·Πk weights."""
+        w = node.const(1)
+        side = node.output_shapes[0] if node.op_type == "Conv" else node.input_shapes[0]
+        per_entry = math.prod(w.shape[2:]) * (w.shape[1] if node.op_type == "Conv" else w.shape[1])
+        return float(math.prod(side) * per_entry)
+
     def conv_form(self, node):
         """The linear part (bias dropped) with the resolved ONNX pads, for segment folding."""
         from lipgraph.convfold import ConvForm

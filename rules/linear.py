@@ -1,10 +1,12 @@
 """Dense affine ops with a constant weight: Gemm, MatMul."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lipgraph.errors import RuleNotApplicable
-from lipgraph.labels import Bound, Label, certify
+from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 from lipgraph.linear import matrix_norm
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
@@ -74,9 +76,14 @@ class Gemm(Rule):
             y = y + node.attr("beta", 1.0) * c
         return y
 
+    def cost(self, node):
+        """Multiply-adds: each output entry is a dot product of length K (A's columns, or rows if transA)."""
+        a = node.input_shapes[0]
+        return float(math.prod(node.output_shapes[0]) * (a[0] if node.attr("transA") else a[-1]))
+
     def certified_norm(self, node):
         sigma = abs(node.attr("alpha", 1.0)) * spectral_norm(node.const(1))
-        return Bound(certify(sigma), Label.CERTIFIED, "svd")
+        return Bound(certify(sigma), Label.CERTIFIED, "svd", slack=LADDER_SLACK)
 
 
 @rule("MatMul", versions=(9, 13), kind=Kind.AFFINE)
@@ -101,8 +108,12 @@ class MatMul(Rule):
     def forward(self, node, a, b):
         return a @ b
 
+    def cost(self, node):
+        """Multiply-adds: each output entry is a dot product over A's last axis."""
+        return float(math.prod(node.output_shapes[0] or (1,)) * node.input_shapes[0][-1])
+
     def certified_norm(self, node):
         left = not node.dynamic[0]          # the constant weight is the left operand
         w = node.const(0 if left else 1)
         sigma = matmul_norm(w, node.input_shapes[1 if left else 0], weight_left=left)
-        return Bound(certify(sigma), Label.CERTIFIED, "svd")
+        return Bound(certify(sigma), Label.CERTIFIED, "svd", slack=LADDER_SLACK)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from lipgraph.errors import RuleNotApplicable
-from lipgraph.labels import Bound, Label, certify
+from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
 
@@ -39,7 +39,7 @@ class BatchNormalization(Rule):
         scale = np.asarray(node.const(1), dtype=np.float64)
         var = np.asarray(node.const(4), dtype=np.float64)
         factor = np.abs(scale / np.sqrt(var + node.attr("epsilon", 1e-5)))
-        return Bound(certify(float(factor.max(initial=0.0))), Label.CERTIFIED, "diagonal")
+        return Bound(certify(float(factor.max(initial=0.0))), Label.CERTIFIED, "diagonal", slack=CERT_MARGIN)
 
     def conv_form(self, node):
         """Per-channel scale scale_c/√(var_c + eps) (rank ≥ 3 inputs), for segment folding."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lipgraph.errors import RuleNotApplicable
-from lipgraph.labels import Bound, Label, certify
+from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
 
@@ -198,7 +198,7 @@ class AveragePool(Rule):
 
         cip = bool(node.attr("count_include_pad", 0))
         value = math.prod(matrix_norm(g.averaging(cip)) for g in _pool_geometry(node, _spatial(node)))
-        return Bound(certify(value), Label.CERTIFIED, "separable-svd")
+        return Bound(certify(value), Label.CERTIFIED, "separable-svd", slack=LADDER_SLACK)
 
 
 def _mean_norm(count: int) -> Bound:

@@ -21,7 +21,8 @@ UPPER = ("autolip", "autolip-power", "seqlip", "seqlip-greedy")
 
 @functools.cache
 def analysed(name: str):
-    from lipgraph.analysis import Options, analyze
+    from lipgraph.options import Options
+    from lipgraph.pipeline import analyze
     return analyze(MODELS / f"{name}.onnx", Options(methods=UPPER))
 
 

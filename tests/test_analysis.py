@@ -12,7 +12,8 @@ import torch
 from onnx import numpy_helper
 
 from conftest import ANCHOR_NPZ, MODELS, UPPER, analysed
-from lipgraph.analysis import Options, analyze
+from lipgraph.options import Options
+from lipgraph.pipeline import analyze
 from lipgraph.execute import Executor
 from lipgraph.labels import Label
 from randgraphs import random_graph, run_ort, sampled_ratio

@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MODELS
-from lipgraph.analysis import Options, SeqLipOptions, analyze
+from lipgraph.options import Options, SeqLipOptions
+from lipgraph.pipeline import analyze
 from lipgraph.labels import Label
 from bruteforce import joint_patterns, seqlip_bruteforce, spec
 from randgraphs import IR_VERSION, OPSET, random_mlp, sampled_ratio
@@ -156,7 +157,7 @@ def test_anchor_seqlip_certified_and_deterministic():
         seq = _method(a, "seqlip")
         assert seq.label is Label.CERTIFIED
         assert 36.48223 <= seq.value < 43.30557
-        assert not any(d.code == "seqlip-budget" for d in a.graph.diagnostics)
+        assert not any(d.code == "seqlip-budget" for d in a.diagnostics)
         values.append(seq.value)
     print(f"\nanchor seqlip = {values[0]:.6f} "
           f"({[f.method for f in a.chains[0].factors]}), greedy {_method(a, 'seqlip-greedy').value:.6f}")
@@ -166,7 +167,7 @@ def test_anchor_seqlip_certified_and_deterministic():
 def test_budget_safety_net_is_reported(tmp_path):
     model = random_mlp(7, [4, 10, 12, 3], "Relu")
     a, _ = _analyze(model, tmp_path, seqlip=SeqLipOptions(budget=0.0))
-    assert any(d.code == "seqlip-budget" for d in a.graph.diagnostics)
+    assert any(d.code == "seqlip-budget" for d in a.diagnostics)
     seq = _method(a, "seqlip")
     assert seq.label is Label.CERTIFIED and seq.value <= a.autolip.value * (1 + 1e-12)
     Ws, boxes = _mlp_weights(model)
@@ -245,7 +246,7 @@ def test_constructed_residual_cnn(tmp_path):
 
 
 def test_resnet_small_chains_in_residual_branches():
-    from lipgraph.passes.units import NormOptions
+    from lipgraph.options import NormOptions
     a = analyze(MODELS / "resnet_small.onnx",
                 Options(methods=METHODS, norms=NormOptions(materialize_limit=1 << 16),
                         seqlip=SeqLipOptions(exact_max=10, bnb_nodes=64, topk=2, greedy_max=1 << 16)))

@@ -196,11 +196,34 @@ def test_duplicate_rule_is_an_error():
     from lipgraph import Kind, Rule, rule
     from lipgraph.registry import Registry
     reg = Registry()
-    rule("Foo", versions=(1,), kind=Kind.ACTIVATION, domain="x.test", registry=reg)(type("A", (Rule,), {}))
+    hooks = {"forward": lambda self, node, x: x, "slopes": lambda self, node: (0.0, 1.0)}
+    rule("Foo", versions=(1,), kind=Kind.ACTIVATION, domain="x.test", registry=reg)(type("A", (Rule,), hooks))
     with pytest.raises(ValueError, match="already registered"):
-        rule("Foo", versions=(1,), kind=Kind.ACTIVATION, domain="x.test", registry=reg)(type("B", (Rule,), {}))
-    rule("Foo", versions=(1,), kind=Kind.ACTIVATION, domain="x.test", registry=reg, override=True)(type("C", (Rule,), {}))
+        rule("Foo", versions=(1,), kind=Kind.ACTIVATION, domain="x.test", registry=reg)(type("B", (Rule,), hooks))
+    rule("Foo", versions=(1,), kind=Kind.ACTIVATION, domain="x.test", registry=reg,
+         override=True)(type("C", (Rule,), hooks))
     assert type(reg.resolve("x.test", "Foo", 3)[0]).__name__ == "C"
+
+
+@pytest.mark.parametrize("kind, hooks, missing", [
+    ("ACTIVATION", {"forward"}, "slopes"), ("NONLINEAR", {"forward"}, "bounds"),
+    ("COMBINE", {"forward"}, "bounds"), ("AFFINE", set(), "forward")])
+def test_rule_missing_a_hook_its_kind_requires_is_refused(kind, hooks, missing):
+    from lipgraph import Kind, Rule, rule
+    from lipgraph.registry import Registry
+    body = {h: (lambda self, *a: None) for h in hooks}
+    with pytest.raises(TypeError, match=rf"rule Bad .*does not define {missing}"):
+        rule("Bad", versions=(1,), kind=Kind[kind], domain="x.test", registry=Registry())(type("Bad", (Rule,), body))
+
+
+def test_plugin_activation_without_slopes_is_exit_2(capsys, tmp_path, monkeypatch):
+    (tmp_path / "noslopes.py").write_text(
+        "import torch\nfrom lipgraph import Kind, Rule, rule\n"
+        "@rule('Softsign', versions=(1,), kind=Kind.ACTIVATION, domain='x.plugin')\n"
+        "class MySoftsign(Rule):\n    def forward(self, node, x):\n        return x / (1 + x.abs())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run(["analyze", str(MODELS / "mlp.onnx"), "--plugin", "noslopes", *FAST], capsys)
+    assert_one_line_error(code, out, err, "MySoftsign", "slopes")
 
 
 def test_json_contract(capsys, tmp_path):

@@ -21,9 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MODELS
 from rulecheck import torch_pads
-from lipgraph.analysis import Options, analyze
+from lipgraph.options import Options
+from lipgraph.pipeline import analyze
 from lipgraph.cli import main
-from lipgraph.passes.units import NormOptions
+from lipgraph.options import NormOptions
 
 WORST: dict[str, float] = collections.defaultdict(float)
 NO_MATERIALISE = Options(methods=("autolip",), norms=NormOptions(materialize_limit=0))
@@ -363,7 +364,7 @@ def test_sum_of_strided_convs_folds(pads_b, k_b, d_b, g_b, tmp_path):
              helper.make_node("Add", ["a", "b"], ["y"])]
     a = analyze(_save(_model(nodes, {"wa": wa, "wb": wb}, (1, 4, *spatial)), tmp_path), NO_MATERIALISE)
     bound = _segment_bound(a)
-    assert bound.method.startswith("folded-conv/"), (bound, a.graph.diagnostics)
+    assert bound.method.startswith("folded-conv/"), (bound, a.diagnostics)
     ca, cb = conv_apply(wa, s, 1, pads_a, 1), conv_apply(wb, s, d_b, pads_b, g_b)
     exact = exact_norm(lambda x: ca(x) + cb(x), (4, *spatial))
     assert exact <= bound.value <= 1.02 * exact

@@ -14,7 +14,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import BUNDLED, MODELS
-from lipgraph.analysis import LowerOptions, MethodResult, Options, analyze
+from lipgraph.context import MethodResult
+from lipgraph.options import LowerOptions, Options
+from lipgraph.pipeline import analyze
 from lipgraph.cli import main
 from lipgraph.execute import Executor
 from lipgraph.labels import Label
@@ -61,7 +63,7 @@ def assert_sound(a):
     assert a.lower is not None
     for m in certified_uppers(a):
         assert a.lower.value <= m.value * (1 + 1e-6), (m.name, m.value, a.lower.value)
-    assert not [d for d in a.graph.diagnostics if d.code == "lower-above-upper"]
+    assert not [d for d in a.diagnostics if d.code == "lower-above-upper"]
 
 
 def realised(a) -> float:
@@ -112,9 +114,9 @@ def test_verbose_prints_per_chain_lower_bounds(capsys):
 def test_guard_fires_when_lower_exceeds_a_certified_bound():
     a = run_analysis(MODELS / "anchor_lipsdp.onnx", methods=("autolip", "lower"))
     assert_sound(a)
-    a.methods.append(MethodResult("wrong", 0.5 * a.lower.value, Label.CERTIFIED, 0.0))
-    guard(a)
-    assert [d for d in a.graph.diagnostics if d.code == "lower-above-upper" and d.severity == "error"]
+    wrong = MethodResult("wrong", 0.5 * a.lower.value, Label.CERTIFIED, 0.0)
+    fired = guard(a.methods + [wrong], a.lower)
+    assert [d for d in fired if d.code == "lower-above-upper" and d.severity == "error"]
 
 
 # ----------------------------------------------------------------------------- soundness and strength

@@ -235,7 +235,7 @@ def test_budget_exhaustion_falls_back():
     Ws = _net(rng, [3, 6, 8, 2])
     boxes = [(0.0, 1.0), (0.0, 0.25)]
     res = seqlip_chain(Ws, boxes, time_budget=0.0)
-    assert any("time budget exhausted" in d for d in res.diagnostics)
+    assert any(d.code == "seqlip-budget" and "time budget exhausted" in d.message for d in res.diagnostics)
     assert not any(f.method.startswith("exact") for f in res.factors)
     assert res.certified.value >= joint_patterns(Ws, boxes)
     assert res.certified.value >= seqlip_bruteforce(Ws, boxes)
@@ -246,7 +246,7 @@ def test_wide_factor_uses_relaxation():
     rng = np.random.default_rng(8)
     Ws = _net(rng, [5, 80, 4])
     res = seqlip_chain(Ws, [(0.0, 1.0)], bnb_max=64)
-    assert any("used relaxation" in d for d in res.diagnostics)
+    assert any("used relaxation" in d.message for d in res.diagnostics)
     assert res.factors[0].method in ("relaxation", "autolip-factor")
     assert res.certified.value <= _autolip(Ws, [(0.0, 1.0)]) * (1 + MARGIN)
 
@@ -361,4 +361,4 @@ def test_topk_skipped_when_budget_spent_falls_back_to_autolip_factor():
     autolip = norm0.value * spec(Ws[1])
     assert res.certified.value == pytest.approx(autolip, rel=1e-7) and res.certified.value >= autolip
     assert res.greedy.value == pytest.approx(autolip, rel=1e-7)
-    assert any("top-k skipped" in d for d in res.diagnostics)
+    assert any(d.code == "seqlip-factor" and "top-k skipped" in d.message for d in res.diagnostics)

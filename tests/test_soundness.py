@@ -15,7 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MODELS
-from lipgraph.analysis import Options, analyze
+from lipgraph.options import Options
+from lipgraph.pipeline import analyze
 from lipgraph.cli import main
 from lipgraph.errors import SemanticMismatch
 from lipgraph.registry import REGISTRY

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..execute import Executor
-from ..graph import Diagnostic
+from ..context import Context, MethodResult, PassResult
+from ..diagnostics import Diagnostic
 from ..labels import Bound, Label, weakest
 from ..linear import materialise
 from ..registry import Kind
@@ -142,11 +142,14 @@ def find_chains(units: list[Unit], infos, graph, slopes_of: Callable | None = No
 
 
 class ChainPass:
-    def __init__(self, analysis, progress: Callable[[str], None] = lambda s: None):
-        self.a = analysis
+    def __init__(self, ctx: Context, progress: Callable[[str], None] = lambda s: None):
+        self.ctx = ctx
+        self.graph, self.infos = ctx.graph, ctx.infos
+        self.units = ctx.artefact("units")
         self.progress = progress
-        self.opts = analysis.options.seqlip
-        self.exact = Executor(analysis.graph, torch.float64, "cpu")
+        self.opts = ctx.options.seqlip
+        self.exact = ctx.exact
+        self.diagnostics: list[Diagnostic] = []
         self._slopes: dict[str, tuple | None] = {}
 
     def slopes(self, unit: Unit):
@@ -154,7 +157,7 @@ class ChainPass:
         nid = unit.nodes[0]
         if nid in self._slopes:
             return self._slopes[nid]
-        g, info = self.a.graph, self.a.infos[nid]
+        g, info = self.graph, self.infos[nid]
         shape = g.shape(unit.inputs[0])
         try:
             lo, hi = info.rule.slopes(g.views[nid])
@@ -164,18 +167,17 @@ class ChainPass:
                 raise ValueError("slopes not finite or lo > hi")
             result = (lo, hi)
         except Exception as exc:  # noqa: BLE001 - a user rule's slopes we cannot use
-            g.diagnostics.append(Diagnostic(nid, "seqlip-slopes", "warning",
-                                            f"slope range unusable for SeqLip ({exc}); the chain ends here"))
+            self.diagnostics.append(Diagnostic(nid, "seqlip-slopes", f"slope range unusable for SeqLip ({exc}); the chain ends here"))
             result = None
         self._slopes[nid] = result
         return result
 
     def segment_map(self, unit: Unit):
-        g = self.a.graph
+        g = self.graph
         entry, exit_ = unit.inputs[0], unit.outputs[0]
         n_in, n_out = int(np.prod(g.shape(entry))), int(np.prod(g.shape(exit_)))
         fn = self.exact.function(list(unit.nodes), entry, exit_)
-        limit = self.a.options.norms.materialize_limit
+        limit = self.ctx.options.norms.materialize_limit
         if min(n_in, n_out) <= self.opts.dense_limit and n_in * n_out <= min(limit, DENSE_ENTRIES):
             self.progress(f"seqlip: materialising segment {unit.id} ({n_out}×{n_in})")
             return materialise(fn, g.shape(entry), device="cpu"), "dense"
@@ -183,10 +185,9 @@ class ChainPass:
         return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None), "operator"
 
     def run(self) -> list[ChainResult]:
-        a = self.a
         deadline = time.perf_counter() + self.opts.budget
         results = []
-        for run in find_chains(a.units, a.infos, a.graph, self.slopes):
+        for run in find_chains(self.units, self.infos, self.graph, self.slopes):
             t0 = time.perf_counter()
             segs, acts = run[0::2], run[1::2]
             auto_bound = Bound(1.0, Label.EXACT, "product")
@@ -199,15 +200,11 @@ class ChainPass:
             chain_id = f"{run[0].id}…{run[-1].id}"
             self.progress(f"seqlip: chain {chain_id} ({len(acts)} activations)")
             res = seqlip_chain(list(maps), boxes, exact_max=self.opts.exact_max, time_budget=left,
-                               topk=self.opts.topk, seed=a.options.seed, progress=self.progress,
+                               topk=self.opts.topk, seed=self.ctx.options.seed, progress=self.progress,
                                dense_max=0, bnb_nodes=self.opts.bnb_nodes,
                                greedy_max=self.opts.greedy_max)
-            for d in res.diagnostics:
-                fired = "time budget exhausted" in d
-                if fired or "relaxation" in d or "operator map" in d:
-                    a.graph.diagnostics.append(Diagnostic(
-                        run[0].nodes[0], "seqlip-budget" if fired else "seqlip-factor",
-                        "warning" if fired else "note", f"chain {chain_id}: {d}"))
+            self.diagnostics.extend(replace(d, node=run[0].nodes[0], message=f"chain {chain_id}: {d.message}")
+                                    for d in res.diagnostics)
             cert = res.certified.value
             if math.isfinite(cert) and cert <= auto_bound.value:
                 value, method = cert, "seqlip"
@@ -240,23 +237,21 @@ def replaced_units(units: list[Unit], chains: list[ChainResult]) -> list[Unit]:
     return out
 
 
-def run_seqlip(analysis, progress: Callable[[str], None] = lambda s: None) -> None:
-    """The SeqLip pass: finds chains, bounds them, adds MethodResults ``seqlip`` (certified
-    when every part is) and ``seqlip-greedy`` (estimate) and fills ``analysis.chains``."""
-    from ..analysis import MethodResult
-
+def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassResult:
+    """The SeqLip pass: finds chains and bounds them; methods ``seqlip`` (certified when every
+    part is) and ``seqlip-greedy`` (estimate), artefact ``chains``."""
     t0 = time.perf_counter()
-    a = analysis
-    chains = ChainPass(a, progress).run()
-    a.chains = chains
-    units = replaced_units(a.units, chains)
-    g = a.graph
+    chain_pass = ChainPass(ctx, progress)
+    chains = chain_pass.run()
+    units = replaced_units(ctx.artefact("units"), chains)
+    g, autolip = ctx.graph, ctx.artefact("autolip")
     cert = compose(units, g.analysed, g.output)
-    value = min(cert.value, a.autolip.value)   # monotone, so equal unless rounding
-    label = cert.label if cert.value <= a.autolip.value else a.autolip.label
+    value = min(cert.value, autolip.value)   # monotone, so equal unless rounding
+    label = cert.label if cert.value <= autolip.value else autolip.label
     seconds = time.perf_counter() - t0
     detail = {"chains": len(chains)}
-    a.methods.append(MethodResult("seqlip", value, label, seconds, detail))
-    if "seqlip-greedy" in a.options.methods:
+    methods = [MethodResult("seqlip", value, label, seconds, detail)]
+    if "seqlip-greedy" in ctx.options.methods:
         est = compose(units, g.analysed, g.output, use_estimates=True)
-        a.methods.append(MethodResult("seqlip-greedy", est.value, Label.ESTIMATE, seconds, dict(detail)))
+        methods.append(MethodResult("seqlip-greedy", est.value, Label.ESTIMATE, seconds, dict(detail)))
+    return PassResult(methods, {"chains": chains}, chain_pass.diagnostics)

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..execute import Executor, default_free_values
-from ..graph import Diagnostic
+from ..context import Context, MethodResult, PassResult
+from ..differential import ort_session
+from ..execute import default_free_values
+from ..diagnostics import Diagnostic
 from ..labels import Label
 from .lower import PROGRESS, LowerResult, _Domain, _realise, search_lower
 
@@ -43,12 +45,9 @@ PATIENCE = 4
 LADDER = ((2e5, (32, 100, 32)), (2e6, (16, 50, 16)), (2e8, (8, 30, 8)), (math.inf, (1, 10, 2)))
 
 
-def run_lower(analysis, progress: Callable[[str], None] = lambda s: None) -> None:
-    """Search, realise and record the lower bound: ``analysis.lower`` and a MethodResult ``lower``."""
-    from ..analysis import MethodResult
-
-    a, opts = analysis, analysis.options.lower
-    g = a.graph
+def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassResult:
+    """Search and realise the lower bound: method ``lower``, artefact ``lower`` (a LowerResult)."""
+    opts, g = ctx.options.lower, ctx.graph
     t_start = time.perf_counter()
     shape = tuple(g.shape(g.analysed))
     data = load_data(opts.data, shape)
@@ -56,11 +55,11 @@ def run_lower(analysis, progress: Callable[[str], None] = lambda s: None) -> Non
     ort_fn = _ort_function(g, notes)
     nodes = g.nodes_between()
     missing = sorted({g.views[n].op_type for n in nodes if g.rules.get(n) is None})
-    common = dict(seed=a.options.seed, box=opts.box, data=data, restarts=opts.restarts)
+    common = dict(seed=ctx.options.seed, box=opts.box, data=data, restarts=opts.restarts)
     res = None
     if not missing:
         try:
-            res, search, how = _search_torch(a, nodes, shape, opts, ort_fn, progress, common)
+            res, search, how = _search_torch(ctx, nodes, shape, opts, ort_fn, progress, common)
         except Exception as exc:  # noqa: BLE001 - a rule whose torch semantics fail here: onnxruntime instead
             missing = [f"the model in torch ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"]
     if res is not None:
@@ -74,25 +73,24 @@ def run_lower(analysis, progress: Callable[[str], None] = lambda s: None) -> Non
     else:
         notes.append(f"no lower bound: lipgraph cannot execute {', '.join(missing)} and onnxruntime cannot "
                      "evaluate the model from the analysed tensor")
-    g.diagnostics += [Diagnostic("", "lower", "note", n) for n in notes]
+    diagnostics = [Diagnostic("", "lower", n) for n in notes]
     if res is None or not math.isfinite(res.value):
-        return
-    if a.options.verbose:
-        res.chains = chain_lowers(a, progress)
-    a.lower = res
-    a.methods.append(MethodResult("lower", res.value, Label.LOWER, time.perf_counter() - t_start,
-                                  {"seed": res.seed, "eps": res.eps, "domain": res.domain, "search": search,
-                                   "realised": how, "rounds": res.rounds}))
-    guard(a)
+        return PassResult(diagnostics=diagnostics)
+    if ctx.options.verbose:
+        res.chains = chain_lowers(ctx, progress)
+    method = MethodResult("lower", res.value, Label.LOWER, time.perf_counter() - t_start,
+                          {"seed": res.seed, "eps": res.eps, "domain": res.domain, "search": search,
+                           "realised": how, "rounds": res.rounds})
+    return PassResult([method], {"lower": res}, diagnostics)
 
 
 # ----------------------------------------------------------------------------- the model as functions
 
 
-def _search_torch(a, nodes, shape, opts, ort_fn, progress, common):
+def _search_torch(ctx, nodes, shape, opts, ort_fn, progress, common):
     """search_lower on lipgraph's execution: (LowerResult, search name, how it was realised)."""
-    batch, steps, screen = _sizes(a.graph, nodes)
-    f64, fs32, f32 = _torch_functions(a, nodes)
+    batch, steps, screen = _sizes(ctx.graph, nodes)
+    f64, fs32, f32 = _torch_functions(ctx, nodes)
     check32 = None if ort_fn is None else _ratio(ort_fn)
     res = search_lower(f32, shape, f_smooth=fs32, budget_s=opts.budget, search=opts.search,
                        realise64=_ratio(lambda x: f64(torch.as_tensor(x, dtype=torch.float64)).numpy()),
@@ -101,11 +99,10 @@ def _search_torch(a, nodes, shape, opts, ort_fn, progress, common):
     return res, opts.search, "realised in float64 by lipgraph" + (" and float32 by onnxruntime" if check32 else "")
 
 
-def _torch_functions(a, nodes):
+def _torch_functions(ctx, nodes):
     """(float64 f on cpu, float32 smooth surrogate, float32 f), all taking and giving float64 cpu tensors."""
-    g = a.graph
-    ex64 = Executor(g, torch.float64, "cpu")
-    ex32 = a.executor
+    g = ctx.graph
+    ex64, ex32 = ctx.exact, ctx.fast
     dev = ex32.device
     f64 = ex64.function(nodes, g.analysed, g.output)
     f32_ = ex32.function(nodes, g.analysed, g.output)
@@ -124,17 +121,9 @@ def _torch_functions(a, nodes):
 
 
 def _sizes(g, nodes) -> tuple[int, int, int]:
-    """(batch, steps, screen) from the model's multiply-adds per evaluation (deterministic)."""
-    work = 0
-    for nid in nodes:
-        v = g.views[nid]
-        out = int(np.prod(v.output_shapes[0])) if v.output_shapes and v.output_shapes[0] else 1
-        k = 1
-        if v.op_type == "Conv" and v.const(1) is not None:
-            k = int(np.prod(v.const(1).shape[1:]))
-        elif v.op_type in ("Gemm", "MatMul") and v.input_shapes and v.input_shapes[0]:
-            k = int(v.input_shapes[0][-1])
-        work += out * k
+    """(batch, steps, screen) from the model's multiply-adds per evaluation (deterministic),
+    as each node's rule estimates them (``Rule.cost``)."""
+    work = sum(g.rules[nid].cost(g.views[nid]) for nid in nodes if g.rules.get(nid) is not None)
     return next(size for limit, size in LADDER if work <= limit)
 
 
@@ -162,11 +151,7 @@ def _ort_function(g, notes: list[str]):
         notes.append(f"no onnxruntime check of the lower bound: input '{g.analysed}' is {np.dtype(dtype).name}")
         return None
     try:
-        import onnxruntime as ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(g.model.proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(g.model.proto)
     except Exception as exc:  # noqa: BLE001
         notes.append(f"no onnxruntime check of the lower bound: onnxruntime cannot load the model "
                      f"({str(exc).splitlines()[0][:200]})")
@@ -287,13 +272,12 @@ def search_ort(fn: Callable[[np.ndarray], np.ndarray], shape, *, budget_s: float
 # ----------------------------------------------------------------------------- chains and the guard
 
 
-def chain_lowers(a, progress) -> list[dict]:
+def chain_lowers(ctx, progress) -> list[dict]:
     """A small search on every chain's subgraph (entry ↦ exit), for ``--verbose``."""
-    g, out = a.graph, []
-    if not a.chains:
-        return out
-    ex64 = Executor(g, torch.float64, "cpu")
-    for c in a.chains:
+    g, out = ctx.graph, []
+    chains = ctx.artefact("chains", [])
+    ex64 = ctx.exact
+    for c in chains:
         if any(g.rules.get(n) is None for n in c.nodes):
             continue
         f64 = ex64.function(c.nodes, c.entry, c.exit)
@@ -302,7 +286,7 @@ def chain_lowers(a, progress) -> list[dict]:
             return ex64.function(c.nodes, c.entry, c.exit, smooth=t)(x)
 
         try:
-            res = search_lower(f64, tuple(g.shape(c.entry)), f_smooth=fsmooth, restarts=1, seed=a.options.seed,
+            res = search_lower(f64, tuple(g.shape(c.entry)), f_smooth=fsmooth, restarts=1, seed=ctx.options.seed,
                                batch=8, steps=30, screen=8)
         except Exception as exc:  # noqa: BLE001 - a chain search is an extra; never fail the analysis
             progress(f"lower: chain {c.id} skipped ({exc})")
@@ -311,19 +295,21 @@ def chain_lowers(a, progress) -> list[dict]:
     return out
 
 
-def guard(a) -> None:
-    """``[lower-above-upper]`` when the lower bound exceeds a certified upper bound (a bug)."""
-    low = a.lower
-    bad = [m for m in a.methods if m.label.is_bound and math.isfinite(m.value) and low.value > m.value * (1 + SLACK)]
-    for m in bad:
-        a.graph.diagnostics.append(Diagnostic(
-            "", "lower-above-upper", "error",
-            f"realised lower bound {low.value:.9g} exceeds the {m.label.value} upper bound {m.value:.9g} of "
-            f"{m.name}: one of them is wrong (a bug; please report it with the model)"))
-    for c in getattr(low, "chains", None) or []:
+def guard(methods, low) -> list[Diagnostic]:
+    """``[lower-above-upper]`` for every certified upper bound (model or chain) that the realised
+    lower bound ``low`` exceeds: a bug somewhere."""
+    out = []
+    for m in methods:
+        if m.label.is_bound and math.isfinite(m.value) and low.value > m.value * (1 + SLACK):
+            out.append(Diagnostic("", "lower-above-upper",
+                                  f"realised lower bound {low.value:.9g} exceeds the {m.label.value} upper bound "
+                                  f"{m.value:.9g} of {m.name}: one of them is wrong (a bug; please report it with the model)",
+                                  {"lower": low.value, "upper": m.value, "method": m.name}))
+    for c in low.chains or []:
         if c["label"] in ("exact", "certified", "assumed") and c["upper"] is not None and math.isfinite(c["upper"]) \
                 and c["value"] > c["upper"] * (1 + SLACK):
-            a.graph.diagnostics.append(Diagnostic(
-                "", "lower-above-upper", "error",
-                f"{c['chain']}: realised lower bound {c['value']:.9g} exceeds its {c['label']} bound "
-                f"{c['upper']:.9g} (a bug; please report it with the model)"))
+            out.append(Diagnostic("", "lower-above-upper",
+                                  f"{c['chain']}: realised lower bound {c['value']:.9g} exceeds its {c['label']} bound "
+                                  f"{c['upper']:.9g} (a bug; please report it with the model)",
+                                  {"lower": c["value"], "upper": c["upper"], "chain": c["chain"]}))
+    return out

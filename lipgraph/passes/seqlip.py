@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from lipgraph.diagnostics import Diagnostic
 from lipgraph.labels import Bound, Label, certify
 from lipgraph.linear import materialise
 
@@ -84,6 +85,11 @@ def _one_thread(fn):
         finally:
             torch.set_num_threads(prev)
     return wrapper
+
+
+def _event(code: str, message: str, **data) -> Diagnostic:
+    """A structured SeqLip event (``factor``/``map`` index, width ``n``); the pass names the chain."""
+    return Diagnostic("", code, message, data)
 
 
 class BudgetExhausted(RuntimeError):
@@ -756,7 +762,7 @@ class ChainBounds:
     certified: Bound
     greedy: Bound
     factors: list[FactorReport] = field(default_factory=list)
-    diagnostics: list[str] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)   # structured events, node ""
 
 
 @dataclass
@@ -788,19 +794,19 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
         n_in = int(np.prod(M.in_shape))
         if n_in <= dense_max:
             M = torch.from_numpy(materialise(M.fn, M.in_shape))
-            diags.append(f"map {idx + 1}: operator materialised ({tuple(M.shape)})")
+            diags.append(_event("seqlip-factor", f"map {idx + 1}: operator materialised ({tuple(M.shape)})", map=idx + 1))
         else:
             nb = M.norm_bound
             norm = nb.value if nb is not None and nb.label.is_bound else math.inf
             why = _topk_unaffordable(M, n_in, topk, deadline)
             if why:
-                diags.append(f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)")
+                diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
                 with torch.no_grad():
                     out_dim = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
                 return _Svd(torch.empty((out_dim, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
             U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
-            diags.append(f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
-                         + ("" if math.isfinite(norm) else ", no certified norm"))
+            diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
+                                + ("" if math.isfinite(norm) else ", no certified norm"), map=idx + 1))
             return _Svd(U, S, V, norm, False)
     M = _t(M)
     if M.ndim != 2:
@@ -883,8 +889,8 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
             g = factor_topk((prev.U, prev.S, prev.V), (nxt.U, nxt.S, nxt.V), lo, hi,
                             first=first, last=last, seed=seed, greedy_max=greedy_max)
             cval, method = cap, "autolip-factor"
-            diags.append(f"factor {i + 1}: n={n}, operator map: top-k {g.method.split('-')[-1]} "
-                         "estimate, certified by the AutoLip factor")
+            diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n}, operator map: top-k "
+                                f"{g.method.split('-')[-1]} estimate, certified by the AutoLip factor", factor=i + 1, n=n))
         else:
             s_in = prev.S if first else prev.S.sqrt()
             s_out = nxt.S if last else nxt.S.sqrt()
@@ -916,11 +922,12 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
 
     relax = factor_relaxation(A, B, lo, hi)
     if n > bnb_max and n > exact_max:
-        diags.append(f"factor {i + 1}: n={n} > exact_max={exact_max}, used relaxation")
+        diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n} > exact_max={exact_max}, used relaxation",
+                            factor=i + 1, n=n))
         return relax.value, relax.method
     if fired():
-        diags.append(f"factor {i + 1}: n={n}: time budget exhausted before the exact search; "
-                     "certified relaxation used (result depends on machine load)")
+        diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted before the exact search; "
+                            "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
         return relax.value, relax.method
     b = None
     if n <= bnb_max:
@@ -932,8 +939,8 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
         if done:
             return b.value, "exact-bnb"
         if fired():
-            diags.append(f"factor {i + 1}: n={n}: time budget exhausted during branch and bound; "
-                         "certified relaxation used (result depends on machine load)")
+            diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during branch and "
+                                "bound; certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
             return min(b.value, relax.value), "bnb" if b.value < relax.value else relax.method
     if n <= exact_max:
         try:
@@ -941,11 +948,11 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
                              incumbent=incumbent)
             return e.value, "exact-enumeration"
         except BudgetExhausted:
-            diags.append(f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
-                         "certified relaxation used (result depends on machine load)")
+            diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
+                                "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
     else:
-        diags.append(f"factor {i + 1}: n={n} > exact_max={exact_max}, used branch and bound"
-                     " / relaxation")
+        diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n} > exact_max={exact_max}, used branch and bound"
+                            " / relaxation", factor=i + 1, n=n))
     if b is not None and b.value < relax.value:
         return b.value, "bnb"
     return relax.value, relax.method

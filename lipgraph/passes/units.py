@@ -11,7 +11,6 @@ estimate (for ``autolip-power``) is power iteration through autograd on the whol
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,23 +18,17 @@ import torch
 
 from ..annotate import NodeInfo
 from ..execute import Executor
-from ..graph import Diagnostic, Graph
-from ..labels import Bound, Label
+from ..diagnostics import Diagnostic
+from ..graph import Graph
+from ..labels import LADDER_SLACK, Bound, Label
 from .. import convfold
 from ..linear import certified_materialised_norm, linear_part, power_iteration
-from ..registry import Kind
+from ..options import NormOptions
+from ..registry import Kind, slope_range
 from .autolip import Unit, compose
 from .segments import Segment, find_segments
 
 UNBOUNDED = Bound(math.inf, Label.CERTIFIED, "none")
-
-
-@dataclass
-class NormOptions:
-    materialize_limit: int = 1 << 24
-    power_tol: float = 1e-6
-    power_iters: int = 500
-    seed: int = 0
 
 
 class UnitBuilder:
@@ -44,6 +37,7 @@ class UnitBuilder:
         self.graph, self.infos, self.exact, self.fast = graph, infos, exact, fast
         self.options, self.progress = options, progress
         self.node_bounds: dict[str, Bound | None] = {}
+        self.diagnostics: list[Diagnostic] = []
 
     def build(self, nodes: list[str]) -> tuple[list[Unit], list[Segment]]:
         eligible = {nid for nid in nodes if self._linear(nid)}
@@ -79,16 +73,15 @@ class UnitBuilder:
         elif info.status != "ok":
             per_input = {i: UNBOUNDED for i, _ in dyn}
         elif info.kind is Kind.ACTIVATION:
-            lo, hi = info.rule.slopes(view)
+            lo, hi, label = slope_range(info.rule, view)
             slope = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
-            per_input = {i: Bound(slope, getattr(info.rule, "slope_label", Label.EXACT), "slopes") for i, _ in dyn}
+            per_input = {i: Bound(slope, label, "slopes") for i, _ in dyn}
         elif info.kind in (Kind.NONLINEAR, Kind.COMBINE):
             per_input = info.rule.bounds(view)
             combine = info.rule.combine
             for i, t in dyn:
                 if i not in per_input:
-                    self.graph.diagnostics.append(Diagnostic(nid, "no-bound", "error",
-                                                             f"rule gives no bound for input '{t}'"))
+                    self.diagnostics.append(Diagnostic(nid, "no-bound", f"rule gives no bound for input '{t}'"))
             per_input = {i: per_input.get(i, UNBOUNDED) for i, _ in dyn}
         else:  # linear node outside any segment (several outputs, or several entries)
             bound = self.node_norm(nid)
@@ -107,7 +100,7 @@ class UnitBuilder:
         if len(dyn) == 1 and sum(1 for o in view.outputs if o) == 1:
             fn = self.exact.function([nid], dyn[0][1], view.outputs[0])
             candidates.append(self._materialised(fn, dyn[0][1], view.outputs[0]))
-        return _smallest(candidates, nid, self.graph)
+        return self._smallest(candidates, nid)
 
     # ---- segments -------------------------------------------------------------------------
     def segment_unit(self, seg: Segment) -> Unit:
@@ -123,13 +116,14 @@ class UnitBuilder:
                                                       materialize_limit=min(self.options.materialize_limit, 4_000_000))
         elif len(seg.nodes) == 1:
             found["rule"] = self.infos[seg.nodes[0]].rule.certified_norm(self.graph.views[seg.nodes[0]])
-        near_exact = any(b is not None and not b.method.endswith("dft") for b in found.values())
+        near_exact = any(b is not None and b.tightness is not None and b.tightness <= LADDER_SLACK
+                         for b in found.values())
         if not near_exact:
             fn = self.exact.function(list(seg.nodes), seg.entry, seg.exit)
             found["materialised"] = self._materialised(fn, seg.entry, seg.exit, estimate.sigma)
             if found["materialised"] is None and all(b is None for b in found.values()):
                 found["product of parts"] = self._inner_autolip(seg)
-        bound = _smallest(list(found.values()), seg.id, self.graph)
+        bound = self._smallest(list(found.values()), seg.id)
         if len(seg.nodes) == 1:
             self.node_bounds[seg.nodes[0]] = bound
         return Unit(id=seg.id, nodes=seg.nodes, inputs=(seg.entry,), outputs=(seg.exit,), bounds=(bound,),
@@ -164,8 +158,7 @@ class UnitBuilder:
             lin = linear_part(self.exact.function(list(seg.nodes), seg.entry, seg.exit), shape, torch.float64, "cpu")
             want, got = lin(x), convfold.apply(folded, x)
         if got.shape != want.shape or float((got - want).norm()) > 1e-9 * max(float(want.norm()), 1e-300):
-            self.graph.diagnostics.append(Diagnostic(seg.id, "fold-mismatch", "warning",
-                                                     "the rules' conv forms do not reproduce the segment; "
+            self.diagnostics.append(Diagnostic(seg.id, "fold-mismatch", "the rules' conv forms do not reproduce the segment; "
                                                      "not folded (report this rule)"))
             return None
         return folded
@@ -197,17 +190,15 @@ class UnitBuilder:
         result = power_iteration(fn, self.graph.shape(seg.entry), dtype=self.fast.dtype, device=self.fast.device,
                                  tol=o.power_tol, max_iter=o.power_iters, seed=o.seed)
         if not result.converged:
-            self.graph.diagnostics.append(Diagnostic(seg.id, "power-not-converged", "note",
-                                                     f"power iteration stopped after {result.iterations} steps "
+            self.diagnostics.append(Diagnostic(seg.id, "power-not-converged", f"power iteration stopped after {result.iterations} steps "
                                                      "without reaching the tolerance"))
         return result
 
-
-def _smallest(candidates: list[Bound | None], where: str, graph: Graph) -> Bound:
-    found = [c for c in candidates if c is not None]
-    if not found:
-        graph.diagnostics.append(Diagnostic(where, "no-certified-norm", "error",
-                                            "no certified norm: too large to materialise and the rule has no "
-                                            "closed form (raise --materialize-limit or add certified_norm to the rule)"))
-        return UNBOUNDED
-    return min(found, key=lambda b: b.value)
+    def _smallest(self, candidates: list[Bound | None], where: str) -> Bound:
+        found = [c for c in candidates if c is not None]
+        if not found:
+            self.diagnostics.append(Diagnostic(where, "no-certified-norm",
+                                               "no certified norm: too large to materialise and the rule has no "
+                                               "closed form (raise --materialize-limit or add certified_norm to the rule)"))
+            return UNBOUNDED
+        return min(found, key=lambda b: b.value)

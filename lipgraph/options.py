@@ -1,0 +1,52 @@
+"""What a user can ask of an analysis: the options of every stage, with their defaults (the
+command line reads its defaults from here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Every method an analysis can produce, in the order the passes produce them.
+ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+DEFAULT_METHODS = ALL_METHODS
+
+
+@dataclass
+class NormOptions:
+    materialize_limit: int = 1 << 24   # largest affine segment (matrix entries) certified by materialising it
+    power_tol: float = 1e-6            # relative tolerance of the norm estimates (Lanczos on AᵀA)
+    power_iters: int = 500             # cap on AᵀA products per segment
+    seed: int = 0
+
+
+@dataclass
+class SeqLipOptions:
+    exact_max: int = 24            # widest activation layer enumerated exactly (~0.3–0.8 s at 24)
+    topk: int = 200                # singular triplets kept for layers whose SVD cannot be formed
+    budget: float = 30.0           # seconds for all exact enumerations; past it, certified relaxation
+    dense_limit: int = 2048        # widest segment materialised for its SVD (larger: top-k)
+    bnb_nodes: int = 2048          # branch-and-bound frontier width (deterministic, not seconds)
+    greedy_max: int = 1 << 18      # n·p·q up to which greedy is the paper's; above: alternating ascent
+
+
+@dataclass
+class LowerOptions:
+    budget: float = 5.0            # seconds of search
+    search: str = "auto"
+    box: tuple[float, float] | None = None
+    data: str | None = None        # .npy file of inputs to start from
+    restarts: int | None = None    # exactly this many search rounds (reproducible), else the budget
+
+
+@dataclass
+class Options:
+    input: str | None = None
+    output: str | None = None
+    input_shapes: dict = field(default_factory=dict)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    device: str = "auto"
+    seed: int = 0
+    assume: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    norms: NormOptions = field(default_factory=NormOptions)
+    seqlip: SeqLipOptions = field(default_factory=SeqLipOptions)
+    lower: LowerOptions = field(default_factory=LowerOptions)
+    verbose: bool = False

@@ -1,0 +1,77 @@
+"""The pipeline: load → graph → annotate → cross-check → passes, returning one ``Analysis``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import differential
+from .annotate import annotate
+from .context import Context, MethodResult
+from .diagnostics import Diagnostic
+from .execute import Executor, resolve_device
+from .graph import Graph, build_graph
+from .load import load_model
+from .options import Options
+from .passes import scheduled
+from .passes.lower_pass import guard
+from .registry import load_plugins
+
+
+@dataclass
+class Analysis:
+    """Everything a report needs, assembled once from the passes' results."""
+
+    graph: Graph
+    infos: dict
+    units: list
+    segments: list
+    node_bounds: dict
+    autolip: object                              # the certified Composition
+    methods: list[MethodResult]
+    device: str
+    options: Options
+    executor: Executor                           # float32 on the analysis device
+    diagnostics: list[Diagnostic]
+    guard: differential.GuardResult | None = None  # the onnxruntime cross-check
+    lower: object | None = None                  # a LowerResult when the lower pass ran
+    chains: list = field(default_factory=list)   # per-chain results of the SeqLip pass
+
+    @property
+    def upper(self) -> MethodResult | None:
+        """The headline: the smallest finite value among methods whose label is a bound."""
+        bounds = [m for m in self.methods if m.label.is_bound and math.isfinite(m.value)]
+        return min(bounds, key=lambda m: m.value, default=None)
+
+    @property
+    def certified(self) -> bool:
+        return self.upper is not None
+
+    @property
+    def inconsistent(self) -> bool:
+        """A realised lower bound above a certified upper bound: a bug, the run fails."""
+        return any(d.code == "lower-above-upper" for d in self.diagnostics)
+
+
+def analyze(path, options: Options | None = None, progress: Callable[[str], None] = lambda s: None) -> Analysis:
+    options = options or Options()
+    load_plugins(options.plugins)
+    progress("loading")
+    model = load_model(path, options.input_shapes)
+    graph = build_graph(model, options.input, options.output)
+    ctx = Context(graph, options, resolve_device(options.device))
+    nodes = graph.nodes_between()
+    ctx.infos = annotate(graph, nodes, options.assume)
+    progress("cross-checking lipgraph's execution with onnxruntime")
+    checked = differential.check(graph, ctx.fast, nodes, box=options.lower.box, seed=options.seed)
+    for p in scheduled(options.methods):
+        ctx.results[p.name] = p.run(ctx, progress)
+    diagnostics = list(graph.diagnostics) + [d for r in ctx.results.values() for d in r.diagnostics]
+    lower = ctx.artefact("lower")
+    if lower is not None:
+        diagnostics += guard(ctx.methods, lower)
+    return Analysis(graph=graph, infos=ctx.infos, units=ctx.artefact("units"), segments=ctx.artefact("segments"),
+                    node_bounds=ctx.artefact("node_bounds"), autolip=ctx.artefact("autolip"),
+                    methods=[m for m in ctx.methods if m.name in options.methods or m.name == "autolip"],
+                    device=str(ctx.device), options=options, executor=ctx.fast, diagnostics=diagnostics,
+                    guard=checked, lower=lower, chains=ctx.artefact("chains", []))
