@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create the exporter virtual environments for the model zoo, OUTSIDE the repository.
+#
+#     models/zoo/setup_venvs.sh [torch] [tf] [jax] [paddle] [sklearn]   # default: all
+#
+# The exporters are never dependencies of lipgraph or of its tests: the committed .onnx/.npz
+# files are all the tests need. ZOO_VENVS (default /work/venvs) says where the venvs go.
+# These are the exact pins the committed models were exported with (Python 3.11, x86-64 CPU).
+set -euo pipefail
+ROOT=${ZOO_VENVS:-/work/venvs}
+PYTHON=${PYTHON:-python3.11}
+PIP="pip install -q --disable-pip-version-check"
+
+# torch first, pinned to the CPU wheel, so nothing pulls a multi-GB CUDA build.
+TORCH_PINS="torch==2.13.0 onnxscript==0.7.2 onnx==1.23.2 onnxruntime==1.32.0"
+TF_PINS="tensorflow-cpu==2.21.0 tf2onnx==1.17.0"
+JAX_PINS="jax==0.12.0.1 jaxlib==0.12.0.1 flax==0.12.12 jax2onnx==0.17.1"
+PADDLE_PINS="paddlepaddle==3.3.1 paddle2onnx==2.1.0"
+SKLEARN_PINS="scikit-learn==1.9.1 skl2onnx==1.20.0 onnxruntime==1.32.0"
+
+make_venv() {  # name, pins...
+    local dir=$ROOT/zoo-$1; shift
+    [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
+    "$dir/bin/python" -m $PIP --upgrade pip
+    for pins in "$@"; do "$dir/bin/python" -m $PIP $pins; done
+    "$dir/bin/python" -m pip freeze > "$dir/freeze.txt"
+    echo "ready: $dir"
+}
+
+families=${*:-torch tf jax paddle sklearn}
+for f in $families; do
+    case $f in
+        torch)   make_venv torch   "torch==2.13.0" "$TORCH_PINS" ;;
+        tf)      make_venv tf      "$TF_PINS" ;;
+        jax)     make_venv jax     "$JAX_PINS" ;;
+        paddle)  make_venv paddle  "$PADDLE_PINS" ;;
+        sklearn) make_venv sklearn "$SKLEARN_PINS" ;;
+        *) echo "unknown family: $f" >&2; exit 2 ;;
+    esac
+done
