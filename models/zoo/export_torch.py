@@ -20,6 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -278,6 +279,17 @@ def build(name: str, seed: int) -> nn.Module:
     return model.eval()
 
 
+def strip_stack_traces(path: Path) -> None:
+    """Drop the dynamo exporter's per-node Python stack traces (absolute paths of this machine);
+    the other metadata (module hierarchy, FX node) stays."""
+    model = onnx.load(path)
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    onnx.save(model, path)
+
+
 def export(name: str, seed: int) -> None:
     cls, shape, outputs = MODELS[name]
     model = build(name, seed)
@@ -292,6 +304,7 @@ def export(name: str, seed: int) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=outputs,
                               opset_version=OPSET, **kwargs)
+        strip_stack_traces(path)
         check_size(path)
         save_reference(path.stem, {"x": x.numpy()}, y)
 

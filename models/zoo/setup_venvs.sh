@@ -14,8 +14,10 @@ PIP="pip install -q --disable-pip-version-check"
 # torch first, pinned to the CPU wheel, so nothing pulls a multi-GB CUDA build.
 TORCH_PINS="torch==2.13.0 onnxscript==0.7.2 onnx==1.23.2 onnxruntime==1.32.0"
 TF_PINS="tensorflow-cpu==2.21.0 tf2onnx==1.17.0"
-JAX_PINS="jax==0.12.0.1 jaxlib==0.12.0.1 flax==0.12.12 jax2onnx==0.17.1"
-PADDLE_PINS="paddlepaddle==3.3.1 paddle2onnx==2.1.0"
+JAX_PINS="jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 jax2onnx==0.17.1"
+# paddle2onnx imports packaging and has polygraphy pip-install onnx_graphsurgeon, sympy and
+# onnxruntime on first use unless they are already there: pin them here instead.
+PADDLE_PINS="paddlepaddle==3.3.1 paddle2onnx==2.1.0 packaging==26.4 onnx_graphsurgeon==0.6.1 sympy==1.14.0 onnxruntime==1.32.0"
 SKLEARN_PINS="scikit-learn==1.9.1 skl2onnx==1.20.0 onnxruntime==1.32.0"
 
 make_venv() {  # name, pins...
