@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create the exporter virtual environments for the model zoo, OUTSIDE the repository.
+# Create the exporter virtual environments for the model zoo, OUTSIDE the repository, and
+# (with --export) run each family's export script in its venv to rewrite models/zoo/*.onnx|npz.
 #
-#     models/zoo/setup_venvs.sh [torch] [tf] [jax] [paddle] [sklearn]   # default: all
+#     models/zoo/setup_venvs.sh [--export] [torch] [tf] [jax] [paddle] [sklearn]   # default: all
 #
 # The exporters are never dependencies of lipgraph or of its tests: the committed .onnx/.npz
 # files are all the tests need. ZOO_VENVS (default /work/venvs) says where the venvs go.
@@ -23,20 +24,23 @@ SKLEARN_PINS="scikit-learn==1.9.1 skl2onnx==1.20.0 onnxruntime==1.32.0"
 make_venv() {  # name, pins...
     local dir=$ROOT/zoo-$1; shift
     [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-    "$dir/bin/python" -m $PIP --upgrade pip
     for pins in "$@"; do "$dir/bin/python" -m $PIP $pins; done
     "$dir/bin/python" -m pip freeze > "$dir/freeze.txt"
     echo "ready: $dir"
 }
 
+EXPORT=0
+if [ "${1:-}" = "--export" ]; then EXPORT=1; shift; fi
+ZOO=$(cd "$(dirname "$0")" && pwd)
 families=${*:-torch tf jax paddle sklearn}
 for f in $families; do
     case $f in
-        torch)   make_venv torch   "torch==2.13.0" "$TORCH_PINS" ;;
-        tf)      make_venv tf      "$TF_PINS" ;;
-        jax)     make_venv jax     "$JAX_PINS" ;;
-        paddle)  make_venv paddle  "$PADDLE_PINS" ;;
-        sklearn) make_venv sklearn "$SKLEARN_PINS" ;;
+        torch)   make_venv torch   "torch==2.13.0" "$TORCH_PINS"; script=export_torch.py ;;
+        tf)      make_venv tf      "$TF_PINS";      script=export_keras.py ;;
+        jax)     make_venv jax     "$JAX_PINS";     script=export_jax.py ;;
+        paddle)  make_venv paddle  "$PADDLE_PINS";  script=export_paddle.py ;;
+        sklearn) make_venv sklearn "$SKLEARN_PINS"; script=export_sklearn.py ;;
         *) echo "unknown family: $f" >&2; exit 2 ;;
     esac
+    if [ $EXPORT = 1 ]; then "$ROOT/zoo-$f/bin/python" "$ZOO/$script"; fi
 done
