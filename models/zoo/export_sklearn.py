@@ -40,6 +40,7 @@ def main() -> None:
     probabilities = next(o for o in onx.graph.output if o.name == "probabilities")
     onx = select_model_inputs_outputs(onx, outputs=["probabilities"])
     onx.graph.output[0].CopyFrom(probabilities)  # the cut drops the output's type
+    onx.graph.name = "sklearn_mlp_digits"  # instead of a random uuid, so a rebuild is identical
     path = ZOO / "sklearn_mlp_digits.onnx"
     save_onnx_model(onx, str(path))
     check_size(path)
