@@ -30,14 +30,13 @@ README = ZOO / "README.md"
 SNAPSHOT = ZOO / "autolip_snapshot.json"
 LIPGRAPH = ROOT / ".venv" / "bin" / "lipgraph"
 
-TORCH = "torch 2.13.0+cpu"
-EXPORTERS = {  # file-name pattern -> exporter and framework versions (pins: setup_venvs.sh)
-    "_dynamo": f"`torch.onnx.export(dynamo=True, external_data=False)`, {TORCH}, onnxscript 0.7.2",
-    "_ts": f"`torch.onnx.export(dynamo=False)` (TorchScript), {TORCH}",
-    "keras_": "tf2onnx 1.17.0 `from_function`, keras 3.15.1, tensorflow-cpu 2.21.0",
-    "flax_": "jax2onnx 0.17.1, jax 0.10.2, flax 0.12.8",
-    "paddle_": "paddle2onnx 2.1.0 (`paddle.onnx.export`), paddlepaddle 3.3.1",
-    "sklearn_": "skl2onnx 1.20.0, scikit-learn 1.9.1",
+EXPORTERS = {  # file-name pattern -> exporter (all versions: the README's script table)
+    "_dynamo": "torch 2.13.0 dynamo",
+    "_ts": "torch 2.13.0 TorchScript",
+    "keras_": "tf2onnx 1.17.0 (Keras 3.15.1)",
+    "flax_": "jax2onnx 0.17.1 (Flax 0.12.8)",
+    "paddle_": "paddle2onnx 2.1.0",
+    "sklearn_": "skl2onnx 1.20.0",
 }
 
 
