@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -65,8 +66,8 @@ def analyze(path: Path) -> dict:
                "--format", "json", "--output", out.name, *pins]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-        entry = {"command": " ".join(["lipgraph", *cmd[1:]]), "rc": proc.returncode,
-                 "seconds": round(time.perf_counter() - t0, 1)}
+        seconds = time.perf_counter() - t0
+        entry = {"command": " ".join(["lipgraph", *cmd[1:]]), "rc": proc.returncode}
         try:
             rep = json.loads(proc.stdout)
         except json.JSONDecodeError:
@@ -82,7 +83,7 @@ def analyze(path: Path) -> dict:
                                      for d in rep["diagnostics"] if d["severity"] == "error"
                                      and d["code"] not in ("no-global-bound", "unsupported-op", "not-certified")]
         result[out.name] = entry
-        print(f"{path.stem}:{out.name} rc={proc.returncode} {entry['seconds']}s", file=sys.stderr)
+        print(f"{path.stem}:{out.name} rc={proc.returncode} {seconds:.1f}s", file=sys.stderr)
     return result
 
 
@@ -109,16 +110,24 @@ def _fmt_bound(e: dict) -> str:
     return f"{up['value']:.4g} ({up['label']})" if up else "∞ (not certified)"
 
 
+def _reason(message: str) -> str:
+    """The rule's reason without the op prefix and without tensor names."""
+    reason = message.split(": ", 1)[-1]
+    return "bilinear" if "bilinear" in reason else re.sub(r" \('[^']*'\)", "", reason)
+
+
 def analysis_table(snapshot: dict) -> str:
-    rows = ["| model:output | AutoLip upper bound | ops without a rule | nodes without a global bound | other errors |",
-            "|---|---|---|---|---|"]
+    rows = ["| model:output | AutoLip upper bound | ops without a rule | nodes without a global bound |",
+            "|---|---|---|---|"]
     for name, outs in sorted(snapshot.items()):
         for out, e in outs.items():
             uns = ", ".join(f"{op} ×{k}" for op, k in e.get("unsupported", {}).items()) or "—"
-            ngb = Counter(f"{d['op']}: {d['message'].split(': ', 1)[-1]}" for d in e.get("no_global_bound", []))
-            ngb_s = "; ".join(f"{k} ×{v}" for k, v in ngb.items()) or "—"
-            oth = "; ".join(f"{d['code']} ({d['node']})" for d in e.get("other_errors", [])) or "—"
-            rows.append(f"| `{name}:{out}` | {_fmt_bound(e)} | {uns} | {ngb_s} | {oth} |")
+            groups: dict[str, list[str]] = {}
+            for d in e.get("no_global_bound", []):
+                groups.setdefault(f"{d['op']} ({_reason(d['message'])})", []).append(f"`{d['node']}`")
+            ngb = "; ".join(f"{k} ×{len(v)}: {', '.join(v)}" for k, v in groups.items()) or "—"
+            ngb += "".join(f"; {d['code']}: `{d['node']}`" for d in e.get("other_errors", []))
+            rows.append(f"| `{name}:{out}` | {_fmt_bound(e)} | {uns} | {ngb} |")
     return "\n".join(rows)
 
 
