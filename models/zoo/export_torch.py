@@ -291,7 +291,7 @@ def strip_stack_traces(path: Path) -> None:
 
 
 def export(name: str, seed: int) -> None:
-    cls, shape, outputs = MODELS[name]
+    _, shape, outputs = MODELS[name]
     model = build(name, seed)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 2000))
     with torch.no_grad():
