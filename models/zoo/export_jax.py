@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export a small Flax (nnx) MLP with jax2onnx.
 
-    /work/venvs/zoo-jax/bin/python models/zoo/export_jax.py
+    <venvs>/zoo-jax/bin/python models/zoo/export_jax.py
+    # <venvs>: where models/zoo/setup_venvs.sh put the exporter venvs
 
 ``flax_mlp_gelu.onnx``: input ``x`` [1, 32]. nnx.Linear 32→64 → GELU (exact, erf) →
 nnx.LayerNorm → nnx.Linear 64→64 → GELU (tanh approximation, jax's default) → nnx.Linear 64→10

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export a small Keras 3 CNN (TensorFlow backend) with tf2onnx.
 
-    /work/venvs/zoo-tf/bin/python models/zoo/export_keras.py
+    <venvs>/zoo-tf/bin/python models/zoo/export_keras.py
+    # <venvs>: where models/zoo/setup_venvs.sh put the exporter venvs
 
 ``keras_cnn.onnx``: NHWC input ``x`` [N, 16, 16, 3] with a **dynamic batch dimension** (as
 tf2onnx writes Keras models; analyse with ``--input-shape x:1,16,16,3``). Conv2D 8@3×3 same +

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export a small PaddlePaddle CNN with paddle2onnx (``paddle.onnx.export``).
 
-    /work/venvs/zoo-paddle/bin/python models/zoo/export_paddle.py
+    <venvs>/zoo-paddle/bin/python models/zoo/export_paddle.py
+    # <venvs>: where models/zoo/setup_venvs.sh put the exporter venvs
 
 ``paddle_cnn.onnx``: input ``x`` [1, 3, 16, 16]. Conv2D 8@3×3 pad 1 → BatchNorm2D (random
 statistics) → ReLU6 → AvgPool2D 2×2 → Conv2D 16@3×3 pad 1 → SELU →

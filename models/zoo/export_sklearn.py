@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export scikit-learn's MLPClassifier, fitted on the digits data set, with skl2onnx.
 
-    /work/venvs/zoo-sklearn/bin/python models/zoo/export_sklearn.py
+    <venvs>/zoo-sklearn/bin/python models/zoo/export_sklearn.py
+    # <venvs>: where models/zoo/setup_venvs.sh put the exporter venvs
 
 ``sklearn_mlp_digits.onnx``: MLPClassifier(hidden_layer_sizes=(32, 16), relu), 30 Adam epochs
 on ``sklearn.datasets.load_digits`` (scaled to [0, 1]), random_state 0. Converted at opset 18 with

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Export the zoo's torch models with both torch exporters.
 
-    /work/venvs/zoo-torch/bin/python models/zoo/export_torch.py [NAME ...]
+    <venvs>/zoo-torch/bin/python models/zoo/export_torch.py [NAME ...]
+    # <venvs>: where models/zoo/setup_venvs.sh put the exporter venvs
 
 Each model in ``MODELS`` is a small random-weight network built from ``torch.nn`` modules
 (seeded, eval mode, BatchNorm statistics and norm affines randomised so nothing is an identity).
