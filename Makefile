@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 JOBS   ?= 2
 
-.PHONY: demo test bench models clean
+.PHONY: demo test bench models zoo zoo-analyze clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,16 @@ bench: $(STAMP)
 
 models: $(STAMP)
 	$(PY) models/build.py
+
+# The model zoo (models/zoo/README.md): exporters in their own venvs outside the repo
+# (setup_venvs.sh has the pins), re-export every model, regenerate the README's op tables.
+# zoo-analyze also re-runs lipgraph on every model (minutes) for the README's snapshot.
+zoo: $(STAMP)
+	models/zoo/setup_venvs.sh --export
+	$(PY) models/zoo/report.py
+
+zoo-analyze: $(STAMP)
+	$(PY) models/zoo/report.py --analyze
 
 clean:
 	rm -rf $(VENV) build *.egg-info
