@@ -70,7 +70,7 @@ __all__ = ["BnbResult", "factor_bnb_lagrangian", "factor_exact_auto", "ENUM_MAX"
 
 _DT = torch.float64
 #: Widest factor for which :func:`factor_exact_auto` enumerates vertices instead.
-ENUM_MAX = 12
+ENUM_MAX = 18
 #: Relative slack of the per-node rounding term (see the module docstring).
 _EPS = 1e-14
 #: ``log t`` stays within this distance of its starting value (keeps P, Q finite).
@@ -186,7 +186,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     t0 = time.perf_counter()
     pr = _Problem(A, B, lo, hi)
     if pr.p == 0 or pr.q == 0 or pr.n == 0:
-        return BnbResult(Bound(0.0, Label.CERTIFIED, "bnb-exact"), True, 0.0, None, 0, 0, 0.0, "")
+        return BnbResult(Bound(0.0, Label.CERTIFIED, "exact-bnb"), True, 0.0, None, 0, 0, 0.0, "")
     d0 = torch.where(pr.hi.abs() >= pr.lo.abs(), pr.hi, pr.lo)
     if pr.k < pr.n:  # inactive coordinates: fixed at the vertex above (they do not move X)
         pr.lo[pr.k:] = pr.hi[pr.k:] = pr.m[pr.k:] = d0[pr.k:]
@@ -250,7 +250,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     if vbest is not None and lower >= inc:
         vertex = torch.empty_like(vbest)
         vertex[pr.perm] = vbest
-    return BnbResult(Bound(certify(value), Label.CERTIFIED, "bnb-exact" if done else "bnb"), done,
+    return BnbResult(Bound(certify(value), Label.CERTIFIED, "exact-bnb" if done else "bnb"), done,
                      lower, vertex, nodes, int(bound.numel()), time.perf_counter() - t0, stopped)
 
 
