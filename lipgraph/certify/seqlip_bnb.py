@@ -207,8 +207,8 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
                                         root_iters)
     offer(_norm2_batch(pr.A[None] * vert[:, None, :] @ pr.B), vert)
     nodes, stopped, last = 1, "", t0
-    if pr.k == 0:
-        bound = bound[:0]
+    if pr.k == 0:  # nothing to branch on: the root is the only vertex
+        dc, depth, log_t, eta, bound = dc[:0], depth[:0], log_t[:0], eta[:0], bound[:0]
     while True:
         keep = bound > inc * (1 + rtol)
         dc, depth, log_t, eta, bound = dc[keep], depth[keep], log_t[keep], eta[keep], bound[keep]
