@@ -19,8 +19,9 @@ Write ``a_j`` for column j of A, ``b_j`` for row j of B, ``m = (lo+hi)/2``, ``r 
 ``M`` is a sum of PSD matrices times ``e^{±log t_j}``, so ``λ_max(M(t))`` is convex in
 ``log t``; AM–GM is tight at ``t_j = |b_jᵀv|/|a_jᵀu|`` for the top eigenvector ``(u, v)``,
 and each node takes damped steps towards that fixed point (step halved when the bound does
-not drop, grown by 1.5 when it does), warm-started from its parent. With
-``t_j ∝ ‖b_j‖/‖a_j‖`` the bound is already at most :func:`~lipgraph.passes.seqlip.factor_relaxation`'s
+not drop, grown by 1.5 when it does), warm-started from its parent. The root starts at
+``t_j = c‖b_j‖/‖a_j‖`` with c making ``‖P‖ = ‖Q‖``, where the bound is already at most the
+split bound of :func:`~lipgraph.passes.seqlip.factor_relaxation`,
 ``‖X_c‖ + ‖A diag √(r t)‖‖diag √(r/t) B‖`` (``λ_max`` of the block matrix is at most
 ``‖X_c‖ + max(‖P‖, ‖Q‖)``). A child fixing ``d_j = m_j ∓ r_j`` has, at the parent's t,
 ``M_parent − M_child = r_j w wᵀ ⪰ 0`` with ``w = (√t_j a_j, ∓b_j/√t_j)``, so it keeps
@@ -60,6 +61,7 @@ from lipgraph.labels import Bound, Label, certify
 from lipgraph.passes.seqlip import (
     _box,
     _greedy_from,
+    _norm2,
     _norm2_batch,
     _one_thread,
     _oriented,
@@ -99,32 +101,41 @@ class BnbResult:
 
 
 class _Problem:
-    """Arrays of one factor, active coordinates first in branching order."""
+    """One factor with its coordinates permuted: the ``k`` branched ones first, by decreasing
+    influence ``r_j‖a_j‖‖b_j‖``; the rest cannot move X and are fixed (``lo = hi``) at the
+    largest-|slope| end."""
 
     def __init__(self, A, B, lo, hi):
-        self.A, self.B = _oriented(A, B)
-        self.p, n = self.A.shape
-        self.q = self.B.shape[1]
-        lo, hi = _box(lo, hi, n)
-        ca = torch.linalg.vector_norm(self.A, dim=0)
-        rb = torch.linalg.vector_norm(self.B, dim=1)
+        A, B = _oriented(A, B)
+        self.p, self.n = A.shape
+        self.q = B.shape[1]
+        lo, hi = _box(lo, hi, self.n)
+        ca, rb = torch.linalg.vector_norm(A, dim=0), torch.linalg.vector_norm(B, dim=1)
         influence = (hi - lo) / 2 * ca * rb
         self.perm = torch.argsort(influence, descending=True, stable=True)
-        self.k = int((influence > 0).sum())  # branched coordinates: perm[:k]
-        A, B = self.A[:, self.perm], self.B[self.perm]
-        self.lo, self.hi = lo[self.perm], hi[self.perm]
-        self.A, self.B = A.contiguous(), B.contiguous()
-        self.n = n
-        self.m, self.r = (self.lo + self.hi) / 2, (self.hi - self.lo) / 2
-        self.log_t0 = (rb[self.perm] / ca[self.perm]).log().nan_to_num(0.0, 0.0, 0.0)
-        s = torch.maximum(self.lo.abs(), self.hi.abs())
-        self.xabs = float(torch.linalg.matrix_norm(A.abs() * s[None, :] @ B.abs()))
+        self.k = k = int((influence > 0).sum())
+        self.A, self.B = A[:, self.perm].contiguous(), B[self.perm].contiguous()
+        lo, hi, ca, rb = lo[self.perm], hi[self.perm], ca[self.perm], rb[self.perm]
+        lo[k:] = hi[k:] = torch.where(hi.abs() >= lo.abs(), hi, lo)[k:]
+        self.lo, self.hi = lo, hi
+        self.m, self.r = (lo + hi) / 2, (hi - lo) / 2
+        s = torch.maximum(lo.abs(), hi.abs())
+        self.xabs = float(torch.linalg.matrix_norm(self.A.abs() * s[None, :] @ self.B.abs()))
+        # start t_j = c‖b_j‖/‖a_j‖, c balancing ‖A diag √(r t)‖ = ‖diag √(r/t) B‖ (branched part)
+        self.log_t0 = torch.zeros(self.n, dtype=_DT)
+        if k:
+            t = rb[:k] / ca[:k]
+            c = (_norm2((self.r[:k] / t).sqrt()[:, None] * self.B[:k])
+                 / _norm2(self.A[:, :k] * (self.r[:k] * t).sqrt()[None, :]))
+            self.log_t0[:k] = (c * t).log()
 
     def bounds(self, dc: torch.Tensor, depth: torch.Tensor, log_t: torch.Tensor,
                eta: torch.Tensor, iters: int):
         """Certified node bounds of a batch; returns (bound, log_t, eta, suggested vertex).
 
-        ``dc`` (N, n): fixed values on ``[:depth]`` and the inactive tail, centres elsewhere.
+        ``dc`` (N, n): the node's fixed values on ``[:depth]`` and ``[k:]``, centres elsewhere.
+        The slack uses the matrix eigh reads (it reads one triangle; each entry obeys the
+        rounding bound of the module docstring).
         """
         A, B, p, q = self.A, self.B, self.p, self.q
         N = dc.shape[0]
@@ -187,11 +198,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     pr = _Problem(A, B, lo, hi)
     if pr.p == 0 or pr.q == 0 or pr.n == 0:
         return BnbResult(Bound(0.0, Label.CERTIFIED, "exact-bnb"), True, 0.0, None, 0, 0, 0.0, "")
-    d0 = torch.where(pr.hi.abs() >= pr.lo.abs(), pr.hi, pr.lo)
-    if pr.k < pr.n:  # inactive coordinates: fixed at the vertex above (they do not move X)
-        pr.lo[pr.k:] = pr.hi[pr.k:] = pr.m[pr.k:] = d0[pr.k:]
-        pr.r[pr.k:] = 0.0
-    lower, vbest = pr.polish(d0)
+    lower, vbest = pr.polish(torch.where(pr.hi.abs() >= pr.lo.abs(), pr.hi, pr.lo))
     inc = max(lower, incumbent or 0.0)
 
     def offer(vals: torch.Tensor, verts: torch.Tensor) -> None:
