@@ -184,7 +184,7 @@ class _Problem:
 @_one_thread
 def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget: float | None = None,
                           incumbent: float | None = None, progress: Callable[[str], None] | None = None,
-                          batch: int = 128, iters: int = 2, root_iters: int = 30,
+                          batch: int = 256, iters: int = 3, root_iters: int = 30,
                           rtol: float = 1e-9) -> BnbResult:
     """Anytime exact ``max_{d ∈ [lo, hi]} ‖A diag(d) B‖₂`` by branch and bound.
 
