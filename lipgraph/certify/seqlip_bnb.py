@@ -27,14 +27,17 @@ split bound of :func:`~lipgraph.passes.seqlip.factor_relaxation`,
 ``M_parent − M_child = r_j w wᵀ ⪰ 0`` with ``w = (√t_j a_j, ∓b_j/√t_j)``, so it keeps
 ``min(own bound, parent's bound)``. Leaves (nothing free) are vertices: ``λ_max = ‖X‖``.
 
-**Floating point.** The computed ``M̂`` differs from ``M(t)`` (for the float t actually used)
-entrywise by at most ``γ_{n}`` times the same sums taken in absolute value, whose Frobenius
-norms are at most ``‖|A| diag(s) |B|‖_F`` (s = max(|lo|, |hi|)), ``tr P`` and ``tr Q``; the
-computed top eigenvalue of ``M̂`` is within ``c·(p+q)·u·‖M̂‖₂`` of the true one (backward
-stable symmetric eigensolver, modest c). Each node bound is therefore taken as
-``λ̂ + 10⁻¹⁴·((p+q)‖M̂‖_F + (n+2)(‖|A|diag(s)|B|‖_F + tr P̂ + tr Q̂))`` — about 90 unit
-roundoffs per term, far above γ_n ≈ n·1.1·10⁻¹⁶ and LAPACK's c — and the final value is
-further rounded up by ``certify`` (relative 1e-8).
+**Floating point** (u = 2⁻⁵³, no over/underflow). m and r are rounded, but every end
+``d_j ∈ {lo_j, hi_j}`` has ``|d_j − m̂_j| ≤ r̂_j + 2u·s_j`` (s = max(|lo|, |hi|)), so the proof
+above holds with an extra ``2u·x``, ``x = Σ_j s_j‖a_j‖‖b_j‖``. The computed ``M̂`` differs from
+``M(t)`` (for the float t actually used, ``r̂_j t_j`` and ``r̂_j/t_j`` rounded inside) entrywise
+by at most ``γ_{n+2}`` times the same sums in absolute value, whose Frobenius norms are at most
+``x``, ``tr P`` and ``tr Q``; the computed top eigenvalue of ``M̂`` is within
+``c·(p+q)·u·‖M̂‖₂`` of the true one (backward stable symmetric eigensolver, modest c; eigh
+reads one triangle, whose entries obey the same bound). Each node bound is therefore taken
+as ``λ̂ + 10⁻¹⁴·((p+q)‖M̂‖_F + (n+2)(x + tr P̂ + tr Q̂))`` — about 90 unit roundoffs per
+term, far above ``γ_{n+2} + 2u`` and LAPACK's c — and the final value is further rounded up
+by ``certify`` (relative 1e-8).
 
 **Search.** Coordinates with ``r_j‖a_j‖‖b_j‖ = 0`` cannot change X and are fixed. Each node
 branches on its free coordinate with the largest ``r_j|a_jᵀu||b_jᵀv|`` at the top eigenvector of
@@ -121,8 +124,7 @@ class _Problem:
         lo[k:] = hi[k:] = torch.where(hi.abs() >= lo.abs(), hi, lo)[k:]
         self.lo, self.hi = lo, hi
         self.m, self.r = (lo + hi) / 2, (hi - lo) / 2
-        s = torch.maximum(lo.abs(), hi.abs())
-        self.xabs = float(torch.linalg.matrix_norm(self.A.abs() * s[None, :] @ self.B.abs()))
+        self.x = float((torch.maximum(lo.abs(), hi.abs()) * ca * rb).sum())  # see "Floating point"
         # start t_j = c‖b_j‖/‖a_j‖, c balancing ‖A diag √(r t)‖ = ‖diag √(r/t) B‖ (branched part)
         self.log_t0 = torch.zeros(self.n, dtype=_DT)
         if k:
@@ -137,8 +139,7 @@ class _Problem:
         branching coordinate).
 
         ``dc`` (N, n): fixed values where ``free`` (N, n) is False, centres where it is True.
-        The slack uses the matrix eigh reads (it reads one triangle; each entry obeys the
-        rounding bound of the module docstring).
+        Every bound includes the rounding slack of the module docstring.
         """
         A, B, p, q = self.A, self.B, self.p, self.q
         N = dc.shape[0]
@@ -158,7 +159,7 @@ class _Problem:
             M[:, p:, p:] = Q
             w, V = torch.linalg.eigh(M)
             trace = P.diagonal(dim1=1, dim2=2).sum(-1) + Q.diagonal(dim1=1, dim2=2).sum(-1)
-            slack = _EPS * ((p + q) * torch.linalg.matrix_norm(M) + (self.n + 2) * (self.xabs + trace))
+            slack = _EPS * ((p + q) * torch.linalg.matrix_norm(M) + (self.n + 2) * (self.x + trace))
             val = w[:, -1] + slack
             z = V[:, :, -1]
             au, bv = (z[:, :p] @ A), (z[:, p:] @ B.T)
