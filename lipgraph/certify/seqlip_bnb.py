@@ -76,7 +76,8 @@ from lipgraph.passes.seqlip import (
 __all__ = ["BnbResult", "factor_bnb_lagrangian", "factor_exact_auto", "ENUM_MAX"]
 
 _DT = torch.float64
-#: Widest factor for which :func:`factor_exact_auto` enumerates vertices instead.
+#: Widest factor for which :func:`factor_exact_auto` enumerates vertices instead (measured on
+#: Gaussian n×n factors: enumeration is faster up to n = 16, branch and bound from n = 20).
 ENUM_MAX = 18
 #: Relative slack of the per-node rounding term (see the module docstring).
 _EPS = 1e-14
