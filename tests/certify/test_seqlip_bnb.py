@@ -117,6 +117,8 @@ def test_auto_against_enumeration_at_20():
     assert done and b.method == "exact-bnb" and b.value == pytest.approx(e, rel=2e-9)
     small, done = factor_exact_auto(A[:, :ENUM_MAX], B[:ENUM_MAX], 0.0, 1.0)
     assert done and small.method == "exact-enumeration"
+    early, done = factor_exact_auto(A, B, 0.0, 1.0, max_nodes=1)
+    assert not done and early.method == "bnb" and early.value >= e / (1 + 2 * CERT_MARGIN)
 
 
 def test_chain_uses_bnb_beyond_enumeration():
