@@ -1,7 +1,7 @@
 """Section (a'): the exact SeqLip factor past enumeration, by Lagrangian branch and bound.
 
-``python -m bench.bnb CASE SEED SECONDS OUT.json`` — CASE ``gauss32`` (random Gaussian 32 → 32 → 32
-chain, the hardest shape, as ``time_exact_factor``) or ``mlp784-50-10`` (random 784-50-10 ReLU
+``python -m bench.bnb CASE SEED SECONDS OUT.json`` — CASE ``gauss32`` / ``gauss64`` (random Gaussian
+n → n → n chain, the hardest shape, as ``time_exact_factor``) or ``mlp784-50-10`` (random 784-50-10 ReLU
 net: A = Σ₂V₂ᵀ 10×50, B = U₁Σ₁ 50×50). The search stops after SECONDS (safety net): its value is
 then the anytime certified bound, reported with the gap to the best vertex found."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-CASES = {"gauss32": ((32, 32), (32, 32)), "mlp784-50-10": ((50, 784), (10, 50))}
+CASES = {"gauss32": ((32, 32), (32, 32)), "gauss64": ((64, 64), (64, 64)),
+         "mlp784-50-10": ((50, 784), (10, 50))}
 
 
 def main(argv=None) -> int:

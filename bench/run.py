@@ -29,7 +29,7 @@ class Config:
         self.trace_budgets = (1.0, 3.0) if quick else (1.0, 5.0, 20.0)   # section (b) searches
         self.exact_ns = (20,) if quick else (20, 24)       # section (a)
         self.exact_timeout = 60.0 if quick else 90.0
-        self.bnb_cases = ("gauss32", "mlp784-50-10")       # section (a'), branch and bound
+        self.bnb_cases = ("gauss32", "mlp784-50-10") + (() if quick else ("gauss64",))  # (a'), B&B
         self.bnb_seconds = 60.0                            # its safety net (anytime bound after)
         self.conv_timeout = 150.0
         self.net_timeout_scale = 0.4 if quick else 1.0
