@@ -49,9 +49,9 @@ suggests (free ``d_j = hi_j`` where ``(a_jᵀu)(b_jᵀv) > 0``, else ``lo_j``) �
 when it beats the incumbent, is polished by coordinate flips. A node is pruned when its bound is
 at most ``incumbent·(1 + rtol)``; every value the search reports is ``certified``:
 ``max(incumbent·(1 + rtol), largest open bound)``, exact (up to rtol and certify's margin)
-when no node is left (``done``). The search stops after ``max_nodes`` node evaluations
-(deterministic: the same inputs give the same value) or, as a safety net only,
-``time_budget`` seconds (reported in ``stopped``).
+when no node is left (``done``). The search stops before the next batch once ``max_nodes``
+nodes have been evaluated (deterministic: the same inputs give the same value) or, as a safety
+net only, once ``time_budget`` seconds have passed (reported in ``stopped``).
 """
 from __future__ import annotations
 
