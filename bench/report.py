@@ -190,6 +190,16 @@ def section_a(p: dict) -> list[str]:
             L.append(f"| {row['n']} | {row['seconds']:.3g} | {140 / row['seconds']:.3g}× faster "
                      f"{'(n = 24 is 16× the vertices)' if row['n'] == 24 else ''} | {g(row['value'], 6)} |")
     L.append("")
+    L += ["Past enumeration: `lipgraph.certify.seqlip_bnb.factor_bnb_lagrangian` (branch and bound, "
+          "Lagrangian node bound; stops at 60 s with its anytime certified bound).\n",
+          "| case | n | seconds | nodes | exact? | certified value | best vertex | gap |", "|---|---|---|---|---|---|---|---|"]
+    for row in p.get("bnb_factor", []):
+        if row.get("seconds") is None:
+            L.append(f"| {row['case']} | — | n/a ({row.get('error')}) | — | — | — | — | — |")
+        else:
+            L.append(f"| {row['case']} | {row['n']} | {row['seconds']:.3g} | {row['nodes']} | "
+                     f"{'yes' if row['done'] else 'no'} | {g(row['value'], 9)} | {g(row['lower'], 9)} | {row['gap']:.1e} |")
+    L.append("")
     rows = [r for r in p["networks"] if r.get("ok") and r.get("family") in ("paper MLP", "anchor", "ECLipsE random",
                                                                             "digits-trained")]
     L.append("AutoLip / SeqLip on chains (paper-shaped MLPs and the other MLPs/CNNs; > 1 means SeqLip is tighter; "

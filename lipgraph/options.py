@@ -19,11 +19,11 @@ class NormOptions:
 
 @dataclass
 class SeqLipOptions:
-    exact_max: int = 24            # widest activation layer enumerated exactly (~0.3–0.8 s at 24)
+    exact_max: int = 24            # widest layer enumerated (capped at ENUM_MAX=18; branch and bound beyond, to 64)
     topk: int = 200                # singular triplets kept for layers whose SVD cannot be formed
     budget: float = 30.0           # seconds for all exact enumerations; past it, certified relaxation
     dense_limit: int = 2048        # widest segment materialised for its SVD (larger: top-k)
-    bnb_nodes: int = 2048          # branch-and-bound frontier width (deterministic, not seconds)
+    bnb_nodes: int = 2048          # branch-and-bound node evaluations per neuron (deterministic, not seconds)
     greedy_max: int = 1 << 18      # n·p·q up to which greedy is the paper's; above: alternating ascent
 
 

@@ -836,19 +836,19 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
 
     ``maps``: K dense matrices (out × in) or :class:`OperatorMap`; ``slopes``: K−1 pairs
     ``(lo, hi)`` (scalars or per-neuron arrays; any box ``lo ≤ hi``, negative slopes included).
-    Per factor the certified value is the smallest of: the exact maximum (branch and bound
-    when it finishes, else vertex enumeration when n ≤ ``exact_max``), the anytime
-    branch-and-bound bound (n ≤ ``bnb_max``), :func:`factor_relaxation`, and the AutoLip factor
+    Per factor the certified value is the smallest of: the exact maximum
+    (:func:`lipgraph.certify.seqlip_bnb.factor_exact_auto`: vertex enumeration up to
+    ``min(exact_max, ENUM_MAX)``, else Lagrangian branch and bound while n ≤ ``bnb_max``, whose
+    anytime bound counts when it stops early), :func:`factor_relaxation`, and the AutoLip factor
     ``max|slope|·‖Σ̃_{i+1}‖‖Σ̃_i‖`` — so the product is never above AutoLip's
     ``Π‖M_i‖·max|slope_i|``. ``certified`` multiplies the per-factor values (label
     ``certified``; ∞ when an operator has no certified norm). ``greedy`` multiplies vertex
     estimates: the paper's coordinate greedy when ``n·p·q ≤ greedy_max``, else
     :func:`factor_ascent`; top-k truncations for operator maps (label ``estimate``).
 
-    Determinism: branch and bound is limited by its frontier width ``bnb_nodes`` (open nodes
-    per level, so at most ``n·bnb_nodes`` node evaluations; scaled down by ``8000/(p·q·min(p,q))``
-    for factors larger than 20×20, at least 64) and enumeration by ``exact_max``,
-    never by seconds, so the certified value depends only on the inputs and the options.
+    Determinism: branch and bound is limited to ``n·bnb_nodes`` node evaluations (scaled down
+    by ``(64/(p+q))³`` for factors with p + q > 64, at least 256) and enumeration by
+    ``exact_max``, never by seconds, so the certified value depends only on the inputs and the options.
     ``time_budget`` (seconds for the whole chain) is an outer safety net only: when it fires,
     the remaining exact work falls back to certified relaxations and a diagnostic containing
     "time budget exhausted" says that the result may depend on machine load.
@@ -929,33 +929,26 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
         diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted before the exact search; "
                             "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
         return relax.value, relax.method
-    b = None
-    if n <= bnb_max:
-        # the frontier limit decides; the deadline only guards against a runaway
-        p, q = A.shape[0], B.shape[1]
-        gram = max(8000, p * q * min(p, q))  # frontier scaled down for Grams above 20×20
-        b, done = factor_bnb(A, B, lo, hi, time_budget=left(),
-                             max_nodes=max(64, bnb_nodes * 8000 // gram), incumbent=incumbent)
-        if done:
-            return b.value, "exact-bnb"
-        if fired():
-            diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during branch and "
-                                "bound; certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
-            return min(b.value, relax.value), "bnb" if b.value < relax.value else relax.method
-    if n <= exact_max:
-        try:
-            e = factor_exact(A, B, lo, hi, time_budget=left(), progress=progress,
-                             incumbent=incumbent)
-            return e.value, "exact-enumeration"
-        except BudgetExhausted:
-            diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
-                                "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
-    else:
-        diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n} > exact_max={exact_max}, used branch and bound"
-                            " / relaxation", factor=i + 1, n=n))
-    if b is not None and b.value < relax.value:
-        return b.value, "bnb"
-    return relax.value, relax.method
+    # enumeration up to min(exact_max, ENUM_MAX) (the measured crossover), branch and bound
+    # beyond; its node budget decides, the deadline only guards against a runaway
+    from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto  # it imports this module
+    p, q = A.shape[0], B.shape[1]
+    try:
+        b, done = factor_exact_auto(A, B, lo, hi, enum_max=exact_max if n > bnb_max else min(exact_max, ENUM_MAX),
+                                    max_nodes=max(256, n * bnb_nodes * 64 ** 3 // max(64, p + q) ** 3),
+                                    time_budget=left(), incumbent=incumbent, progress=progress)
+    except BudgetExhausted:
+        diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
+                            "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
+        return relax.value, relax.method
+    if done:
+        return b.value, b.method
+    gap = b.value / incumbent - 1 if incumbent else math.inf
+    diags.append(_event("seqlip-budget" if fired() else "seqlip-factor",
+                        f"factor {i + 1}: n={n}: " + ("time budget exhausted during branch and bound (result "
+                        "depends on machine load)" if fired() else "branch-and-bound node budget spent")
+                        + f", certified gap bound/greedy {gap:.2e}", factor=i + 1, n=n, gap=gap))
+    return (b.value, b.method) if b.value < relax.value else (relax.value, relax.method)
 
 
 def time_exact_factor(n: int, seed: int = 0, *, p: int | None = None, q: int | None = None,
