@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     case, seed, seconds, out = (sys.argv[1:] if argv is None else argv)
     import numpy as np
     from lipgraph.certify.seqlip_bnb import factor_bnb_lagrangian
-    from lipgraph.passes.seqlip import seqlip_factors
+    from lipgraph.certify.seqlip_chain import seqlip_factors
     rng = np.random.default_rng(int(seed))
     (A, B), = seqlip_factors([rng.standard_normal(s) / np.sqrt(s[1]) for s in CASES[case]])
     res = factor_bnb_lagrangian(A, B, 0.0, 1.0, max_nodes=1 << 40, time_budget=float(seconds))

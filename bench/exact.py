@@ -9,7 +9,7 @@ import sys
 
 def main(argv=None) -> int:
     n, seed, out = (sys.argv[1:] if argv is None else argv)
-    from lipgraph.passes.seqlip import time_exact_factor
+    from lipgraph.certify.seqlip_chain import time_exact_factor
     seconds, value = time_exact_factor(int(n), int(seed))
     with open(out, "w") as fh:
         json.dump({"n": int(n), "seed": int(seed), "seconds": seconds, "value": value}, fh)

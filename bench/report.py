@@ -128,7 +128,7 @@ def markdown(p: dict) -> str:
     L.append("## Bounds\n")
     L.append("Value (label). *best upper* = smallest certified/exact value; *gap* = best upper / lower "
              "(1 = the constant is known exactly). `estimate` values are not bounds. † = `analyze()` has no "
-             "`lower` pass at this commit, so the bench ran `lipgraph.passes.lower.search_lower` itself on the "
+             "`lower` pass at this commit, so the bench ran `lipgraph.lower.search.search_lower` itself on the "
              "float64 model (default search, seed 0, same budget) and the gap uses that value.\n")
     L.append("| network | what | " + " | ".join(METHODS) + " | best upper | gap |")
     L.append("|---" * (len(METHODS) + 4) + "|")
@@ -179,7 +179,7 @@ def markdown(p: dict) -> str:
 
 def section_a(p: dict) -> list[str]:
     L = ["## (a) SeqLip: exact factor time, and the gain over AutoLip\n",
-         "`lipgraph.passes.seqlip.time_exact_factor(n, seed=0)`: one exact SeqLip factor of width n "
+         "`lipgraph.certify.seqlip_chain.time_exact_factor(n, seed=0)`: one exact SeqLip factor of width n "
          "(random Gaussian n → n → n chain, ReLU box, all 2ⁿ activation patterns). The reference code "
          "(Virmaux & Scaman) needs about 140 s at n = 20.\n",
          "| n | seconds | vs reference 140 s | factor value |", "|---|---|---|---|"]
@@ -260,7 +260,7 @@ def section_c(nets: list[dict]) -> list[str]:
             L.append(f"`analyze()` took {secs(r['analysis_s'])}, {g(r['analysis_s'] / r['forward_s'], 3)}× one "
                      f"onnxruntime forward pass ({secs(r['forward_s'])}).\n")
         ratio = c["certified_s"] / c["power_s"] if c["power_s"] else None
-        L.append(f"Certified norms of {'all' if c.get('complete') else 'the first'} {len(c['rows'])} convolutions with `lipgraph.convnorm.conv_certified_norm` "
+        L.append(f"Certified norms of {'all' if c.get('complete') else 'the first'} {len(c['rows'])} convolutions with `lipgraph.certify.conv.conv_certified_norm` "
                  f"(steered by the power-iteration estimate): {c['certified_s']:.3g} s in total; the power-iteration "
                  f"estimates themselves: {c['power_s']:.3g} s; ratio certified / power = {g(ratio, 3)}. "
                  f"(Measured one convolution at a time, outside `analyze()`, which norms Conv→BatchNorm as one "

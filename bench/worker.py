@@ -55,7 +55,7 @@ def _diagnostics(analysis) -> list:
 def _search(analysis):
     """(f, f_smooth, shape) of the float64 model for ``search_lower``."""
     import torch
-    from lipgraph.execute import Executor
+    from lipgraph.ir.execute import Executor
     ex = Executor(analysis.graph, torch.float64, "cpu")
     f = ex.model_function()
     cache = {}
@@ -71,7 +71,7 @@ def _search(analysis):
 def lower_runs(analysis, budgets) -> dict:
     """``search_lower`` (default search, seed 0) on the float64 model once per budget; a round
     always finishes, so the seconds actually used can exceed the budget and are reported."""
-    from lipgraph.passes.lower import search_lower
+    from lipgraph.lower.search import search_lower
     f, fs, shape = _search(analysis)
     runs = {}
     for b in budgets:
@@ -89,12 +89,12 @@ def conv_norms(path: str, device: str, out_path: str) -> dict:
     without analysing it, and rewrites ``out_path`` after every convolution (a partial table
     survives a time limit)."""
     import torch
-    from lipgraph.annotate import annotate
-    from lipgraph.convnorm import conv_certified_norm
-    from lipgraph.execute import Executor, resolve_device
-    from lipgraph.graph import build_graph
-    from lipgraph.linear import power_iteration
-    from lipgraph.load import load_model
+    from lipgraph.passes.annotate import annotate
+    from lipgraph.certify.conv import conv_certified_norm
+    from lipgraph.ir.execute import Executor, resolve_device
+    from lipgraph.ir.graph import build_graph
+    from lipgraph.certify.dense import power_iteration
+    from lipgraph.ir.load import load_model
     from lipgraph.options import NormOptions
     from lipgraph.rules.conv import geometry
     g = build_graph(load_model(path, {}), None, None)

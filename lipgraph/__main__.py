@@ -1,3 +1,3 @@
-from .cli import console_entry
+from lipgraph.cli import console_entry
 
 console_entry()

@@ -12,8 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError, SemanticMismatch
+from lipgraph import __version__
+from lipgraph.errors import InputError, SemanticMismatch
 
 EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -24,8 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import ALL_METHODS, DEFAULT_METHODS, LowerOptions, NormOptions, SeqLipOptions
-    from .report import FORMATS
+    from lipgraph.options import ALL_METHODS, DEFAULT_METHODS, LowerOptions, NormOptions, SeqLipOptions
+    from lipgraph.report import FORMATS
     norms, seq, low = NormOptions(), SeqLipOptions(), LowerOptions()
 
     p = _Parser(prog="lipgraph", description="Certified Lipschitz bounds for ONNX models.")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rules":
             return cmd_rules(args)
         if args.command == "codes":
-            from .diagnostics import table_text
+            from lipgraph.diagnostics import table_text
             print(table_text())
             return EXIT_OK
         return cmd_rule(args)
@@ -117,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .options import ALL_METHODS, LowerOptions, NormOptions, Options, SeqLipOptions
-    from .pipeline import analyze
-    from .report import FORMATS
-    from .annotate import parse_assumptions
-    from .load import parse_input_shapes
-    from .progress import Progress
+    from lipgraph.options import ALL_METHODS, LowerOptions, NormOptions, Options, SeqLipOptions
+    from lipgraph.pipeline import analyze
+    from lipgraph.report import FORMATS
+    from lipgraph.passes.annotate import parse_assumptions
+    from lipgraph.ir.load import parse_input_shapes
+    from lipgraph.progress import Progress
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in ALL_METHODS]
@@ -189,7 +189,7 @@ def emit(text: str, out: str | None) -> None:
 
 
 def cmd_rules(args) -> int:
-    from .registry import REGISTRY, load_plugins
+    from lipgraph.registry import REGISTRY, load_plugins
     load_plugins(args.plugin)
     grouped: dict[tuple, list[int]] = {}
     for key, r in REGISTRY.rules():
@@ -204,7 +204,7 @@ def cmd_rules(args) -> int:
 
 
 def cmd_rule(args) -> int:
-    from .registry import REGISTRY, load_plugins
+    from lipgraph.registry import REGISTRY, load_plugins
     load_plugins(args.plugin)
     found = REGISTRY.find(args.op)
     if not found:

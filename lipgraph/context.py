@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from .diagnostics import Diagnostic
-from .execute import Executor
-from .graph import Graph
-from .labels import Label
-from .options import Options
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.ir.execute import Executor
+from lipgraph.ir.graph import Graph
+from lipgraph.labels import Label
+from lipgraph.options import Options
 
 
 @dataclass

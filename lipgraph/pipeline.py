@@ -5,17 +5,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import differential
-from .annotate import annotate
-from .context import Context, MethodResult
-from .diagnostics import Diagnostic
-from .execute import Executor, resolve_device
-from .graph import Graph, build_graph
-from .load import load_model
-from .options import Options
-from .passes import scheduled
-from .passes.lower_pass import guard
-from .registry import load_plugins
+from lipgraph.ir import differential
+from lipgraph.passes.annotate import annotate
+from lipgraph.context import Context, MethodResult
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.ir.execute import Executor, resolve_device
+from lipgraph.ir.graph import Graph, build_graph
+from lipgraph.ir.load import load_model
+from lipgraph.options import Options
+from lipgraph.passes import scheduled
+from lipgraph.passes.lower_pass import guard
+from lipgraph.registry import load_plugins
 
 
 @dataclass

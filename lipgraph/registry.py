@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterable
 
 import onnx.defs
 
-from .errors import InputError, RuleNotApplicable
-from .labels import Bound, Label
-from .nodeview import NodeView
+from lipgraph.errors import InputError, RuleNotApplicable
+from lipgraph.labels import Bound, Label
+from lipgraph.nodeview import NodeView
 
 ENTRY_POINT_GROUP = "lipgraph.rules"
 
@@ -94,7 +94,7 @@ class Rule:
       COMBINE sets ``combine`` to ``"sum"`` (AutoLip adds) or ``"l2"`` (Concat: √Σ L_i²).
     - AFFINE and STRUCTURAL: optionally ``certified_norm`` → Bound of the linear part's
       norm when the rule knows one cheaper than the engine's generic routes.
-    - optionally ``conv_form`` → the linear part as a ``lipgraph.convfold.ConvForm`` (a
+    - optionally ``conv_form`` → the linear part as a ``lipgraph.certify.convfold.ConvForm`` (a
       convolution or a per-channel scale) for an op with one analysed input, or
       ``{input index: ConvForm}`` for a COMBINE op whose output is the sum of those terms over
       its analysed inputs (plus a constant); ``None`` when it is neither. Segments whose nodes

@@ -50,7 +50,7 @@ def _channel_factor(const, in_shape, out_shape):
 
 def _sum_forms(node, signs=None):
     """{analysed input: ±identity} for a sum/difference without broadcasting (rank ≥ 3), else None."""
-    from lipgraph.convfold import ConvForm
+    from lipgraph.certify.convfold import ConvForm
     out = node.output_shapes[0]
     dyn = node.dynamic_indices
     if out is None or len(out) < 3 or any(tuple(node.input_shapes[i] or ()) != tuple(out) for i in dyn):
@@ -203,7 +203,7 @@ class Mul(Rule):
 
     def conv_form(self, node):
         """A per-channel constant factor is a per-channel scale (segment folding)."""
-        from lipgraph.convfold import ConvForm
+        from lipgraph.certify.convfold import ConvForm
         i = _analysed_index(node)
         c = _channel_factor(node.const(1 - i), node.input_shapes[i], node.output_shapes[0])
         return None if c is None else ConvForm.channel_scale(c, node.input_shapes[i][1])
@@ -242,6 +242,6 @@ class Div(Rule):
 
     def conv_form(self, node):
         """Division by a per-channel constant is a per-channel scale 1/c (segment folding)."""
-        from lipgraph.convfold import ConvForm
+        from lipgraph.certify.convfold import ConvForm
         c = _channel_factor(node.const(1), node.input_shapes[0], node.output_shapes[0])
         return None if c is None else ConvForm.channel_scale(1.0 / c, node.input_shapes[0][1])

@@ -3,7 +3,7 @@
 Both are affine in the analysed input. Torch semantics via torch.nn.functional, with ONNX
 padding resolved here (``geometry``) and applied as an explicit ``F.pad`` so asymmetric
 pads and every ``auto_pad`` mode are exact. Certified norms come from
-``lipgraph.convnorm.conv_certified_norm`` (design §4), given the resolved ONNX pads.
+``lipgraph.certify.conv.conv_certified_norm`` (design §4), given the resolved ONNX pads.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class _ConvBase(Rule):
         _, strides, dil, pads = geometry(node, w.shape, x_shape)
         transpose = node.op_type == "ConvTranspose"
         groups = node.attr("group", 1)
-        from lipgraph.convnorm import conv_certified_norm
+        from lipgraph.certify.conv import conv_certified_norm
         out_pad = list(node.attr("output_padding") or [0] * len(strides)) if transpose else None
         return conv_certified_norm(w, tuple(x_shape[2:]), strides=strides, dilations=dil, pads=pads,
                                    groups=groups, transpose=transpose, output_padding=out_pad)
@@ -84,7 +84,7 @@ class _ConvBase(Rule):
 
     def conv_form(self, node):
         """The linear part (bias dropped) with the resolved ONNX pads, for segment folding."""
-        from lipgraph.convfold import ConvForm
+        from lipgraph.certify.convfold import ConvForm
         w = node.const(1)
         _, strides, dil, pads = geometry(node, w.shape, node.input_shapes[0])
         transpose = node.op_type == "ConvTranspose"
@@ -96,7 +96,7 @@ class _ConvBase(Rule):
 class Conv(_ConvBase):
     """Conv with a constant kernel: ‖linear part‖ ≤ max_ω σ_max(K̂(ω)) (DFT on a large grid).
 
-    Bound: lipgraph.convnorm's certified norm (design §4): the materialised operator's float64
+    Bound: lipgraph.certify.conv's certified norm (design §4): the materialised operator's float64
       SVD for small maps; otherwise the DFT bound max_ω σ_max(K̂(ω)) on a grid N ≥ n + (k−1)·d
       (padding embeds isometrically, cropping and striding project, so strides, dilations,
       groups, asymmetric pads and auto_pad are all covered), tightened by a banded Gram proof
@@ -120,7 +120,7 @@ class Conv(_ConvBase):
 class ConvTranspose(_ConvBase):
     """ConvTranspose with a constant kernel: ‖linear part‖ ≤ max_ω σ_max(K̂(ω)) (adjoint of a conv).
 
-    Bound: the certified convolution norm of lipgraph.convnorm with transpose=True: a
+    Bound: the certified convolution norm of lipgraph.certify.conv with transpose=True: a
       transposed convolution is the adjoint of a strided convolution followed by cropping
       (pads) and zero extension (output_padding), so the DFT bound of the kernel on a grid
       N ≥ s·(n−1) + (k−1)·d + 1 holds; output_shape and auto_pad only change the crop.

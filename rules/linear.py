@@ -7,14 +7,14 @@ import numpy as np
 
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
-from lipgraph.linear import matrix_norm
+from lipgraph.certify.dense import matrix_norm
 from lipgraph.registry import Kind, Rule, require_constant, rule
 
 
 def spectral_norm(matrix: np.ndarray) -> float:
     """An upper bound on the largest singular value, tight to ~1e-7 (float64; small matrices
     by eigenvalues, large ones by a Cholesky proof at a Lanczos estimate — see
-    ``lipgraph.linear.matrix_norm``). A stack of matrices (batched MatMul weight) acts
+    ``lipgraph.certify.dense.matrix_norm``). A stack of matrices (batched MatMul weight) acts
     block-diagonally: the largest over the stack."""
     m = np.asarray(matrix, dtype=np.float64)
     if m.size == 0:

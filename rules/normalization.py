@@ -43,7 +43,7 @@ class BatchNormalization(Rule):
 
     def conv_form(self, node):
         """Per-channel scale scale_c/√(var_c + eps) (rank ≥ 3 inputs), for segment folding."""
-        from lipgraph.convfold import ConvForm
+        from lipgraph.certify.convfold import ConvForm
         shape = node.input_shapes[0]
         if shape is None or len(shape) < 3:
             return None

@@ -194,7 +194,7 @@ class AveragePool(Rule):
 
     def certified_norm(self, node):
         """Π_d σ_max(A_d) from the very matrices ``forward`` applies (``AxisGeometry.averaging``)."""
-        from lipgraph.linear import matrix_norm
+        from lipgraph.certify.dense import matrix_norm
 
         cip = bool(node.attr("count_include_pad", 0))
         value = math.prod(matrix_norm(g.averaging(cip)) for g in _pool_geometry(node, _spatial(node)))
@@ -203,7 +203,7 @@ class AveragePool(Rule):
 
 def _mean_norm(count: int) -> Bound:
     """‖x ↦ mean of groups of ``count`` entries‖ = ‖(1/count)·1ᵀ‖ = 1/√count, exact."""
-    from lipgraph.convnorm import global_avgpool_norm
+    from lipgraph.certify.conv import global_avgpool_norm
 
     return global_avgpool_norm(count)
 

@@ -136,7 +136,7 @@ class Unsqueeze(_Structural):
 
 def identity_form(node):
     """The identity as a per-channel scale of 1, so it folds into convolution segments."""
-    from lipgraph.convfold import ConvForm
+    from lipgraph.certify.convfold import ConvForm
     shape = node.input_shapes[0]
     return ConvForm.identity(shape[1]) if shape is not None and len(shape) >= 3 else None
 

@@ -36,6 +36,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Rules a test registers (plugins) vanish with the test: other tests in the same worker
+    must not see a Sin rule that only one test defined."""
+    from lipgraph.registry import REGISTRY
+    monkeypatch.setattr(REGISTRY, "_rules", dict(REGISTRY._rules))
+    return REGISTRY
+
+
 @pytest.fixture(params=BUNDLED)
 def bundled(request):
     return request.param, analysed(request.param)

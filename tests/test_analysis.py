@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from conftest import ANCHOR_NPZ, MODELS, UPPER, analysed
 from lipgraph.options import Options
 from lipgraph.pipeline import analyze
-from lipgraph.execute import Executor
+from lipgraph.ir.execute import Executor
 from lipgraph.labels import Label
 from randgraphs import random_graph, run_ort, sampled_ratio
 

@@ -170,7 +170,7 @@ def test_assume_makes_it_finite(capsys):
     assert any(d["code"] == "assumed" for d in report["diagnostics"])
 
 
-def test_plugin_rule(capsys, tmp_path, monkeypatch):
+def test_plugin_rule(capsys, tmp_path, monkeypatch, isolated_registry):
     (tmp_path / "my_sin_rule.py").write_text(textwrap.dedent('''
         import torch
         from lipgraph import Kind, Rule, rule
@@ -216,7 +216,7 @@ def test_rule_missing_a_hook_its_kind_requires_is_refused(kind, hooks, missing):
         rule("Bad", versions=(1,), kind=Kind[kind], domain="x.test", registry=Registry())(type("Bad", (Rule,), body))
 
 
-def test_plugin_activation_without_slopes_is_exit_2(capsys, tmp_path, monkeypatch):
+def test_plugin_activation_without_slopes_is_exit_2(capsys, tmp_path, monkeypatch, isolated_registry):
     (tmp_path / "noslopes.py").write_text(
         "import torch\nfrom lipgraph import Kind, Rule, rule\n"
         "@rule('Softsign', versions=(1,), kind=Kind.ACTIVATION, domain='x.plugin')\n"

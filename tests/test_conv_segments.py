@@ -1,4 +1,4 @@
-"""Affine segments certified as one convolution (lipgraph.convfold), end to end on ONNX models.
+"""Affine segments certified as one convolution (lipgraph.certify.convfold), end to end on ONNX models.
 
 Every exact value here is computed independently of lipgraph: the operator is materialised by
 applying torch.nn.functional ops (written out in this file from the ONNX weights) to basis

@@ -1,7 +1,7 @@
 """Certified conv/pool norms against the true norm of the materialised operator (numpy SVD).
 
 The reference operators are built here from torch's conv / conv_transpose / pooling applied to
-basis vectors, independently of ``lipgraph.convnorm``'s own code paths.
+basis vectors, independently of ``lipgraph.certify.conv``'s own code paths.
 Run with ``-s`` to see the worst ratio per (n, k) and for strided cases.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lipgraph.convnorm import (avgpool_certified_norm, conv_certified_norm, global_avgpool_norm,
+from lipgraph.certify.conv import (avgpool_certified_norm, conv_certified_norm, global_avgpool_norm,
                                maxpool_bound)
 from lipgraph.labels import Label
 from rulecheck import torch_pads
@@ -248,7 +248,7 @@ def test_global_avgpool():
 
 def test_gram_proof_band_matches_dense_and_rejects_low_theta():
     """The probed band equals AᵀA of the reference matrix; the Cholesky proof fails below ‖A‖."""
-    from lipgraph.convnorm import _as_conv, _band_order, _banded_cholesky_succeeds, _banded_gram
+    from lipgraph.certify.conv import _as_conv, _band_order, _banded_cholesky_succeeds, _banded_gram
 
     w = np.random.default_rng(5).standard_normal((3, 2, 3, 2))
     spatial, s, d, pads = (7, 6), (2, 1), (1, 2), (1, 0, 2, 1)

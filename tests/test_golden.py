@@ -19,7 +19,7 @@ from lipgraph.cli import main
 GOLDEN = Path(__file__).resolve().parent / "golden"
 IGNORED = {"seconds", "model"}
 #: resnet_small's top-k SeqLip estimate is skipped or not by a wall-clock prediction
-#: (seqlip.TOPK_MAX_SECONDS): under load it falls back to the AutoLip factor. Its greedy
+#: (seqlip_chain.TOPK_MAX_SECONDS): under load it falls back to the AutoLip factor. Its greedy
 #: estimates (never a bound) are therefore not compared there; every other number is.
 TIMED_ESTIMATES = {"resnet_small": {"seqlip_greedy", "greedy", "greedy_method", "seqlip-greedy"}}
 

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import UPPER, MODELS, analysed
 from lipgraph.options import Options
 from lipgraph.pipeline import analyze
-from lipgraph.graph import build_graph
-from lipgraph.load import load_model
+from lipgraph.ir.graph import build_graph
+from lipgraph.ir.load import load_model
 
 
 def test_spectral_parametrisation_and_shape_plumbing_are_folded():

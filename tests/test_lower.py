@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ANCHOR_NPZ, needs_anchors
-from lipgraph.passes.lower import LowerResult, search_lower
+from lipgraph.lower.search import LowerResult, search_lower
 
 LEAK = 0.1
 
@@ -198,7 +198,7 @@ def test_unknown_search_and_missing_surrogate_are_errors():
 def test_realised_pair_stays_inside_a_box_whose_ends_are_not_float32():
     """float32(0.7) < 0.7 and float32(1.6) > 1.6: points at the box ends, rounded to float32,
     must be rounded inwards; and a search's reported pair lies inside the box."""
-    from lipgraph.passes.lower import _Domain
+    from lipgraph.lower.search import _Domain
     dom = _Domain((4,), (0.7, 1.6), None, torch.float64)
     ends = dom.float32_point(torch.tensor([0.7, 1.6, 0.69, 1.61], dtype=torch.float64))
     assert np.all(ends >= 0.7) and np.all(ends <= 1.6), ends

@@ -18,7 +18,7 @@ from lipgraph.context import MethodResult
 from lipgraph.options import LowerOptions, Options
 from lipgraph.pipeline import analyze
 from lipgraph.cli import main
-from lipgraph.execute import Executor
+from lipgraph.ir.execute import Executor
 from lipgraph.labels import Label
 from lipgraph.passes.lower_pass import guard
 from lipgraph.report import summary_line, to_json, to_text

@@ -97,7 +97,7 @@ def test_engines_do_not_compare_op_types_to_literals():
 
 
 def test_one_executor_per_dtype_and_device(monkeypatch):
-    from lipgraph import execute
+    from lipgraph.ir import execute
     from lipgraph.options import LowerOptions, Options
     from lipgraph.pipeline import analyze
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import helper
 
-from lipgraph.convnorm import maxpool_bound
+from lipgraph.certify.conv import maxpool_bound
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Label
 from rulecheck import (assert_matches_ort, assert_versions_covered, conformance, input_fn, materialised_norm,

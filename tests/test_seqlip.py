@@ -11,19 +11,17 @@ import torch
 from bruteforce import factor_vertices, joint_patterns, seqlip_bruteforce, spec
 from conftest import ANCHOR_NPZ, needs_anchors
 from lipgraph.labels import Label
-from lipgraph.passes import seqlip as seqlip_mod
-from lipgraph.passes.seqlip import (
+from lipgraph.certify import seqlip as seqlip_mod
+from lipgraph.certify.seqlip import (
     BudgetExhausted,
-    OperatorMap,
     factor_bnb,
     factor_exact,
     factor_greedy,
     factor_relaxation,
     factor_topk,
-    seqlip_chain,
-    time_exact_factor,
     topk_triplets,
 )
+from lipgraph.certify.seqlip_chain import OperatorMap, seqlip_chain, seqlip_factors, time_exact_factor
 
 # certify() adds 1e-8 relative per factor; allow that per factor plus rounding.
 MARGIN = 1e-7
@@ -210,7 +208,7 @@ def test_enumeration_exact_at_16(seed):
     """n = 16: the pruned enumeration equals plain enumeration of all 2^16 vertices (eigvalsh
     where Cholesky cannot prove a vertex below the incumbent) and exhaustive branch and bound."""
     rng = np.random.default_rng(seed)
-    (A, B), = seqlip_mod.seqlip_factors([rng.standard_normal((16, 16)),
+    (A, B), = seqlip_factors([rng.standard_normal((16, 16)),
                                          rng.standard_normal((16, 16))])
     fast = factor_exact(A, B, 0.0, 1.0).value
     full = factor_exact(A, B, 0.0, 1.0, direct_max=16, incumbent=0.0).value

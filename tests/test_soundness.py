@@ -162,7 +162,7 @@ def test_guard_checks_shapes_and_reports_its_cost(capsys):
     assert guard["seconds"] < max(total, 1.0)
 
 
-def test_guard_is_skipped_with_a_note_for_custom_domains(tmp_path, capsys, monkeypatch):
+def test_guard_is_skipped_with_a_note_for_custom_domains(tmp_path, capsys, monkeypatch, isolated_registry):
     plugin = tmp_path / "twice_rule.py"
     plugin.write_text(
         "from lipgraph import Kind, Rule, rule\n"

@@ -1,7 +1,7 @@
 """Exact SeqLip factor by branch and bound with a Lagrangian (AM–GM / S-lemma) node bound.
 
 The factor is ``F = max_{d ∈ [lo, hi]} ‖A diag(d) B‖₂`` (A p×n, B n×q; see
-:mod:`lipgraph.passes.seqlip`); by convexity it is attained at a vertex ``d_j ∈ {lo_j, hi_j}``.
+:mod:`lipgraph.certify.seqlip`); by convexity it is attained at a vertex ``d_j ∈ {lo_j, hi_j}``.
 Write ``a_j`` for column j of A, ``b_j`` for row j of B, ``m = (lo+hi)/2``, ``r = (hi−lo)/2``.
 
 **Node bound.** A node fixes the coordinates S (values ``d_S``) and leaves F free. Every free
@@ -21,7 +21,7 @@ Write ``a_j`` for column j of A, ``b_j`` for row j of B, ``m = (lo+hi)/2``, ``r 
 and each node takes damped steps towards that fixed point (step halved when the bound does
 not drop, grown by 1.5 when it does), warm-started from its parent. The root starts at
 ``t_j = c‖b_j‖/‖a_j‖`` with c making ``‖P‖ = ‖Q‖``, where the bound is already at most the
-split bound of :func:`~lipgraph.passes.seqlip.factor_relaxation`,
+split bound of :func:`~lipgraph.certify.seqlip.factor_relaxation`,
 ``‖X_c‖ + ‖A diag √(r t)‖‖diag √(r/t) B‖`` (``λ_max`` of the block matrix is at most
 ``‖X_c‖ + max(‖P‖, ‖Q‖)``). A child fixing ``d_j = m_j ∓ r_j`` has, at the parent's t,
 ``M_parent − M_child = r_j w wᵀ ⪰ 0`` with ``w = (√t_j a_j, ∓b_j/√t_j)``, so it keeps
@@ -63,7 +63,7 @@ from typing import Callable
 import torch
 
 from lipgraph.labels import Bound, Label, certify
-from lipgraph.passes.seqlip import (
+from lipgraph.certify.seqlip import (
     _box,
     _greedy_from,
     _norm2,
@@ -272,10 +272,10 @@ def factor_exact_auto(A, B, lo, hi, *, enum_max: int = ENUM_MAX, max_nodes: int 
                       time_budget: float | None = None, incumbent: float | None = None,
                       progress: Callable[[str], None] | None = None) -> tuple[Bound, bool]:
     """The exact factor by the faster method: vertex enumeration
-    (:func:`~lipgraph.passes.seqlip.factor_exact`) when ``n ≤ enum_max``, else
+    (:func:`~lipgraph.certify.seqlip.factor_exact`) when ``n ≤ enum_max``, else
     :func:`factor_bnb_lagrangian`. Returns ``(certified bound, exact)``; ``exact`` is False
     only when branch and bound stopped at ``max_nodes`` or ``time_budget`` (the bound is then
-    its anytime value). Enumeration raises :class:`~lipgraph.passes.seqlip.BudgetExhausted`
+    its anytime value). Enumeration raises :class:`~lipgraph.certify.seqlip.BudgetExhausted`
     when ``time_budget`` runs out.
     """
     n = _oriented(A, B)[0].shape[1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import autolip_pass, chains, lower_pass
+from lipgraph.passes import autolip_pass, chains, lower_pass
 
 
 @dataclass(frozen=True)

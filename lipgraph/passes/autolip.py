@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..labels import Bound, Label, weakest
+from lipgraph.labels import Bound, Label, weakest
 
 
 @dataclass

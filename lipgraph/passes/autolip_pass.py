@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from ..context import Context, MethodResult, PassResult
-from ..labels import Label
-from .autolip import compose
-from .units import UnitBuilder
+from lipgraph.context import Context, MethodResult, PassResult
+from lipgraph.labels import Label
+from lipgraph.passes.autolip import compose
+from lipgraph.passes.norms import UnitBuilder
 
 
 def run(ctx: Context, progress) -> PassResult:

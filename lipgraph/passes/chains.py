@@ -35,15 +35,14 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
-import torch
 
-from ..context import Context, MethodResult, PassResult
-from ..diagnostics import Diagnostic
-from ..labels import Bound, Label, weakest
-from ..linear import materialise
-from ..registry import Kind
-from .autolip import Unit, compose
-from .seqlip import OperatorMap, seqlip_chain
+from lipgraph.context import Context, MethodResult, PassResult
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.labels import Bound, Label, weakest
+from lipgraph.certify.dense import materialise
+from lipgraph.registry import Kind
+from lipgraph.passes.autolip import Unit, compose
+from lipgraph.certify.seqlip_chain import OperatorMap, seqlip_chain
 
 
 #: Most in·out entries of a segment materialised for SeqLip. A dense factor costs full SVDs

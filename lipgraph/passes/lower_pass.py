@@ -1,6 +1,6 @@
 """The ``lower`` pass: a realised lower bound for the analysed model (design §4, Lower bounds).
 
-The search (:func:`lipgraph.passes.lower.search_lower`) runs on lipgraph's own torch execution
+The search (:func:`lipgraph.lower.search.search_lower`) runs on lipgraph's own torch execution
 of the model from the analysed input to the analysed output, in float32 on the analysis device
 (measured: as good as float64 and 1.5–4× faster on the bundled CNNs), with the rules' smoothed
 surrogates (``Executor.model_function(smooth=t)``) for the ``smooth`` rounds. The pair it finds
@@ -26,13 +26,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..context import Context, MethodResult, PassResult
-from ..differential import ort_session
-from ..execute import default_free_values
-from ..diagnostics import Diagnostic
-from ..labels import Label
-from .lower import PROGRESS, LowerResult, _Domain, _realise, search_lower
+from lipgraph.errors import InputError
+from lipgraph.context import Context, MethodResult, PassResult
+from lipgraph.ir.differential import ort_session
+from lipgraph.ir.execute import default_free_values
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.labels import Label
+from lipgraph.lower.search import PROGRESS, LowerResult, _Domain, _realise, search_lower
 
 #: Relative slack of the soundness guard (lower > upper · (1 + SLACK) is an error).
 SLACK = 1e-6

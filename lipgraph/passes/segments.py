@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..graph import Graph
+from lipgraph.ir.graph import Graph
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import torch
 from bruteforce import factor_vertices
 from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_bnb_lagrangian, factor_exact_auto
 from lipgraph.labels import CERT_MARGIN, Label
-from lipgraph.passes.seqlip import factor_exact, seqlip_chain, seqlip_factors
+from lipgraph.certify.seqlip import factor_exact
+from lipgraph.certify.seqlip_chain import seqlip_chain, seqlip_factors
 
 RTOL = 1e-9  # factor_bnb_lagrangian's default pruning tolerance
 

@@ -11,8 +11,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from .graph import Graph
-from .registry import Kind
+from lipgraph.ir.graph import Graph
+from lipgraph.registry import Kind
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -21,7 +21,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        from .errors import InputError
+        from lipgraph.errors import InputError
         raise InputError("--device cuda: no CUDA device is available")
     return torch.device(device)
 

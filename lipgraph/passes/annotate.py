@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from .errors import InputError, RuleNotApplicable
-from .diagnostics import Diagnostic
-from .graph import Graph
-from .registry import Kind, Rule
+from lipgraph.errors import InputError, RuleNotApplicable
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.ir.graph import Graph
+from lipgraph.registry import Kind, Rule
 
 HOW_TO_ADD = ("add a rule with the @lipgraph.rule decorator in a module passed with --plugin MODULE "
               "(or registered under the 'lipgraph.rules' entry-point group), or vouch for a constant "

@@ -25,11 +25,11 @@ import numpy as np
 import onnx
 import torch
 
-from .errors import InputError, SemanticMismatch
-from .execute import Executor, default_free_values
-from .diagnostics import Diagnostic
-from .graph import Graph
-from .load import FLOAT_TYPES
+from lipgraph.errors import InputError, SemanticMismatch
+from lipgraph.ir.execute import Executor, default_free_values
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.ir.graph import Graph
+from lipgraph.ir.load import FLOAT_TYPES
 
 #: Domains onnxruntime's CPU provider implements.
 ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .labels import CERT_MARGIN, Bound, Label, certify
+from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 
 __all__ = ["ConvForm", "compose", "add", "fold", "certified_norm"]
 
@@ -219,7 +219,7 @@ def certified_norm(form: ConvForm, in_shape, *, materialize_limit: int = 4_000_0
                      slack=CERT_MARGIN)
     if not form.transpose and all(k == 1 for k in form.weight.shape[2:]):
         return _pointwise_norm(form)
-    from .convnorm import conv_certified_norm
+    from lipgraph.certify.conv import conv_certified_norm
     b = conv_certified_norm(form.weight, tuple(in_shape[2:]), strides=form.strides, dilations=form.dilations,
                             pads=form.pads, groups=form.groups, transpose=form.transpose,
                             output_padding=form.output_padding if form.transpose else None,

@@ -16,7 +16,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference
 
-from .errors import InputError
+from lipgraph.errors import InputError
 
 CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,

@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
-from .labels import LADDER_SLACK, Bound, Label, certify
+from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -14,11 +14,11 @@ import networkx as nx
 import numpy as np
 import onnx
 
-from .diagnostics import Diagnostic
-from .errors import InputError
-from .load import FLOAT_TYPES, LoadedModel
-from .nodeview import NodeView, make_nodeview
-from .registry import REGISTRY, Kind, Registry, Rule
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.errors import InputError
+from lipgraph.ir.load import FLOAT_TYPES, LoadedModel
+from lipgraph.nodeview import NodeView, make_nodeview
+from lipgraph.registry import REGISTRY, Kind, Registry, Rule
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import math
 
-from . import __version__
-from .pipeline import Analysis
-from .labels import Label
+from lipgraph import __version__
+from lipgraph.pipeline import Analysis
+from lipgraph.labels import Label
 
 
 def _num(value: float | None) -> float | None:
@@ -79,7 +79,7 @@ def to_json(a: Analysis, path: str) -> dict:
 
 
 def _not_certified(a: Analysis):
-    from .diagnostics import Diagnostic
+    from lipgraph.diagnostics import Diagnostic
     return Diagnostic("", "not-certified", "no finite certified upper bound: see the diagnostics above for the nodes without one")
 
 

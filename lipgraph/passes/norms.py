@@ -2,7 +2,7 @@
 power-iteration estimates.
 
 Certified norm of a segment: the smallest of (a) the segment folded into one convolution
-(``lipgraph.convfold``, when every node's rule gives a ``conv_form``) and certified by
+(``lipgraph.certify.convfold``, when every node's rule gives a ``conv_form``) and certified by
 ``convnorm``, or the rule's own closed form for a one-node segment without one, (b) the
 materialised operator's σ_max (float64, plus a margin) when it is small enough, (c) AutoLip
 inside the segment from its nodes' certified norms. The
@@ -16,17 +16,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..annotate import NodeInfo
-from ..execute import Executor
-from ..diagnostics import Diagnostic
-from ..graph import Graph
-from ..labels import LADDER_SLACK, Bound, Label
-from .. import convfold
-from ..linear import certified_materialised_norm, linear_part, power_iteration
-from ..options import NormOptions
-from ..registry import Kind, slope_range
-from .autolip import Unit, compose
-from .segments import Segment, find_segments
+from lipgraph.passes.annotate import NodeInfo
+from lipgraph.ir.execute import Executor
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.ir.graph import Graph
+from lipgraph.labels import LADDER_SLACK, Bound, Label
+from lipgraph.certify import convfold
+from lipgraph.certify.dense import certified_materialised_norm, linear_part, power_iteration
+from lipgraph.options import NormOptions
+from lipgraph.registry import Kind, slope_range
+from lipgraph.passes.autolip import Unit, compose
+from lipgraph.passes.segments import Segment, find_segments
 
 UNBOUNDED = Bound(math.inf, Label.CERTIFIED, "none")
 

@@ -1,0 +1,275 @@
+"""SeqLip on whole chains: decompose each map (SVD, or top-k triplets of an operator), bound
+every factor with the best certified method (exact enumeration or branch and bound, relaxation,
+AutoLip factor) and estimate it greedily; multiply. Graph-free: see :mod:`lipgraph.certify.seqlip`
+for the factor maths and :mod:`lipgraph.certify.seqlip_bnb` for the branch and bound."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lipgraph.certify.dense import materialise
+from lipgraph.certify.seqlip import (_DT, BudgetExhausted, _box, _event, _one_thread, _t, _vertex_estimate,
+                                     factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
+from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
+from lipgraph.diagnostics import Diagnostic
+from lipgraph.labels import Bound, Label, certify
+
+#: Subspace iterations for the top-k heuristic inside a chain: it only guides the greedy
+#: estimate, so a rough subspace is enough (each iteration costs 2k operator applications).
+TOPK_ITERS = 20
+#: Largest top-k basis (input dimension × k, float64 entries: 64 MiB) worth computing; past it
+#: (e.g. a 64×56×56 convolution) the subspace iteration costs minutes, for an estimate only.
+TOPK_MAX_ENTRIES = 1 << 23
+#: Longest a top-k decomposition may be predicted to take.
+TOPK_MAX_SECONDS = 10.0
+
+# ----------------------------------------------------------------------------- chains
+
+
+@dataclass(frozen=True)
+class OperatorMap:
+    """A linear map given as a torch callable on tensors of ``in_shape``.
+
+    ``norm_bound`` is a certified bound on its spectral norm when the engine has one
+    (e.g. the DFT bound of a convolution); without it a chain containing the operator
+    has no certified SeqLip value unless the map is small enough to materialise.
+    """
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    in_shape: tuple[int, ...]
+    norm_bound: Bound | None = None
+    adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class FactorReport:
+    """One SeqLip factor: width n, method of the certified value, both values, seconds."""
+
+    n: int
+    method: str
+    certified: float
+    greedy: float
+    seconds: float
+    greedy_method: str = "greedy"
+
+
+@dataclass
+class ChainBounds:
+    """SeqLip result for one chain: ``certified`` (label certified) and ``greedy`` (estimate)."""
+
+    certified: Bound
+    greedy: Bound
+    factors: list[FactorReport] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)   # structured events, node ""
+
+
+@dataclass
+class _Svd:
+    U: torch.Tensor | None  # None when only top-k triplets are known
+    S: torch.Tensor
+    V: torch.Tensor | None  # None when the top-k triplets were skipped (time budget)
+    norm: float  # certified spectral norm (inf if unknown)
+    dense: bool
+
+
+def _topk_unaffordable(M: OperatorMap, n_in: int, topk: int, deadline: float | None) -> str:
+    """Why the top-k triplets of ``M`` are not worth computing ('' when they are): the basis
+    would exceed TOPK_MAX_ENTRIES, or (2·TOPK_ITERS + 1)·k applications, timed from one, would
+    exceed TOPK_MAX_SECONDS or the time left. It only decides whether an *estimate* is made."""
+    if n_in * topk > TOPK_MAX_ENTRIES:
+        return f"{n_in}×{topk} basis entries > {TOPK_MAX_ENTRIES}"
+    start = time.perf_counter()
+    with torch.no_grad():
+        M.fn(torch.zeros(M.in_shape, dtype=_DT))
+    predicted = (time.perf_counter() - start) * topk * (2 * TOPK_ITERS + 1)
+    left = TOPK_MAX_SECONDS if deadline is None else min(TOPK_MAX_SECONDS, deadline - time.perf_counter())
+    return "" if predicted <= left else f"predicted {predicted:.0f} s > {max(left, 0.0):.0f} s available"
+
+
+def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int,
+               deadline: float | None = None) -> _Svd:
+    if isinstance(M, OperatorMap):
+        n_in = int(np.prod(M.in_shape))
+        if n_in <= dense_max:
+            M = torch.from_numpy(materialise(M.fn, M.in_shape))
+            diags.append(_event("seqlip-factor", f"map {idx + 1}: operator materialised ({tuple(M.shape)})", map=idx + 1))
+        else:
+            nb = M.norm_bound
+            norm = nb.value if nb is not None and nb.label.is_bound else math.inf
+            why = _topk_unaffordable(M, n_in, topk, deadline)
+            if why:
+                diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
+                with torch.no_grad():
+                    out_dim = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
+                return _Svd(torch.empty((out_dim, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
+            U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
+            diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
+                                + ("" if math.isfinite(norm) else ", no certified norm"), map=idx + 1))
+            return _Svd(U, S, V, norm, False)
+    M = _t(M)
+    if M.ndim != 2:
+        raise ValueError(f"map {idx + 1}: dense maps must be 2-D matrices, got {tuple(M.shape)}")
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    return _Svd(U, S, Vh.T, float(S[0]) if S.numel() else 0.0, True)
+
+
+def seqlip_factors(maps) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The SeqLip factor matrices ``(A_i, B_i) = (Σ̃_{i+1}V_{i+1}ᵀ, U_iΣ̃_i)`` of dense maps."""
+    svds = [_decompose(M, topk=0, seed=0, dense_max=0, diags=[], idx=i) for i, M in enumerate(maps)]
+    K = len(svds)
+    out = []
+    for i in range(K - 1):
+        s_in = svds[i].S if i == 0 else svds[i].S.sqrt()
+        s_out = svds[i + 1].S if i + 1 == K - 1 else svds[i + 1].S.sqrt()
+        out.append((s_out[:, None] * svds[i + 1].V.T, svds[i].U * s_in[None, :]))
+    return out
+
+
+@_one_thread
+def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None = None,
+                 topk: int = 200, seed: int = 0, progress: Callable[[str], None] | None = None,
+                 bnb_max: int = 64, bnb_nodes: int = 1 << 11, dense_max: int = 4096,
+                 greedy_max: int = 1 << 18) -> ChainBounds:
+    """SeqLip bounds for ``M_K ∘ ρ_{K−1} ∘ … ∘ ρ_1 ∘ M_1``.
+
+    ``maps``: K dense matrices (out × in) or :class:`OperatorMap`; ``slopes``: K−1 pairs
+    ``(lo, hi)`` (scalars or per-neuron arrays; any box ``lo ≤ hi``, negative slopes included).
+    Per factor the certified value is the smallest of: the exact maximum
+    (:func:`lipgraph.certify.seqlip_bnb.factor_exact_auto`: vertex enumeration up to
+    ``min(exact_max, ENUM_MAX)``, else Lagrangian branch and bound while n ≤ ``bnb_max``, whose
+    anytime bound counts when it stops early), :func:`factor_relaxation`, and the AutoLip factor
+    ``max|slope|·‖Σ̃_{i+1}‖‖Σ̃_i‖`` — so the product is never above AutoLip's
+    ``Π‖M_i‖·max|slope_i|``. ``certified`` multiplies the per-factor values (label
+    ``certified``; ∞ when an operator has no certified norm). ``greedy`` multiplies vertex
+    estimates: the paper's coordinate greedy when ``n·p·q ≤ greedy_max``, else
+    :func:`factor_ascent`; top-k truncations for operator maps (label ``estimate``).
+
+    Determinism: branch and bound is limited to ``n·bnb_nodes`` node evaluations (scaled down
+    by ``(64/(p+q))³`` for factors with p + q > 64, at least 256) and enumeration by
+    ``exact_max``, never by seconds, so the certified value depends only on the inputs and the options.
+    ``time_budget`` (seconds for the whole chain) is an outer safety net only: when it fires,
+    the remaining exact work falls back to certified relaxations and a diagnostic containing
+    "time budget exhausted" says that the result may depend on machine load.
+    """
+    t0 = time.perf_counter()
+    deadline = None if time_budget is None else t0 + time_budget
+    diags: list[str] = []
+    K = len(maps)
+    if K == 0:
+        raise ValueError("empty chain")
+    if len(slopes) != K - 1:
+        raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
+    svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i, deadline=deadline)
+            for i, M in enumerate(maps)]
+    if K == 1:
+        v = svds[0].norm
+        cert = Bound(certify(v), Label.CERTIFIED, "svd") if svds[0].dense else (
+            Bound(v, Label.CERTIFIED, "norm-bound") if math.isfinite(v) else
+            Bound(math.inf, Label.CERTIFIED, "none"))
+        est = Bound(float(svds[0].S[0]) if svds[0].S.numel() else v, Label.ESTIMATE, "svd")
+        return ChainBounds(cert, est, [], diags)
+
+    reports: list[FactorReport] = []
+    cert_prod, greedy_prod = 1.0, 1.0
+    for i in range(K - 1):
+        ts = time.perf_counter()
+        prev, nxt = svds[i], svds[i + 1]
+        first, last = i == 0, i + 1 == K - 1
+        n = int(prev.U.shape[0])
+        lo, hi = _box(slopes[i][0], slopes[i][1], n)
+        smax = float(torch.maximum(lo.abs(), hi.abs()).max()) if n else 0.0
+        norm_in = prev.norm if first else math.sqrt(prev.norm)
+        norm_out = nxt.norm if last else math.sqrt(nxt.norm)
+        cap = certify(smax * norm_in * norm_out)
+        if prev.V is None or nxt.V is None:  # top-k skipped (budget): estimate = AutoLip factor
+            g, cval, method = Bound(cap, Label.ESTIMATE, "autolip-factor"), cap, "autolip-factor"
+        elif not (prev.dense and nxt.dense):
+            g = factor_topk((prev.U, prev.S, prev.V), (nxt.U, nxt.S, nxt.V), lo, hi,
+                            first=first, last=last, seed=seed, greedy_max=greedy_max)
+            cval, method = cap, "autolip-factor"
+            diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n}, operator map: top-k "
+                                f"{g.method.split('-')[-1]} estimate, certified by the AutoLip factor", factor=i + 1, n=n))
+        else:
+            s_in = prev.S if first else prev.S.sqrt()
+            s_out = nxt.S if last else nxt.S.sqrt()
+            A = s_out[:, None] * nxt.V.T
+            B = prev.U * s_in[None, :]
+            g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
+            cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
+                                             bnb_nodes, deadline, progress, diags)
+            if cap < cval:
+                cval, method = cap, "autolip-factor"
+        cert_prod *= cval
+        greedy_prod *= g.value
+        reports.append(FactorReport(n, method, cval, g.value, time.perf_counter() - ts, g.method))
+    methods = sorted({r.method for r in reports})
+    cert = Bound(certify(cert_prod, 1e-15 * K), Label.CERTIFIED, "seqlip[" + ",".join(methods) + "]")
+    est = Bound(greedy_prod, Label.ESTIMATE, "seqlip-greedy")
+    return ChainBounds(cert, est, reports, diags)
+
+
+def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nodes, deadline,
+                      progress, diags) -> tuple[float, str]:
+    """Certified value of one dense factor and the method that produced it (deterministic
+    unless the outer ``deadline`` fires, which is reported)."""
+    def left():
+        return None if deadline is None else max(0.0, deadline - time.perf_counter())
+
+    def fired():
+        return deadline is not None and time.perf_counter() >= deadline
+
+    relax = factor_relaxation(A, B, lo, hi)
+    if n > bnb_max and n > exact_max:
+        diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n} > exact_max={exact_max}, used relaxation",
+                            factor=i + 1, n=n))
+        return relax.value, relax.method
+    if fired():
+        diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted before the exact search; "
+                            "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
+        return relax.value, relax.method
+    # enumeration up to min(exact_max, ENUM_MAX) (the measured crossover), branch and bound
+    # beyond; its node budget decides, the deadline only guards against a runaway
+    p, q = A.shape[0], B.shape[1]
+    try:
+        b, done = factor_exact_auto(A, B, lo, hi, enum_max=exact_max if n > bnb_max else min(exact_max, ENUM_MAX),
+                                    max_nodes=max(256, n * bnb_nodes * 64 ** 3 // max(64, p + q) ** 3),
+                                    time_budget=left(), incumbent=incumbent, progress=progress)
+    except BudgetExhausted:
+        diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
+                            "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
+        return relax.value, relax.method
+    if done:
+        return b.value, b.method
+    gap = b.value / incumbent - 1 if incumbent else math.inf
+    diags.append(_event("seqlip-budget" if fired() else "seqlip-factor",
+                        f"factor {i + 1}: n={n}: " + ("time budget exhausted during branch and bound (result "
+                        "depends on machine load)" if fired() else "branch-and-bound node budget spent")
+                        + f", certified gap bound/greedy {gap:.2e}", factor=i + 1, n=n, gap=gap))
+    return (b.value, b.method) if b.value < relax.value else (relax.value, relax.method)
+
+
+def time_exact_factor(n: int, seed: int = 0, *, p: int | None = None, q: int | None = None,
+                      method: str = "enumeration") -> tuple[float, float]:
+    """Seconds for one exact SeqLip factor of width n (ReLU box) and its value.
+
+    The factor is that of a random Gaussian chain ``q → n → p`` (defaults p = q = n, the
+    hardest shape): ``A = Σ₂V₂ᵀ`` (p×n), ``B = U₁Σ₁`` (n×q). ``method``: ``"enumeration"``
+    (:func:`factor_exact`) or ``"bnb"`` (:func:`factor_bnb` without limits).
+    """
+    rng = np.random.default_rng(seed)
+    p = n if p is None else p
+    q = n if q is None else q
+    (A, B), = seqlip_factors([rng.standard_normal((n, q)), rng.standard_normal((p, n))])
+    t = time.perf_counter()
+    if method == "bnb":
+        b, done = factor_bnb(A, B, 0.0, 1.0, time_budget=None, max_nodes=1 << 40)
+        assert done
+        v = b.value
+    else:
+        v = factor_exact(A, B, 0.0, 1.0).value
+    return time.perf_counter() - t, v
