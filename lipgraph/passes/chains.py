@@ -77,7 +77,7 @@ class ChainResult:
     def to_json(self) -> dict:
         def num(v):
             return float(v) if v is not None and math.isfinite(v) else None
-        return {"nodes": list(self.nodes), "entry": self.entry, "exit": self.exit,
+        return {"id": self.id, "nodes": list(self.nodes), "entry": self.entry, "exit": self.exit,
                 "autolip": num(self.autolip), "seqlip": num(self.seqlip),
                 "seqlip_greedy": num(self.greedy), "label": self.label.value, "method": self.method,
                 "maps": list(self.maps), "seconds": round(self.seconds, 4),

@@ -1,5 +1,24 @@
-"""Reports: one document (the JSON view model of design §5) and its renderings; ``FORMATS``
-is the registry ``--format`` offers."""
-from lipgraph.report.document import FORMATS, dumps, summary_line, to_json, to_text
+"""Reports: one document (the JSON view model of design §5, ``document.to_json``) and its
+renderings. ``FORMATS`` is the registry ``--format`` offers: name → render(analysis, model
+path, verbose) → text."""
+from __future__ import annotations
+
+from lipgraph.report import text
+from lipgraph.report.document import dumps, to_json
+
+
+def to_text(a, path: str, verbose: bool = False) -> str:
+    return text.render(to_json(a, path), verbose)
+
+
+def summary_line(a) -> str:
+    return text.summary(to_json(a, ""))
+
+
+def render_json(a, path: str, verbose: bool = False) -> str:
+    return dumps(to_json(a, path)) + "\n"
+
+
+FORMATS = {"text": to_text, "json": render_json}
 
 __all__ = ["FORMATS", "dumps", "summary_line", "to_json", "to_text"]
