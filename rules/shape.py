@@ -91,7 +91,7 @@ class Transpose(_Structural):
 
     def forward(self, node, x):
         perm = node.attr("perm") or list(range(x.dim()))[::-1]
-        return x.permute(*perm)
+        return x.permute(tuple(perm))
 
 
 @rule("Squeeze", versions=(11, 13) + LATEST, kind=Kind.STRUCTURAL)
@@ -190,7 +190,7 @@ class Slice(_Structural):
 
     Bound: 1 if the output is non-empty, else 0. Exactness: exact.
     Assumptions: starts, ends, axes and steps constant; ONNX clamping of out-of-range
-      starts/ends, negative steps.
+      starts/ends, negative steps, empty results (start past end in the step's direction).
     References: ONNX Slice.
     """
 
@@ -209,7 +209,8 @@ class Slice(_Structural):
                 start, end = min(max(start, 0), dim), min(max(end, 0), dim)
             else:
                 start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
-            x = torch.index_select(x, axis, torch.arange(start, end, step, dtype=torch.long, device=x.device))
+            # range() is empty when start is already past end (e.g. start 0, end −1, step −1)
+            x = torch.index_select(x, axis, torch.tensor(range(start, end, step), dtype=torch.long, device=x.device))
         return x
 
 
@@ -338,7 +339,7 @@ class Pad(_Structural):
 class Concat(Rule):
     """Concat stacks its inputs: partial constant 1 each, AutoLip combines √(Σ L_i²).
 
-    Bound: 1 per analysed input, combined in ℓ2: ‖(Δa, Δb)‖ = √(‖Δa‖² + ‖Δb‖²).
+    Bound: 1 per analysed input (0 for an empty one), combined in ℓ2: ‖(Δa, Δb)‖ = √(‖Δa‖² + ‖Δb‖²).
     Exactness: exact per input; the ℓ2 combination is tight when the inputs move independently.
     Assumptions: none (constant inputs contribute nothing).
     References: ONNX Concat.
@@ -350,7 +351,8 @@ class Concat(Rule):
         return torch.cat([x for x in xs if x is not None], dim=node.attr("axis"))
 
     def bounds(self, node):
-        return {i: Bound(1.0, Label.EXACT, "concat") for i in node.dynamic_indices}
+        """1 per analysed input (its entries are copied once), 0 for an empty one."""
+        return {i: Bound(1.0 if node.numel_in(i) else 0.0, Label.EXACT, "concat") for i in node.dynamic_indices}
 
 
 @rule("Gather", versions=(11, 13), kind=Kind.STRUCTURAL)
