@@ -67,8 +67,9 @@ class AxisGeometry:
 def _axis_geometry(n: int, k: int, s: int, dil: int, pad_begin: int, pad_end: int,
                    ceil_mode: bool, auto_pad: str) -> AxisGeometry:
     """Windows along one axis, following onnxruntime's output-size rule: floor (or ceil)
-    of (n + pads − dil·(k−1) − 1)/s + 1; with ceil_mode a window that would start in the
-    end padding is dropped; SAME_* gives ceil(n/s) outputs with the padding split evenly
+    of (n + pads − dil·(k−1) − 1)/s + 1, the division truncating toward zero when the window
+    is wider than the padded input (0 outputs when wider by a stride or more); with ceil_mode
+    a window that would start in the end padding is dropped; SAME_* gives ceil(n/s) outputs with the padding split evenly
     (the odd one at the end for SAME_UPPER, at the start for SAME_LOWER); VALID no pads."""
     span = dil * (k - 1) + 1
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -80,11 +81,12 @@ def _axis_geometry(n: int, k: int, s: int, dil: int, pad_begin: int, pad_end: in
         if auto_pad == "VALID":
             pad_begin = pad_end = 0
         num = n + pad_begin + pad_end - span
-        out = (-(-num // s) if ceil_mode else num // s) + 1
+        # onnxruntime divides in C++, truncating toward zero: a window wider than the padded
+        # input by less than a stride still gives one output (the spec's floor would give none)
+        out = (-(-num // s) if ceil_mode or num < 0 else num // s) + 1
         if ceil_mode and (out - 1) * s >= n + pad_begin:
             out -= 1
-    if out <= 0:
-        raise RuleNotApplicable(f"pooling window (span {span}) larger than the padded input ({n})")
+    out = max(out, 0)   # a window wider than the padded input: an empty output (as onnxruntime)
     positions = (np.arange(out)[:, None] * s - pad_begin + dil * np.arange(k)[None, :]).astype(np.int64)
     return AxisGeometry(n, positions, pad_begin, pad_end)
 

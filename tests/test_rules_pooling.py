@@ -256,3 +256,22 @@ def test_averagepool_ceil_mode_window_wider_than_input(cip, auto_pad):
     assert exact > 0.5
     assert bound.value >= exact
     assert bound.value == pytest.approx(exact, rel=1e-7)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("n,k,s,outputs", [(1, 2, 2, 1), (3, 5, 3, 1), (1, 2, 1, 0), (2, 5, 2, 0)])
+def test_pool_window_wider_than_input(op, n, k, s, outputs):
+    """Found by the semantic sweep: onnxruntime sizes the output with C++ division, truncating
+    toward zero, so a window wider than the (padded) input by less than a stride still gives
+    one output (the spec's floor gives none), and wider by a stride or more an empty output.
+    The rule used to raise RuleNotApplicable from its forward on both."""
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[k], strides=[s])
+    x = np.random.default_rng(n + k).normal(size=(1, 2, n)).astype(np.float32)
+    assert ort_run(node, [x], 17)[0].shape == (1, 2, outputs)
+    assert_matches_ort(node, [x], [True], opset=17)
+    view = nodeview(node, [x], [True], 17)
+    r = rule_for(view)
+    r.check(view)
+    exact = materialised_norm(input_fn(view, [x], 0), x.shape) if op == "AveragePool" else float(outputs)
+    bound = r.certified_norm(view) if op == "AveragePool" else r.bounds(view)[0]
+    assert bound.value == pytest.approx(exact, rel=1e-7, abs=1e-300)
