@@ -131,11 +131,13 @@ class ConvTranspose(_ConvBase):
     Bound: the certified convolution norm of lipgraph.convnorm with transpose=True: a
       transposed convolution is the adjoint of a strided convolution followed by cropping
       (pads) and zero extension (output_padding), so the DFT bound of the kernel on a grid
-      N ≥ s·(n−1) + (k−1)·d + 1 holds; output_shape and auto_pad only change the crop.
+      N ≥ s·(n−1) + (k−1)·d + 1 holds; output_shape and auto_pad only change the crop (an
+      output_shape past the full output appends zero rows at the end, which add nothing).
     Exactness: certified upper bound (see Conv).
     Assumptions: W and B constant; the bias is a shift.
     References: ONNX ConvTranspose (output size s·(n−1) + output_padding + (k−1)·d + 1 −
-      pads); Sedghi et al. 2019.
+      pads), as onnxruntime resolves auto_pad and output_shape (``_transpose_pads``); Sedghi
+      et al. 2019.
     """
 
     def forward(self, node, x, w, b=None):
