@@ -18,6 +18,7 @@ from lipgraph.registry import Kind, Rule, require_constant, rule
 
 EXACT_ONE = Bound(1.0, Label.EXACT, "permutation")
 LATEST = (21, 23, 24, 25)   # since_versions that only added element types
+INT64_MAX = 2**63 - 1
 
 
 def ints(value) -> list[int] | None:
@@ -191,11 +192,17 @@ class Slice(_Structural):
     Bound: 1 if the output is non-empty, else 0. Exactness: exact.
     Assumptions: starts, ends, axes and steps constant; ONNX clamping of out-of-range
       starts/ends, negative steps, empty results (start past end in the step's direction).
+      An end of INT64_MAX with a negative step is not applicable: the spec (and the onnx
+      reference) clamp it to dim − 1, onnxruntime treats it as "to the beginning".
     References: ONNX Slice.
     """
 
     def check(self, node):
         require_constant(node, 1, 2, 3, 4)
+        ends, steps = ints(node.const(2)), ints(node.const(4))
+        if ends is not None and steps is not None and any(e == INT64_MAX and s < 0 for e, s in zip(ends, steps)):
+            raise RuleNotApplicable("Slice with end INT64_MAX and a negative step: the spec clamps the end to "
+                                    "dim − 1 (an empty result), onnxruntime slices to the beginning")
 
     def forward(self, node, x, starts, ends, axes=None, steps=None):
         starts, ends = ints(starts), ints(ends)

@@ -318,3 +318,14 @@ def test_concat_empty_input_bound_is_zero():
     view = nodeview(node, arrays, [True, True])
     bounds = rule_for(view).bounds(view)
     assert bounds[0].value == 0.0 and bounds[1].value == 1.0
+
+
+def test_slice_int64_max_end_with_negative_step_is_not_applicable():
+    """Found by the semantic sweep: onnxruntime slices x[0:INT64_MAX:-1] to the beginning (one
+    entry of a length-1 axis), the spec clamps the end to dim − 1 (empty). Refused, not guessed."""
+    arrays = [x_of(2, 3), i64(2), i64(2**63 - 1), i64(1), i64(-1)]
+    node = helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])
+    assert ort_run(node, arrays)[0].shape == (2, 3)           # onnxruntime: all three, reversed
+    view = nodeview(node, arrays, [True, False, False, False, False])
+    with pytest.raises(RuleNotApplicable, match="INT64_MAX"):
+        rule_for(view).check(view)
