@@ -111,8 +111,10 @@ def _apply_along(x: torch.Tensor, dim: int, matrix: np.ndarray) -> torch.Tensor:
 
 
 def _max_along(x: torch.Tensor, dim: int, geo: AxisGeometry) -> torch.Tensor:
-    """Max over each window along ``dim``; padding reads the dtype's lowest value."""
-    lowest = -math.inf if x.is_floating_point() else torch.iinfo(x.dtype).min
+    """Max over each window along ``dim``; padding reads the dtype's lowest finite value, so a
+    window that reads only padding (possible with dilation) gives that constant, as onnxruntime
+    does, never −inf (whose differences would be NaN in the linear part)."""
+    lowest = torch.finfo(x.dtype).min if x.is_floating_point() else torch.iinfo(x.dtype).min
     fill_shape = list(x.shape)
     fill_shape[dim] = 1
     xp = torch.cat([x, torch.full(fill_shape, lowest, dtype=x.dtype, device=x.device)], dim)

@@ -13,7 +13,7 @@ from lipgraph.convnorm import maxpool_bound
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Label
 from rulecheck import (assert_matches_ort, assert_versions_covered, conformance, input_fn, materialised_norm,
-                       nodeview, ort_run, rule_for, sampled_max_ratio)
+                       nodeview, ort_run, rule_for, sampled_max_ratio, torch_forward)
 
 
 def test_versions_covered():
@@ -275,3 +275,14 @@ def test_pool_window_wider_than_input(op, n, k, s, outputs):
     exact = materialised_norm(input_fn(view, [x], 0), x.shape) if op == "AveragePool" else float(outputs)
     bound = r.certified_norm(view) if op == "AveragePool" else r.bounds(view)[0]
     assert bound.value == pytest.approx(exact, rel=1e-7, abs=1e-300)
+
+
+def test_maxpool_window_reading_only_padding():
+    """Found by the semantic sweep: with dilation a window can skip the input and read only
+    padding; onnxruntime returns the dtype's lowest finite value there, the forward gave −inf
+    (so f(x) − f(0) was NaN)."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 2], dilations=[1, 2], pads=[0, 1, 0, 1])
+    x = np.random.default_rng(1).normal(size=(1, 1, 1, 1))
+    expected = ort_run(node, [x], 17)[0]
+    got = torch_forward(nodeview(node, [x], [True], 17), [x])[0].numpy()
+    assert np.isfinite(got).all() and np.array_equal(got, expected)
