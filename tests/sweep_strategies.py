@@ -418,11 +418,11 @@ def conv_transpose(draw, version):
     """Every auto_pad; explicit pads; output_padding; output_shape smaller or larger than the
     full output."""
     rng = draw(rngs())
-    dim = draw(st.integers(1, 2))
+    dim = draw(st.integers(1, 3))
     groups = draw(st.sampled_from([1, 1, 2]))
     c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
     kernel = draw(st.lists(st.integers(1, 3), min_size=dim, max_size=dim))
-    spatial = draw(st.lists(st.integers(1, 4), min_size=dim, max_size=dim))
+    spatial = draw(st.lists(st.integers(1, 4 if dim < 3 else 2), min_size=dim, max_size=dim))
     attrs = draw(window_attrs(dim, kernel))
     strides = attrs["strides"] or [1] * dim
     dil = attrs["dilations"] or [1] * dim
