@@ -64,26 +64,34 @@ class AxisGeometry:
         return self.membership() / self.divisor(count_include_pad)[:, None]
 
 
+def _c_div(a: int, b: int) -> int:
+    """Integer division truncating toward zero (C++), for onnxruntime's size and pad rules."""
+    return -(-a // b) if a < 0 else a // b
+
+
 def _axis_geometry(n: int, k: int, s: int, dil: int, pad_begin: int, pad_end: int,
                    ceil_mode: bool, auto_pad: str) -> AxisGeometry:
     """Windows along one axis, following onnxruntime's output-size rule: floor (or ceil)
     of (n + pads − dil·(k−1) − 1)/s + 1, the division truncating toward zero when the window
     is wider than the padded input (0 outputs when wider by a stride or more); with ceil_mode
-    a window that would start in the end padding is dropped; SAME_* gives ceil(n/s) outputs with the padding split evenly
-    (the odd one at the end for SAME_UPPER, at the start for SAME_LOWER); VALID no pads."""
+    a window that would start in the end padding is dropped; SAME_* gives ceil(n/s) outputs
+    with total padding (out − 1)·s + span − n split in C++ integer division, total/2 at the
+    start for SAME_UPPER, (total + 1)/2 for SAME_LOWER. The total is not clamped at 0: when
+    it is negative (a stride wider than the kernel), the start "padding" is negative and the
+    windows begin inside the input (n = 3, k = 1, s = 3: the one window reads x[1])."""
     span = dil * (k - 1) + 1
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         out = -(-n // s)
-        total = max(0, (out - 1) * s + span - n)
-        small, big = total // 2, total - total // 2
-        pad_begin, pad_end = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        total = (out - 1) * s + span - n
+        pad_begin = _c_div(total, 2) if auto_pad == "SAME_UPPER" else _c_div(total + 1, 2)
+        pad_end = total - pad_begin
     else:
         if auto_pad == "VALID":
             pad_begin = pad_end = 0
         num = n + pad_begin + pad_end - span
         # onnxruntime divides in C++, truncating toward zero: a window wider than the padded
         # input by less than a stride still gives one output (the spec's floor would give none)
-        out = (-(-num // s) if ceil_mode or num < 0 else num // s) + 1
+        out = (-(-num // s) if ceil_mode else _c_div(num, s)) + 1
         if ceil_mode and (out - 1) * s >= n + pad_begin:
             out -= 1
     out = max(out, 0)   # a window wider than the padded input: an empty output (as onnxruntime)

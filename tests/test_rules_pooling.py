@@ -286,3 +286,21 @@ def test_maxpool_window_reading_only_padding():
     expected = ort_run(node, [x], 17)[0]
     got = torch_forward(nodeview(node, [x], [True], 17), [x])[0].numpy()
     assert np.isfinite(got).all() and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize("n,k,s", [(3, 1, 3), (4, 1, 4), (5, 2, 5), (10, 1, 6)])   # total −2, −3, −3, −3
+def test_same_padding_negative_when_stride_exceeds_kernel(auto_pad, n, k, s):
+    """Found by the semantic sweep: with SAME_* the total padding (out − 1)·s + k − n is negative
+    when the stride is wider than the kernel; onnxruntime's float64 MaxPool does not clamp it, so
+    the windows start inside the input (n = 3, k = 1, s = 3 reads x[1], not x[0]). (Its float32
+    kernels refuse such negative padding at run time; AveragePool has no float64 kernel, so
+    there the shared geometry is checked through MaxPool only.)"""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k], strides=[s], auto_pad=auto_pad)
+    x = np.random.default_rng(n * k * s).normal(size=(1, 2, n))
+    expected = ort_run(node, [x], 17)[0]
+    view = nodeview(node, [x], [True], 17)
+    np.testing.assert_array_equal(torch_forward(view, [x])[0].numpy(), expected)
+    zero = ort_run(node, [np.zeros_like(x)], 17)[0]   # the bound is exact, realised by (0, e_j)
+    realised = max(np.linalg.norm(ort_run(node, [e.reshape(x.shape)], 17)[0] - zero) for e in np.eye(x.size))
+    assert rule_for(view).bounds(view)[0].value == pytest.approx(realised, rel=1e-9)
