@@ -14,10 +14,13 @@ For every drawn model onnxruntime accepts and the rule's ``check`` admits:
 - CONSTANT: the output does not change when the input's values do.
 Models onnxruntime rejects are skipped (hypothesis ``reject``), never failures.
 
-``LIPGRAPH_SWEEP_EXAMPLES`` sets the examples per op (``make fuzz-semantics`` runs many more).
+Every registered since_version is swept at an opset that resolves to it (≥ 7, the oldest
+onnxruntime loads). ``LIPGRAPH_SWEEP_EXAMPLES`` sets the examples per op, spread over its
+versions (``make fuzz-semantics`` runs many more).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -32,7 +35,7 @@ from lipgraph.registry import REGISTRY, Kind
 from rulecheck import OrtNode, nodeview, operator_matrix, ort_operator, rule_for, spectral, torch_forward
 from sweep_strategies import CASES
 
-EXAMPLES = int(os.environ.get("LIPGRAPH_SWEEP_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("LIPGRAPH_SWEEP_EXAMPLES", "16"))   # per op, over its versions
 MIN_OPSET = 7                     # the oldest opset onnxruntime loads
 #: Relative tolerance of value comparisons with onnxruntime, by the precision it ran in.
 TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 2e-5}
@@ -269,15 +272,26 @@ def run_case(case, opset, rng):
         check_constant(view, session, arrays, outs)
 
 
-@pytest.mark.parametrize("op", registered_ops())
-@settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data())
-def test_sweep(op, data):
-    version = data.draw(st.sampled_from(versions(op)), label="since_version")
-    case = data.draw(CASES[op](version), label="case")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="check seed"))
-    run_case(case, opset_for(op, version), rng)
+SWEPT = [(op, v) for op in registered_ops() for v in versions(op)]
+
+
+def examples(op: str) -> int:
+    """Examples per (op, since_version): EXAMPLES per op, spread over its versions, ≥ 3 each."""
+    return max(3, math.ceil(EXAMPLES / len(versions(op))))
+
+
+@pytest.mark.parametrize("op,version", SWEPT, ids=[f"{op}-v{v}" for op, v in SWEPT])
+def test_sweep(op, version):
+    """Every registered (op, since_version) on models drawn from its attribute space."""
+    opset = opset_for(op, version)
+
+    @settings(max_examples=examples(op), derandomize=True, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(case=CASES[op](version), seed=st.integers(0, 2**32 - 1))
+    def sweep(case, seed):
+        run_case(case, opset, np.random.default_rng(seed))
+
+    sweep()
 
 
 def test_every_registered_rule_is_swept():
