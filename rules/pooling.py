@@ -190,13 +190,19 @@ class AveragePool(Rule):
       equal to the true norm. A_d is the matrix ``forward`` applies, so the two cannot disagree.
     Assumptions: none (pads, auto_pad, ceil_mode, dilations where the version has them,
       count_include_pad either way); auto_pad SAME_* with dilation is refused (onnxruntime
-      and the spec disagree there).
+      and the spec disagree there), and so is count_include_pad before v19 with a (floor-mode)
+      window wider than the padded input (onnxruntime's old kernels divide by the whole kernel).
     References: ONNX AveragePool; Kronecker-product norm identity (Horn & Johnson, Topics in
       Matrix Analysis, Thm 4.2.15).
     """
 
     def check(self, node):
         _check_pool(node)
+        if node.since_version < 19 and node.attr("count_include_pad", 0) and any(
+                g.out and g.positions.max() >= g.n + g.pad_end for g in _pool_geometry(node, _spatial(node))):
+            raise RuleNotApplicable("AveragePool (before v19) with count_include_pad and a window wider than the "
+                                    "padded input: onnxruntime divides by the whole kernel there, unlike v19+ "
+                                    "and ceil_mode windows (divisor clipped to the padded input)")
 
     def forward(self, node, x):
         cip = bool(node.attr("count_include_pad", 0))

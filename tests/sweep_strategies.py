@@ -9,6 +9,7 @@ the sweep skips them; nothing here tries to pre-filter what onnxruntime should d
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from hypothesis import strategies as st
 from onnx import TensorProto, helper

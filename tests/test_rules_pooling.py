@@ -304,3 +304,20 @@ def test_same_padding_negative_when_stride_exceeds_kernel(auto_pad, n, k, s):
     zero = ort_run(node, [np.zeros_like(x)], 17)[0]   # the bound is exact, realised by (0, e_j)
     realised = max(np.linalg.norm(ort_run(node, [e.reshape(x.shape)], 17)[0] - zero) for e in np.eye(x.size))
     assert rule_for(view).bounds(view)[0].value == pytest.approx(realised, rel=1e-9)
+
+
+@pytest.mark.parametrize("opset,applicable", [(11, False), (19, True)])
+def test_averagepool_include_pad_window_wider_than_padded_input(opset, applicable):
+    """Found by the semantic sweep: n = 1, k = 2, s = 2, count_include_pad = 1 keeps one window
+    (C++ truncation); onnxruntime's v10/v11 kernels divide it by 2 (the whole kernel), its v19+
+    kernels by 1 (clipped to the padded input, as lipgraph does). Before v19: not applicable."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2], strides=[2], count_include_pad=1)
+    x = np.full((1, 1, 1), 0.75, np.float32)
+    assert ort_run(node, [x], opset)[0].ravel().tolist() == [0.375 if opset < 19 else 0.75]
+    view = nodeview(node, [x], [True], opset)
+    if applicable:
+        rule_for(view).check(view)
+        assert_matches_ort(node, [x], [True], opset=opset)
+    else:
+        with pytest.raises(RuleNotApplicable, match="count_include_pad"):
+            rule_for(view).check(view)
