@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 JOBS   ?= 2
 
-.PHONY: demo test bench models zoo zoo-analyze clean
+.PHONY: demo test fuzz-semantics bench models zoo zoo-analyze clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 # oversubscribed small float64 kernels run ~10x slower.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) tests
+
+# The semantic sweep (tests/test_semantics_sweep.py) with many more examples per op than CI's.
+SWEEP_EXAMPLES ?= 400
+fuzz-semantics: $(STAMP)
+	LIPGRAPH_SWEEP_EXAMPLES=$(SWEEP_EXAMPLES) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+		$(PY) -m pytest -q -n $(JOBS) tests/test_semantics_sweep.py
 
 bench: $(STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick,)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Label
 from lipgraph.registry import Kind, Rule, Slopes, require_constant, rule
 
@@ -74,12 +75,27 @@ class PRelu(Rule):
       arrays of s's shape, broadcastable to the input. Lipschitz constant max(|s|, 1).
     Exactness: exact per entry.
     Assumptions: the slope input is a constant (a computed slope makes the op non-elementwise
-      in the analysed input: not applicable).
-    References: ONNX PRelu.
+      in the analysed input: not applicable), and it broadcasts to the input's shape: a slope
+      that would broadcast the input instead (slope (3, 4) on input (1, 4) — onnxruntime then
+      returns (3, 4), copying each entry) makes the op not elementwise: not applicable.
+    References: ONNX PRelu (unidirectional broadcasting of the slope to X).
     """
 
     def check(self, node):
         require_constant(node, 1)
+        x_shape, out_shape = node.input_shapes[0], node.output_shapes[0]
+        if x_shape is not None and out_shape is not None and tuple(out_shape) != tuple(x_shape):
+            raise RuleNotApplicable(f"PRelu output {tuple(out_shape)} differs from its input {tuple(x_shape)}: "
+                                    "the slope broadcasts the input, so the op is not elementwise")
+        slope = node.const(1)
+        if x_shape is not None and slope is not None:
+            try:
+                broadcast = np.broadcast_shapes(tuple(x_shape), np.shape(slope))
+            except ValueError:
+                broadcast = None
+            if broadcast != tuple(x_shape):
+                raise RuleNotApplicable(f"PRelu slope {np.shape(slope)} does not broadcast to the input "
+                                        f"{tuple(x_shape)} (unidirectional broadcasting)")
 
     def forward(self, node, x, slope):
         return torch.where(x >= 0, x, slope * x)

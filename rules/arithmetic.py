@@ -164,7 +164,9 @@ class Neg(Rule):
         return Bound(1.0, Label.EXACT, "negation")
 
     def conv_form(self, node):
-        return _sum_forms(node, {0: -1.0})
+        """−identity as a per-channel scale (one analysed input: a ConvForm, not a dict)."""
+        forms = _sum_forms(node, {0: -1.0})
+        return None if forms is None else forms[0]
 
 
 def _analysed_index(node) -> int:

@@ -19,7 +19,7 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 def geometry(node, weight_shape, x_shape):
     """(kernel, strides, dilations, pads) with ONNX defaults; pads = [begins…, ends…]
-    resolved from auto_pad (and, for ConvTranspose, output_shape)."""
+    resolved from auto_pad (and, for ConvTranspose, output_shape; see ``_transpose_pads``)."""
     spatial = list(x_shape[2:])
     d = len(spatial)
     kernel = list(node.attr("kernel_shape") or weight_shape[2:])
@@ -28,26 +28,41 @@ def geometry(node, weight_shape, x_shape):
     auto = node.attr("auto_pad", "NOTSET")
     extent = [(k - 1) * dd + 1 for k, dd in zip(kernel, dil)]
     if node.op_type == "ConvTranspose":
-        out_pad = list(node.attr("output_padding") or [0] * d)
-        full = [s * (n - 1) + op + e for s, n, op, e in zip(strides, spatial, out_pad, extent)]
-        out_shape = list(node.attr("output_shape") or [])[-d:] if node.attr("output_shape") else None
-        if out_shape is None and auto in ("SAME_UPPER", "SAME_LOWER"):
-            out_shape = [n * s for n, s in zip(spatial, strides)]
-        if out_shape is None:
-            pads = list(node.attr("pads") or [0] * 2 * d) if auto != "VALID" else [0] * 2 * d
-            return kernel, strides, dil, pads
-        total = [f - o for f, o in zip(full, out_shape)]
-    else:
-        if auto in ("NOTSET", "VALID"):
-            pads = list(node.attr("pads") or [0] * 2 * d) if auto == "NOTSET" else [0] * 2 * d
-            return kernel, strides, dil, pads
-        total = [max((math.ceil(n / s) - 1) * s + e - n, 0) for n, s, e in zip(spatial, strides, extent)]
+        return kernel, strides, dil, _transpose_pads(node, spatial, strides, extent, auto)
+    if auto in ("NOTSET", "VALID"):
+        pads = list(node.attr("pads") or [0] * 2 * d) if auto == "NOTSET" else [0] * 2 * d
+        return kernel, strides, dil, pads
+    total = [max((math.ceil(n / s) - 1) * s + e - n, 0) for n, s, e in zip(spatial, strides, extent)]
     small = [t // 2 for t in total]
     if auto == "SAME_UPPER":            # the extra padding goes at the end
-        pads = small + [t - h for t, h in zip(total, small)]
-    else:                               # SAME_LOWER (and output_shape without auto_pad): at the start
-        pads = [t - h for t, h in zip(total, small)] + small
-    return kernel, strides, dil, pads
+        return kernel, strides, dil, small + [t - h for t, h in zip(total, small)]
+    return kernel, strides, dil, [t - h for t, h in zip(total, small)] + small
+
+
+def _transpose_pads(node, spatial, strides, extent, auto):
+    """ConvTranspose crop of its full output (length s·(n−1) + output_padding + (k−1)·d + 1),
+    as onnxruntime computes it (the spec's total_padding rule):
+
+    - ``output_shape`` given (its last d entries; explicit pads are then ignored): total =
+      full − output_shape; SAME_UPPER crops total//2 at the start and the rest at the end,
+      every other auto_pad the larger half at the start. A target larger than the full output
+      (total < 0) keeps the full output at the start and appends zeros at the end (a negative
+      end pad).
+    - SAME_UPPER / SAME_LOWER without output_shape: target n·s, total = max(0, full − n·s),
+      split as above; a target larger than the full output gives the full output (no zeros).
+    - VALID: no crop; NOTSET: the explicit pads.
+    """
+    d = len(spatial)
+    out_pad = list(node.attr("output_padding") or [0] * d)
+    full = [s * (n - 1) + op + e for s, n, op, e in zip(strides, spatial, out_pad, extent)]
+    if node.attr("output_shape"):
+        total = [f - o for f, o in zip(full, list(node.attr("output_shape"))[-d:])]
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max(f - n * s, 0) for f, n, s in zip(full, spatial, strides)]
+    else:
+        return list(node.attr("pads") or [0] * 2 * d) if auto == "NOTSET" else [0] * 2 * d
+    begin = [0 if t < 0 else t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    return begin + [t - b for t, b in zip(total, begin)]
 
 
 def _torch_pad(begins, ends):
@@ -123,11 +138,13 @@ class ConvTranspose(_ConvBase):
     Bound: the certified convolution norm of lipgraph.certify.conv with transpose=True: a
       transposed convolution is the adjoint of a strided convolution followed by cropping
       (pads) and zero extension (output_padding), so the DFT bound of the kernel on a grid
-      N ≥ s·(n−1) + (k−1)·d + 1 holds; output_shape and auto_pad only change the crop.
+      N ≥ s·(n−1) + (k−1)·d + 1 holds; output_shape and auto_pad only change the crop (an
+      output_shape past the full output appends zero rows at the end, which add nothing).
     Exactness: certified upper bound (see Conv).
     Assumptions: W and B constant; the bias is a shift.
     References: ONNX ConvTranspose (output size s·(n−1) + output_padding + (k−1)·d + 1 −
-      pads); Sedghi et al. 2019.
+      pads), as onnxruntime resolves auto_pad and output_shape (``_transpose_pads``); Sedghi
+      et al. 2019.
     """
 
     def forward(self, node, x, w, b=None):

@@ -64,27 +64,37 @@ class AxisGeometry:
         return self.membership() / self.divisor(count_include_pad)[:, None]
 
 
+def _c_div(a: int, b: int) -> int:
+    """Integer division truncating toward zero (C++), for onnxruntime's size and pad rules."""
+    return -(-a // b) if a < 0 else a // b
+
+
 def _axis_geometry(n: int, k: int, s: int, dil: int, pad_begin: int, pad_end: int,
                    ceil_mode: bool, auto_pad: str) -> AxisGeometry:
     """Windows along one axis, following onnxruntime's output-size rule: floor (or ceil)
-    of (n + pads − dil·(k−1) − 1)/s + 1; with ceil_mode a window that would start in the
-    end padding is dropped; SAME_* gives ceil(n/s) outputs with the padding split evenly
-    (the odd one at the end for SAME_UPPER, at the start for SAME_LOWER); VALID no pads."""
+    of (n + pads − dil·(k−1) − 1)/s + 1, the division truncating toward zero when the window
+    is wider than the padded input (0 outputs when wider by a stride or more); with ceil_mode
+    a window that would start in the end padding is dropped; SAME_* gives ceil(n/s) outputs
+    with total padding (out − 1)·s + span − n split in C++ integer division, total/2 at the
+    start for SAME_UPPER, (total + 1)/2 for SAME_LOWER. The total is not clamped at 0: when
+    it is negative (a stride wider than the kernel), the start "padding" is negative and the
+    windows begin inside the input (n = 3, k = 1, s = 3: the one window reads x[1])."""
     span = dil * (k - 1) + 1
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         out = -(-n // s)
-        total = max(0, (out - 1) * s + span - n)
-        small, big = total // 2, total - total // 2
-        pad_begin, pad_end = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        total = (out - 1) * s + span - n
+        pad_begin = _c_div(total, 2) if auto_pad == "SAME_UPPER" else _c_div(total + 1, 2)
+        pad_end = total - pad_begin
     else:
         if auto_pad == "VALID":
             pad_begin = pad_end = 0
         num = n + pad_begin + pad_end - span
-        out = (-(-num // s) if ceil_mode else num // s) + 1
+        # onnxruntime divides in C++, truncating toward zero: a window wider than the padded
+        # input by less than a stride still gives one output (the spec's floor would give none)
+        out = (-(-num // s) if ceil_mode else _c_div(num, s)) + 1
         if ceil_mode and (out - 1) * s >= n + pad_begin:
             out -= 1
-    if out <= 0:
-        raise RuleNotApplicable(f"pooling window (span {span}) larger than the padded input ({n})")
+    out = max(out, 0)   # a window wider than the padded input: an empty output (as onnxruntime)
     positions = (np.arange(out)[:, None] * s - pad_begin + dil * np.arange(k)[None, :]).astype(np.int64)
     return AxisGeometry(n, positions, pad_begin, pad_end)
 
@@ -109,8 +119,10 @@ def _apply_along(x: torch.Tensor, dim: int, matrix: np.ndarray) -> torch.Tensor:
 
 
 def _max_along(x: torch.Tensor, dim: int, geo: AxisGeometry) -> torch.Tensor:
-    """Max over each window along ``dim``; padding reads the dtype's lowest value."""
-    lowest = -math.inf if x.is_floating_point() else torch.iinfo(x.dtype).min
+    """Max over each window along ``dim``; padding reads the dtype's lowest finite value, so a
+    window that reads only padding (possible with dilation) gives that constant, as onnxruntime
+    does, never −inf (whose differences would be NaN in the linear part)."""
+    lowest = torch.finfo(x.dtype).min if x.is_floating_point() else torch.iinfo(x.dtype).min
     fill_shape = list(x.shape)
     fill_shape[dim] = 1
     xp = torch.cat([x, torch.full(fill_shape, lowest, dtype=x.dtype, device=x.device)], dim)
@@ -178,13 +190,19 @@ class AveragePool(Rule):
       equal to the true norm. A_d is the matrix ``forward`` applies, so the two cannot disagree.
     Assumptions: none (pads, auto_pad, ceil_mode, dilations where the version has them,
       count_include_pad either way); auto_pad SAME_* with dilation is refused (onnxruntime
-      and the spec disagree there).
+      and the spec disagree there), and so is count_include_pad before v19 with a (floor-mode)
+      window wider than the padded input (onnxruntime's old kernels divide by the whole kernel).
     References: ONNX AveragePool; Kronecker-product norm identity (Horn & Johnson, Topics in
       Matrix Analysis, Thm 4.2.15).
     """
 
     def check(self, node):
         _check_pool(node)
+        if node.since_version < 19 and node.attr("count_include_pad", 0) and any(
+                g.out and g.positions.max() >= g.n + g.pad_end for g in _pool_geometry(node, _spatial(node))):
+            raise RuleNotApplicable("AveragePool (before v19) with count_include_pad and a window wider than the "
+                                    "padded input: onnxruntime divides by the whole kernel there, unlike v19+ "
+                                    "and ceil_mode windows (divisor clipped to the padded input)")
 
     def forward(self, node, x):
         cip = bool(node.attr("count_include_pad", 0))

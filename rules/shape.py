@@ -18,6 +18,7 @@ from lipgraph.registry import Kind, Rule, require_constant, rule
 
 EXACT_ONE = Bound(1.0, Label.EXACT, "permutation")
 LATEST = (21, 23, 24, 25)   # since_versions that only added element types
+INT64_MAX = 2**63 - 1
 
 
 def ints(value) -> list[int] | None:
@@ -91,7 +92,7 @@ class Transpose(_Structural):
 
     def forward(self, node, x):
         perm = node.attr("perm") or list(range(x.dim()))[::-1]
-        return x.permute(*perm)
+        return x.permute(tuple(perm))
 
 
 @rule("Squeeze", versions=(11, 13) + LATEST, kind=Kind.STRUCTURAL)
@@ -190,12 +191,18 @@ class Slice(_Structural):
 
     Bound: 1 if the output is non-empty, else 0. Exactness: exact.
     Assumptions: starts, ends, axes and steps constant; ONNX clamping of out-of-range
-      starts/ends, negative steps.
+      starts/ends, negative steps, empty results (start past end in the step's direction).
+      An end of INT64_MAX with a negative step is not applicable: the spec (and the onnx
+      reference) clamp it to dim − 1, onnxruntime treats it as "to the beginning".
     References: ONNX Slice.
     """
 
     def check(self, node):
         require_constant(node, 1, 2, 3, 4)
+        ends, steps = ints(node.const(2)), ints(node.const(4))
+        if ends is not None and steps is not None and any(e == INT64_MAX and s < 0 for e, s in zip(ends, steps)):
+            raise RuleNotApplicable("Slice with end INT64_MAX and a negative step: the spec clamps the end to "
+                                    "dim − 1 (an empty result), onnxruntime slices to the beginning")
 
     def forward(self, node, x, starts, ends, axes=None, steps=None):
         starts, ends = ints(starts), ints(ends)
@@ -209,7 +216,8 @@ class Slice(_Structural):
                 start, end = min(max(start, 0), dim), min(max(end, 0), dim)
             else:
                 start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
-            x = torch.index_select(x, axis, torch.arange(start, end, step, dtype=torch.long, device=x.device))
+            # range() is empty when start is already past end (e.g. start 0, end −1, step −1)
+            x = torch.index_select(x, axis, torch.tensor(range(start, end, step), dtype=torch.long, device=x.device))
         return x
 
 
@@ -345,7 +353,7 @@ class Pad(_Structural):
 class Concat(Rule):
     """Concat stacks its inputs: partial constant 1 each, AutoLip combines √(Σ L_i²).
 
-    Bound: 1 per analysed input, combined in ℓ2: ‖(Δa, Δb)‖ = √(‖Δa‖² + ‖Δb‖²).
+    Bound: 1 per analysed input (0 for an empty one), combined in ℓ2: ‖(Δa, Δb)‖ = √(‖Δa‖² + ‖Δb‖²).
     Exactness: exact per input; the ℓ2 combination is tight when the inputs move independently.
     Assumptions: none (constant inputs contribute nothing).
     References: ONNX Concat.
@@ -357,7 +365,8 @@ class Concat(Rule):
         return torch.cat([x for x in xs if x is not None], dim=node.attr("axis"))
 
     def bounds(self, node):
-        return {i: Bound(1.0, Label.EXACT, "concat") for i in node.dynamic_indices}
+        """1 per analysed input (its entries are copied once), 0 for an empty one."""
+        return {i: Bound(1.0 if node.numel_in(i) else 0.0, Label.EXACT, "concat") for i in node.dynamic_indices}
 
 
 @rule("Gather", versions=(11, 13), kind=Kind.STRUCTURAL)

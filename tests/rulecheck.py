@@ -41,19 +41,32 @@ def one_node_model(node: onnx.NodeProto, arrays, opset: int = OPSET) -> onnx.Mod
     return model
 
 
+class OrtNode:
+    """One onnxruntime session for a one-node model, built once for the inputs' dtypes and
+    shapes; call it with the node's input arrays (same dtypes and shapes) to run it again."""
+
+    def __init__(self, node: onnx.NodeProto, arrays, opset: int = OPSET):
+        self.node = node
+        model = one_node_model(node, arrays, opset)
+        options = ort.SessionOptions()
+        options.log_severity_level = 4          # rejected models raise; no console noise
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, arrays) -> list[np.ndarray]:
+        feeds = {n: np.asarray(a) for n, a in zip(self.node.input, arrays) if n}
+        return self.session.run(None, feeds)
+
+
 def ort_run(node: onnx.NodeProto, arrays, opset: int = OPSET) -> list[np.ndarray]:
-    model = one_node_model(node, arrays, opset)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {n: np.asarray(a) for n, a in zip(node.input, arrays) if n}
-    return sess.run(None, feeds)
+    return OrtNode(node, arrays, opset)(arrays)
 
 
-def nodeview(node: onnx.NodeProto, arrays, dynamic, opset: int = OPSET) -> NodeView:
-    """NodeView for a one-node model; output shapes from onnxruntime; non-dynamic inputs
-    become constants."""
+def nodeview(node: onnx.NodeProto, arrays, dynamic, opset: int = OPSET, outs=None) -> NodeView:
+    """NodeView for a one-node model; output shapes from onnxruntime (``outs``, its outputs,
+    when already computed); non-dynamic inputs become constants."""
     rule_obj, version = REGISTRY.resolve(node.domain, node.op_type, opset)
     assert rule_obj is not None, f"no rule for {node.op_type} at opset {opset}"
-    outs = ort_run(node, arrays, opset)
+    outs = ort_run(node, arrays, opset) if outs is None else outs
     in_shapes = [np.shape(a) if a is not None else None for a in arrays]
     constants = {i: np.asarray(a) for i, a in enumerate(arrays) if a is not None and not dynamic[i]}
     return make_nodeview(node, version, in_shapes, [o.shape for o in outs], dynamic, constants)
@@ -161,12 +174,38 @@ def input_fn(view: NodeView, arrays, i: int, output: int = 0):
     return fn
 
 
-def materialised_norm(fn, shape) -> float:
-    """σ_max of the linear part of an affine fn: Jacobian built column by column, float64 SVD."""
+def operator_matrix(fn, shape, dtype=np.float64) -> np.ndarray:
+    """The matrix (out × in, float64) of the linear part x ↦ fn(x) − fn(0) of an affine ``fn``
+    on numpy arrays of ``shape`` and ``dtype``, built column by column from basis vectors."""
     n = int(np.prod(shape))
-    zero = fn(torch.zeros(shape, dtype=torch.float64)).reshape(-1)
-    cols = [(fn(torch.as_tensor(e.reshape(shape))).reshape(-1) - zero).numpy() for e in np.eye(n)]
-    return float(np.linalg.norm(np.stack(cols, axis=1), 2))
+    zero = np.asarray(fn(np.zeros(shape, dtype)), dtype=np.float64).reshape(-1)
+    cols = [np.asarray(fn(e.reshape(shape).astype(dtype)), dtype=np.float64).reshape(-1) - zero
+            for e in np.eye(n)]
+    return np.stack(cols, axis=1) if cols else np.zeros((zero.size, 0))
+
+
+def ort_operator(node: onnx.NodeProto, arrays, i: int = 0, output: int = 0, opset: int = OPSET,
+                 session: OrtNode | None = None) -> np.ndarray:
+    """onnxruntime's linear part of output ``output`` in input ``i`` (others fixed at ``arrays``),
+    as a float64 matrix built from basis vectors in input ``i``'s dtype."""
+    session = session or OrtNode(node, arrays, opset)
+    dtype = np.asarray(arrays[i]).dtype
+
+    def fn(x):
+        args = list(arrays)
+        args[i] = np.asarray(x, dtype)
+        return session(args)[output]
+    return operator_matrix(fn, np.shape(arrays[i]), dtype)
+
+
+def spectral(matrix: np.ndarray) -> float:
+    """σ_max of a float64 matrix by SVD (0 for an empty one)."""
+    return float(np.linalg.norm(matrix, 2)) if matrix.size else 0.0
+
+
+def materialised_norm(fn, shape) -> float:
+    """σ_max of the linear part of an affine torch fn: Jacobian built column by column, float64 SVD."""
+    return spectral(operator_matrix(lambda x: fn(torch.as_tensor(x)).numpy(), shape))
 
 
 def uncovered_opsets(op_type: str, lowest: int = 11, domain: str = "") -> list[int]:

@@ -9,7 +9,7 @@ from onnx import helper
 
 from lipgraph.errors import RuleNotApplicable
 from rulecheck import (assert_matches_ort, assert_versions_covered, conformance, grid_derivatives, nodeview,
-                       rule_for, sampled_max_ratio)
+                       ort_run, rule_for, sampled_max_ratio)
 
 # (op, attributes, kinks: points where one-sided derivatives differ, exact: range is tight)
 CASES = [
@@ -213,3 +213,18 @@ def test_prelu_computed_slope_not_applicable():
 def test_conformance(op, minimum):
     checked, skipped = conformance(op, dynamic_inputs=(0,))
     assert checked >= minimum, skipped
+
+
+@pytest.mark.parametrize("x_shape,slope_shape", [((1, 4), (3, 4)),      # red-team V2: output (3, 4)
+                                                 ((1,), (3,)), ((2, 1, 3), (4, 1))])
+def test_prelu_slope_that_broadcasts_the_input_is_not_applicable(x_shape, slope_shape):
+    """onnxruntime broadcasts PRelu both ways: a slope larger than x copies x's entries, so the op
+    is no longer elementwise and the slope range is not its Lipschitz constant (V2: 'exact' 3 for
+    a realised 3√3). The rule must refuse it."""
+    x = np.ones(x_shape, np.float32)
+    slope = np.full(slope_shape, 3.0, np.float32)
+    node = helper.make_node("PRelu", ["x", "s"], ["y"])
+    assert ort_run(node, [x, slope])[0].shape != x_shape
+    view = nodeview(node, [x, slope], [True, False])
+    with pytest.raises(RuleNotApplicable, match="not elementwise"):
+        rule_for(view).check(view)

@@ -69,6 +69,16 @@ def test_neg():
         materialised_norm(input_fn(view, [x], 0), x.shape))
 
 
+def test_neg_conv_form_is_one_form():
+    """One analysed input: conv_form is a ConvForm (−1 per channel), not a COMBINE-style dict."""
+    from lipgraph.certify import convfold
+
+    (x,) = _arrays([(2, 3, 4)])
+    view = nodeview(helper.make_node("Neg", ["x"], ["y"]), [x], [True])
+    form = rule_for(view).conv_form(view)
+    assert isinstance(form, convfold.ConvForm) and list(form.scale) == [-1.0, -1.0, -1.0]
+
+
 # (analysed shape, constant shape, analysed index)
 SCALE_CASES = [((2, 3), (2, 3), 0), ((2, 3), (), 0), ((2, 3), (3,), 1), ((3,), (2, 3), 0), ((3,), (2, 3), 1),
                ((2, 1, 4), (3, 1), 0), ((1, 4), (5, 3, 1), 1), ((2, 1), (1, 3), 0)]

@@ -7,8 +7,8 @@ from onnx import helper
 
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.nodeview import make_nodeview
-from rulecheck import (assert_matches_ort, check_norm, conformance, nodeview, rule_for, sampled_max_ratio,
-                       uncovered_opsets)
+from rulecheck import (assert_matches_ort, check_norm, conformance, nodeview, ort_operator, ort_run, rule_for,
+                       sampled_max_ratio, spectral, uncovered_opsets)
 
 
 @pytest.mark.parametrize("op", ["Conv", "ConvTranspose", "BatchNormalization"])
@@ -165,3 +165,40 @@ def test_batchnorm_conformance():
     checked, skipped = conformance("BatchNormalization", dynamic_inputs=(0,))
     assert checked >= 2, skipped
     assert sum("training" in s for s in skipped) >= 2, skipped
+
+
+# --- ConvTranspose output window (red-team cases V1a, V1b, C3 in ../shared/soundness) ---------
+# onnxruntime's rule: with output_shape, total = full − target split SAME_UPPER small-first, else
+# large-first, and a target past the full output appends zeros at the end; SAME_* without
+# output_shape crops max(0, full − n·s) and never pads. Checked against onnxruntime's outputs
+# and the SVD of onnxruntime's own operator matrix.
+CONVT_WINDOW_CASES = {
+    "V1a-same-upper-k1-s3": ((1, 1, 2), [[[2.0]]], dict(auto_pad="SAME_UPPER", strides=[3]), (1, 1, 4)),
+    "V1b-output-shape-past-full": ((1, 1, 2), [[[2.0, -1.0]]], dict(strides=[3], output_shape=[7]), (1, 1, 7)),
+    "C3-same-lower-k2-s4": ((1, 1, 2), [[[2.0, -1.0]]], dict(auto_pad="SAME_LOWER", strides=[4]), (1, 1, 6)),
+    "same-upper-odd-crop": ((1, 1, 3), [[[1.0, 2.0, 3.0]]], dict(auto_pad="SAME_UPPER", strides=[2]), (1, 1, 6)),
+    "same-lower-odd-crop": ((1, 1, 3), [[[1.0, 2.0, 3.0]]], dict(auto_pad="SAME_LOWER", strides=[2]), (1, 1, 6)),
+    "output-shape-crop-odd": ((1, 1, 2), [[[2.0, -1.0]]], dict(strides=[3], output_shape=[4]), (1, 1, 4)),
+    "output-shape-same-lower-past-full": ((1, 1, 2), [[[2.0, -1.0]]],
+                                          dict(strides=[3], output_shape=[7], auto_pad="SAME_LOWER"), (1, 1, 7)),
+    "output-shape-2d-output-padding": ((1, 1, 2, 3), np.arange(1.0, 5.0).reshape(1, 1, 2, 2),
+                                       dict(strides=[2, 3], output_shape=[5, 6], output_padding=[1, 0]), (1, 1, 5, 6)),
+    "same-upper-output-padding": ((1, 2, 3), np.arange(1.0, 7.0).reshape(2, 1, 3),
+                                  dict(auto_pad="SAME_UPPER", strides=[2], output_padding=[1]), (1, 1, 6)),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVT_WINDOW_CASES))
+def test_conv_transpose_output_window_matches_onnxruntime(name):
+    x_shape, w, attrs, out_shape = CONVT_WINDOW_CASES[name]
+    x = np.random.default_rng(len(name)).normal(size=x_shape).astype(np.float32)
+    arrays = [x, np.asarray(w, np.float32)]
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], **attrs)
+    assert ort_run(node, arrays)[0].shape == out_shape
+    assert_matches_ort(node, arrays, [True, False], atol=1e-5, rtol=1e-5)
+    view = nodeview(node, arrays, [True, False])
+    exact = spectral(ort_operator(node, arrays))
+    bound = rule_for(view).certified_norm(view)
+    assert exact * (1 - 1e-6) <= bound.value <= exact * (1 + 1e-6), (bound, exact)
+    assert bound.value == pytest.approx(check_norm(view, arrays, 0, n_pairs=40)[1], rel=1e-7)
+

@@ -13,7 +13,7 @@ from lipgraph.certify.conv import maxpool_bound
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Label
 from rulecheck import (assert_matches_ort, assert_versions_covered, conformance, input_fn, materialised_norm,
-                       nodeview, ort_run, rule_for, sampled_max_ratio)
+                       nodeview, ort_run, rule_for, sampled_max_ratio, torch_forward)
 
 
 def test_versions_covered():
@@ -256,3 +256,68 @@ def test_averagepool_ceil_mode_window_wider_than_input(cip, auto_pad):
     assert exact > 0.5
     assert bound.value >= exact
     assert bound.value == pytest.approx(exact, rel=1e-7)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("n,k,s,outputs", [(1, 2, 2, 1), (3, 5, 3, 1), (1, 2, 1, 0), (2, 5, 2, 0)])
+def test_pool_window_wider_than_input(op, n, k, s, outputs):
+    """Found by the semantic sweep: onnxruntime sizes the output with C++ division, truncating
+    toward zero, so a window wider than the (padded) input by less than a stride still gives
+    one output (the spec's floor gives none), and wider by a stride or more an empty output.
+    The rule used to raise RuleNotApplicable from its forward on both."""
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[k], strides=[s])
+    x = np.random.default_rng(n + k).normal(size=(1, 2, n)).astype(np.float32)
+    assert ort_run(node, [x], 17)[0].shape == (1, 2, outputs)
+    assert_matches_ort(node, [x], [True], opset=17)
+    view = nodeview(node, [x], [True], 17)
+    r = rule_for(view)
+    r.check(view)
+    exact = materialised_norm(input_fn(view, [x], 0), x.shape) if op == "AveragePool" else float(outputs)
+    bound = r.certified_norm(view) if op == "AveragePool" else r.bounds(view)[0]
+    assert bound.value == pytest.approx(exact, rel=1e-7, abs=1e-300)
+
+
+def test_maxpool_window_reading_only_padding():
+    """Found by the semantic sweep: with dilation a window can skip the input and read only
+    padding; onnxruntime returns the dtype's lowest finite value there, the forward gave −inf
+    (so f(x) − f(0) was NaN)."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 2], dilations=[1, 2], pads=[0, 1, 0, 1])
+    x = np.random.default_rng(1).normal(size=(1, 1, 1, 1))
+    expected = ort_run(node, [x], 17)[0]
+    got = torch_forward(nodeview(node, [x], [True], 17), [x])[0].numpy()
+    assert np.isfinite(got).all() and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize("n,k,s", [(3, 1, 3), (4, 1, 4), (5, 2, 5), (10, 1, 6)])   # total −2, −3, −3, −3
+def test_same_padding_negative_when_stride_exceeds_kernel(auto_pad, n, k, s):
+    """Found by the semantic sweep: with SAME_* the total padding (out − 1)·s + k − n is negative
+    when the stride is wider than the kernel; onnxruntime's float64 MaxPool does not clamp it, so
+    the windows start inside the input (n = 3, k = 1, s = 3 reads x[1], not x[0]). (Its float32
+    kernels refuse such negative padding at run time; AveragePool has no float64 kernel, so
+    there the shared geometry is checked through MaxPool only.)"""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k], strides=[s], auto_pad=auto_pad)
+    x = np.random.default_rng(n * k * s).normal(size=(1, 2, n))
+    expected = ort_run(node, [x], 17)[0]
+    view = nodeview(node, [x], [True], 17)
+    np.testing.assert_array_equal(torch_forward(view, [x])[0].numpy(), expected)
+    zero = ort_run(node, [np.zeros_like(x)], 17)[0]   # the bound is exact, realised by (0, e_j)
+    realised = max(np.linalg.norm(ort_run(node, [e.reshape(x.shape)], 17)[0] - zero) for e in np.eye(x.size))
+    assert rule_for(view).bounds(view)[0].value == pytest.approx(realised, rel=1e-9)
+
+
+@pytest.mark.parametrize("opset,applicable", [(11, False), (19, True)])
+def test_averagepool_include_pad_window_wider_than_padded_input(opset, applicable):
+    """Found by the semantic sweep: n = 1, k = 2, s = 2, count_include_pad = 1 keeps one window
+    (C++ truncation); onnxruntime's v10/v11 kernels divide it by 2 (the whole kernel), its v19+
+    kernels by 1 (clipped to the padded input, as lipgraph does). Before v19: not applicable."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2], strides=[2], count_include_pad=1)
+    x = np.full((1, 1, 1), 0.75, np.float32)
+    assert ort_run(node, [x], opset)[0].ravel().tolist() == [0.375 if opset < 19 else 0.75]
+    view = nodeview(node, [x], [True], opset)
+    if applicable:
+        rule_for(view).check(view)
+        assert_matches_ort(node, [x], [True], opset=opset)
+    else:
+        with pytest.raises(RuleNotApplicable, match="count_include_pad"):
+            rule_for(view).check(view)

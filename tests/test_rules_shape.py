@@ -9,7 +9,8 @@ from onnx import TensorProto, helper
 
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.registry import Kind
-from rulecheck import (assert_matches_ort, check_norm, conformance, materialised_norm, nodeview, ort_run, rule_for, torch_forward,
+from rulecheck import (assert_matches_ort, check_norm, conformance, input_fn, materialised_norm, nodeview, ort_run, rule_for,
+                       torch_forward,
                        uncovered_opsets)
 
 OPS = ["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Slice", "Split", "Cast",
@@ -286,3 +287,45 @@ def test_cast_conformance():
             np.testing.assert_array_equal(got.numpy().astype(e.dtype), e, err_msg=case.name)
             checked += 1
     assert checked == 3
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", [
+    ((0,), (-1,), (1,), (-1,)),          # red-team C1: start already past end going backwards
+    ((2,), (5,), (1,), (-1,)),
+    ((-1,), (0,), (1,), (1,)),
+    ((3,), (1,), (0,), (2,)),
+])
+def test_slice_empty_result_runs_and_has_norm_zero(starts, ends, axes, steps):
+    """C1 crashed the forward (torch.arange with an inconsistent step sign); an empty result must
+    run, match onnxruntime's (…, 0) shape, and have norm exactly 0."""
+    arrays = [x_of(2, 8), i64(*starts), i64(*ends), i64(*axes), i64(*steps)]
+    node = helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])
+    assert ort_run(node, arrays)[0].size == 0
+    assert_matches_ort(node, arrays, [True, False, False, False, False])
+    view = nodeview(node, arrays, [True, False, False, False, False])
+    assert rule_for(view).certified_norm(view).value == 0.0 == materialised_norm(input_fn(view, arrays, 0), (2, 8))
+
+
+def test_transpose_of_a_scalar():
+    check("Transpose", [np.array(1.5, np.float32)], expected_norms=[1.0])
+
+
+def test_concat_empty_input_bound_is_zero():
+    """An empty analysed input contributes no entry: its exact partial bound is 0, not 1."""
+    arrays = [x_of(2, 0), x_of(2, 3)]
+    node = helper.make_node("Concat", ["a", "b"], ["y"], axis=1)
+    assert_matches_ort(node, arrays, [True, True])
+    view = nodeview(node, arrays, [True, True])
+    bounds = rule_for(view).bounds(view)
+    assert bounds[0].value == 0.0 and bounds[1].value == 1.0
+
+
+def test_slice_int64_max_end_with_negative_step_is_not_applicable():
+    """Found by the semantic sweep: onnxruntime slices x[0:INT64_MAX:-1] to the beginning (one
+    entry of a length-1 axis), the spec clamps the end to dim − 1 (empty). Refused, not guessed."""
+    arrays = [x_of(2, 3), i64(2), i64(2**63 - 1), i64(1), i64(-1)]
+    node = helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])
+    assert ort_run(node, arrays)[0].shape == (2, 3)           # onnxruntime: all three, reversed
+    view = nodeview(node, arrays, [True, False, False, False, False])
+    with pytest.raises(RuleNotApplicable, match="INT64_MAX"):
+        rule_for(view).check(view)

@@ -284,3 +284,28 @@ def test_random_linear_dags_are_normed_exactly(seed, tmp_path):
     else:
         assert a.upper.value >= exact * (1 - 1e-6)
         assert a.upper.value == pytest.approx(exact, rel=1e-6)
+
+
+def test_empty_slice_is_exactly_zero(capsys):
+    code, report, err = cli(CASES / "C1_slice_negative_step_empty.onnx", capsys)
+    assert code == 0, err
+    assert report["upper_bound"]["value"] == 0.0 and report["upper_bound"]["label"] == "exact"
+
+
+def test_convtranspose_same_lower_gets_its_exact_bound(capsys):
+    """C3 is linear (ConvTranspose SAME_LOWER stride 4, then Mul): its constant is the norm of the
+    matrix onnxruntime applies."""
+    path = CASES / "C3_convtranspose_same_mul_crash.onnx"
+    exact = np.linalg.norm(ort_matrix(ort_fn(path), (1, 1, 2)), 2)
+    code, report, err = cli(path, capsys)
+    assert code == 0, err
+    assert certified(report) >= exact * (1 - 1e-6)
+    assert certified(report) == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["V1a_convtranspose_same_gap", "V1b_convtranspose_output_shape_slice"])
+def test_convtranspose_geometry_cases_are_certified(name, capsys):
+    code, report, err = cli(CASES / f"{name}.onnx", capsys)
+    assert code == 0, err
+    x, y = PAIRS[name]
+    assert certified(report) >= ratio(ort_fn(CASES / f"{name}.onnx"), x, y) * (1 - 1e-5)

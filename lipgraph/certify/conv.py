@@ -261,7 +261,7 @@ def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -
     if n < 3 or n * band * band > flops or n * (band + 1) > _GRAM_MEMORY:
         return None
     theta = estimate if estimate is not None else _lanczos_norm(conv)
-    if theta * (1 + _GRAM_DELTA) >= cap:
+    if theta is None or theta * (1 + _GRAM_DELTA) >= cap:
         return None
     ab = _banded_gram(conv, order, band)
     terms = conv.weight.shape[0] * math.prod(conv.weight.shape[2:])
@@ -358,8 +358,9 @@ def _gram_apply(apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) 
     return grad
 
 
-def _lanczos_norm(conv: _Conv) -> float:
-    """Estimate of ‖A‖ (Lanczos on AᵀA; converges from below; never used unproven)."""
+def _lanczos_norm(conv: _Conv) -> float | None:
+    """Estimate of ‖A‖ (Lanczos on AᵀA; converges from below; never used unproven); None when
+    ARPACK fails (e.g. error −9 on a tiny operator whose Krylov space it exhausts)."""
     n = math.prod(conv.in_shape)
 
     def matvec(v: np.ndarray) -> np.ndarray:
@@ -373,6 +374,8 @@ def _lanczos_norm(conv: _Conv) -> float:
                                         return_eigenvectors=False)
     except scipy.sparse.linalg.ArpackNoConvergence as err:
         lam = err.eigenvalues if len(err.eigenvalues) else [0.0]
+    except scipy.sparse.linalg.ArpackError:
+        return None
     return math.sqrt(max(float(np.max(lam)), 0.0))
 
 

@@ -274,3 +274,15 @@ def test_avgpool_ceil_mode_window_wider_than_input():
     for include_pad in (True, False):
         bound = avgpool_certified_norm((3,), (3,), (0, 0), (3,), include_pad, True, dilations=(2,))
         assert 1 / math.sqrt(2) <= bound.value <= (1 / math.sqrt(2)) * (1 + 1e-7)
+
+
+def test_tiny_operator_without_materialising_does_not_crash():
+    """Found by the semantic sweep: with materialising off, the Gram proof's Lanczos estimate
+    raised ARPACK error −9 on a 3-entry input; now the proof is skipped and the DFT bound stands.
+    Here the stride only ever reads the begin padding: A = 0, so any bound ≥ 0 is sound."""
+    w = np.array([0.25, -0.26]).reshape(1, 1, 1, 2, 1)
+    geometry = dict(strides=[1, 1, 2], dilations=[1, 1, 1], pads=[0, 0, 1, 0, 0, 0])
+    dft = conv_certified_norm(w, (1, 3, 1), materialize_limit=0, **geometry)
+    exact = conv_certified_norm(w, (1, 3, 1), **geometry)
+    assert exact.method == "materialized-svd" and exact.value <= 1e-299
+    assert dft.method == "dft" and dft.value >= exact.value
