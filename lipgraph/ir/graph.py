@@ -89,7 +89,7 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
 
     constants = dict(model.initializers)
     dynamic = set(model.inputs)
-    diagnostics = [Diagnostic("", code, message) for code, message in model.notes]
+    diagnostics = [Diagnostic(note[2] if len(note) > 2 else "", note[0], note[1]) for note in model.notes]
     order: list[str] = []
     for nid, n in nodes.items():  # ONNX requires topological order
         rule = rules[nid]
