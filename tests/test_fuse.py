@@ -138,6 +138,8 @@ def test_zoo_activations_fused(name):
     assert Counter(op for op, _ in _fused_ops(model)) == Counter(ZOO_FUSED[name])
     notes = [n for n in model.notes if n[0] == "fused"]
     assert len(notes) == sum(ZOO_FUSED[name].values()) and not [n for n in model.notes if n[0] == "fusion-rejected"]
+    fused_names = {n.name for n in model.proto.graph.node if n.domain == FUSED_DOMAIN}
+    assert {n[2] for n in notes} == fused_names and all(n[3]["op"].startswith(FUSED_DOMAIN) for n in notes)
     if name in ZOO_BLOCKERS:
         g = build_graph(model)
         infos = annotate(g, g.nodes_between(), {})
@@ -210,6 +212,7 @@ def test_wrong_claim_is_rejected_with_a_note(tmp_path, monkeypatch):
     nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
     model = _load(_model(nodes, {}), tmp_path)
     assert _fused_ops(model) == [] and [n[0] for n in model.notes] == ["fusion-rejected"]
+    assert model.notes[0][3]["nodes"] == ["Sigmoid", "Mul"] and "Mish gives" in model.notes[0][3]["reason"]
 
 
 def test_onnxruntime_runs_the_original_and_checks_each_fused_node(tmp_path, monkeypatch):

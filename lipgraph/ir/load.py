@@ -33,7 +33,7 @@ class LoadedModel:
     shapes: dict[str, tuple[int, ...]]
     elem_types: dict[str, int]
     initializers: dict[str, np.ndarray]
-    notes: list[tuple] = field(default_factory=list)   # (diagnostic code, message[, node])
+    notes: list[tuple] = field(default_factory=list)   # (diagnostic code, message[, node[, data]])
     #: the model as loaded, before ``lipgraph.ir.fuse`` rewrote ``proto``; None if nothing was fused
     original_proto: onnx.ModelProto | None = None
 

@@ -28,7 +28,7 @@ def fuse(model: LoadedModel) -> LoadedModel:
     graph = model.proto.graph
     index = GraphIndex(graph)
     used: set[int] = set()
-    accepted: dict[int, tuple[Match, onnx.NodeProto]] = {}
+    accepted: dict[int, onnx.NodeProto] = {}
     notes = []
     for root in reversed(range(len(graph.node))):   # from the outputs back: larger matches first
         if root in used:
@@ -39,24 +39,28 @@ def fuse(model: LoadedModel) -> LoadedModel:
                 continue
             fused = _fused_node(graph, m, root)
             nodes = [graph.node[k] for k in m.nodes]
-            names = ", ".join(f"'{n.name or n.op_type}'" for n in nodes)
+            names = [n.name or n.op_type for n in nodes]
+            listed = ", ".join(f"'{n}'" for n in names)
             sub = subgraph_model(model.proto, nodes, m.x, m.output, m.constants, model.elem_types[m.x])
             why = disagreement(sub, fused, _CHECKED_TYPES[model.elem_types[m.x]])
             if why is not None:
-                notes.append((root, "fusion-rejected", f"nodes {names} look like {pattern.spelling} but are not "
-                              f"{fused.op_type} ({why}); analysed as they are", fused.name))
+                notes.append((root, "fusion-rejected", f"nodes {listed} look like {pattern.spelling} but are not "
+                              f"{fused.op_type} ({why}); analysed as they are", fused.name,
+                              {"pattern": pattern.name, "nodes": names, "reason": why}))
                 continue
             used.update(m.nodes)
-            accepted[root] = (m, fused)
-            notes.append((root, "fused", f"nodes {names} ({pattern.spelling}) analysed as one {FUSED_DOMAIN}::"
-                          f"{fused.op_type}{_attr_text(fused)} node '{fused.name}'", fused.name))
+            accepted[root] = fused
+            notes.append((root, "fused", f"nodes {listed} ({pattern.spelling}) analysed as one {FUSED_DOMAIN}::"
+                          f"{fused.op_type}{_attr_text(fused)} node '{fused.name}'", fused.name,
+                          {"pattern": pattern.name, "nodes": names, "op": f"{FUSED_DOMAIN}::{fused.op_type}",
+                           **m.pattern.attrs(m.params)}))
             break
     if not accepted:
         return dataclasses.replace(model, notes=[*model.notes, *_in_graph_order(notes)]) if notes else model
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     del proto.graph.node[:]
-    proto.graph.node.extend(accepted[k][1] if k in accepted else n
+    proto.graph.node.extend(accepted[k] if k in accepted else n
                             for k, n in enumerate(graph.node) if k in accepted or k not in used)
     proto.opset_import.append(onnx.helper.make_opsetid(FUSED_DOMAIN, FUSED_VERSION))
     return dataclasses.replace(model, proto=proto, opsets={**model.opsets, FUSED_DOMAIN: FUSED_VERSION},
