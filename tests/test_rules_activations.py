@@ -219,7 +219,7 @@ def test_prelu_computed_slope_not_applicable():
 
 @pytest.mark.parametrize("op,minimum", [("Relu", 1), ("LeakyRelu", 3), ("PRelu", 2), ("Sigmoid", 2), ("Tanh", 2),
                                         ("Softplus", 2), ("Elu", 3), ("Selu", 3), ("Gelu", 4),
-                                        ("HardSigmoid", 3), ("HardSwish", 1), ("Clip", 12)])
+                                        ("HardSigmoid", 3), ("HardSwish", 1), ("Mish", 1), ("Clip", 12)])
 def test_conformance(op, minimum):
     checked, skipped = conformance(op, dynamic_inputs=(0,))
     assert checked >= minimum, skipped
