@@ -1,4 +1,4 @@
-"""The pipeline: load → graph → annotate → cross-check → passes, returning one ``Analysis``."""
+"""The pipeline: load → fuse → graph → annotate → cross-check → passes, returning one ``Analysis``."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,7 @@ from lipgraph.context import Context, MethodResult
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.execute import Executor, resolve_device
 from lipgraph.ir.graph import Graph, build_graph
+from lipgraph.ir.fuse import fuse
 from lipgraph.ir.load import load_model
 from lipgraph.options import Options
 from lipgraph.passes import scheduled
@@ -57,7 +58,7 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     options = options or Options()
     load_plugins(options.plugins)
     progress("loading")
-    model = load_model(path, options.input_shapes)
+    model = fuse(load_model(path, options.input_shapes))
     graph = build_graph(model, options.input, options.output)
     ctx = Context(graph, options, resolve_device(options.device))
     nodes = graph.nodes_between()

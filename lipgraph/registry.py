@@ -40,6 +40,8 @@ from lipgraph.labels import Bound, Label
 from lipgraph.nodeview import NodeView
 
 ENTRY_POINT_GROUP = "lipgraph.rules"
+#: The private domain of the ops that ``lipgraph.ir.fuse`` writes (rules in ``rules/fused.py``).
+FUSED_DOMAIN = "lipgraph.fused"
 
 
 class Kind(str, enum.Enum):

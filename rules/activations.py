@@ -247,6 +247,31 @@ class Gelu(Rule):
         return Slopes(*pair, Label.CERTIFIED)
 
 
+#: Mish slope range, rounded outward at 1e-9. m(x) = x·tanh(softplus(x)); m'' has two real zeros,
+#: at x = −2.2563763963607931200… (m' = −0.1125261223894625564…, the minimum) and at
+#: x = 1.4905711794854284593… (m' = 1.0884981612517278612…, the maximum) (mpmath findroot, 40
+#: digits, from a sign scan of m'' on [−20, 20]); m' → 0 as x → −∞ and → 1 as x → +∞, inside.
+MISH_SLOPES = (-0.112526123, 1.088498162)
+
+
+@rule("Mish", versions=(18, 22), kind=Kind.ACTIVATION)
+class Mish(Rule):
+    """Mish: slopes [−0.112526123, 1.088498162].
+
+    Bound: the derivative's global extrema, computed to 40 digits and rounded outward at 1e-9
+      (see MISH_SLOPES in the source for the derivation).
+    Exactness: tight to 1e-9 (both extrema are attained, at x ≈ −2.256 and x ≈ 1.491).
+    Assumptions: none.
+    References: ONNX Mish (opset 18); Misra 2019.
+    """
+
+    def forward(self, node, x):
+        return F.mish(x)
+
+    def slopes(self, node):
+        return Slopes(*MISH_SLOPES, Label.CERTIFIED)
+
+
 def _hard_sigmoid_smooth(x, alpha: float, beta: float, t: float):
     """clip(αx + β, 0, 1) = relu(z) − relu(z − 1), z = αx + β, both relus smoothed."""
     z = alpha * x + beta

@@ -506,7 +506,7 @@ def softmax(draw, version):
 
 SLOPE = floats(-2, 3)
 CASES = {
-    "Relu": unary("Relu"), "Sigmoid": unary("Sigmoid"), "Tanh": unary("Tanh"), "Softplus": unary("Softplus"),
+    "Relu": unary("Relu"), "Sigmoid": unary("Sigmoid"), "Tanh": unary("Tanh"), "Softplus": unary("Softplus"), "Mish": unary("Mish"),
     "HardSwish": unary("HardSwish"), "Neg": unary("Neg"), "Identity": unary("Identity"),
     "Elu": unary("Elu", alpha=st.none() | SLOPE),
     "Selu": unary("Selu", alpha=st.none() | SLOPE, gamma=st.none() | floats(-2, 3)),

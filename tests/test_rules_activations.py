@@ -33,6 +33,7 @@ CASES = [
     ("HardSigmoid", {"alpha": 0.5, "beta": 0.2}, [-0.4, 1.6]),
     ("HardSigmoid", {"alpha": -0.3, "beta": 0.1}, [1 / 3, -3.0]),
     ("HardSwish", {}, [-3.0, 3.0]),
+    ("Mish", {}, []),
 ]
 IDS = [f"{op}-{'-'.join(f'{k}={v}' for k, v in a.items()) or 'default'}" for op, a, _ in CASES]
 GRID = np.linspace(-12.0, 12.0, 240001)
@@ -88,6 +89,15 @@ def test_smooth_surrogate_recovers_op(op, attrs, kinks):
     xg = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(r.smooth(view, xg, 0.1).sum(), xg)
     assert torch.isfinite(g).all()
+
+
+def test_mish_range_matches_high_precision_extrema():
+    mpmath.mp.dps = 30
+    m = lambda t: t * mpmath.tanh(mpmath.log1p(mpmath.exp(t)))
+    ends = [mpmath.diff(m, mpmath.findroot(lambda t: mpmath.diff(m, t, 2), x0)) for x0 in (-2.2, 1.5)]
+    _, view = _view("Mish", {})
+    lo, hi = rule_for(view).slopes(view)
+    assert lo <= ends[0] and hi >= ends[1] and float(ends[0]) - lo < 2e-9 and hi - float(ends[1]) < 2e-9
 
 
 @pytest.mark.parametrize("approximate,target", [("none", "erf"), ("tanh", "tanh")])
@@ -209,7 +219,7 @@ def test_prelu_computed_slope_not_applicable():
 
 @pytest.mark.parametrize("op,minimum", [("Relu", 1), ("LeakyRelu", 3), ("PRelu", 2), ("Sigmoid", 2), ("Tanh", 2),
                                         ("Softplus", 2), ("Elu", 3), ("Selu", 3), ("Gelu", 4),
-                                        ("HardSigmoid", 3), ("HardSwish", 1), ("Clip", 12)])
+                                        ("HardSigmoid", 3), ("HardSwish", 1), ("Mish", 1), ("Clip", 12)])
 def test_conformance(op, minimum):
     checked, skipped = conformance(op, dynamic_inputs=(0,))
     assert checked >= minimum, skipped

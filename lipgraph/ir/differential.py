@@ -14,7 +14,9 @@ independent executor — on a few seeded random inputs with every analysed tenso
 Node by node, so a mismatch names the node that misreads and errors do not accumulate.
 A mismatch raises ``SemanticMismatch`` (exit 3: a bug to report, no number is certified); a
 model that onnxruntime refuses to load or run is invalid (``InputError``, exit 2). Models with
-ops onnxruntime cannot know (custom domains) are not checked, with a note.
+ops onnxruntime cannot know (custom domains) are not checked, with a note. onnxruntime runs the model
+as loaded (``LoadedModel.ort_proto``): a node that ``lipgraph.ir.fuse`` made keeps the output
+name of the subgraph it replaces, so it is checked against that subgraph like any other node.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ def ort_session(proto: onnx.ModelProto, outputs: list[str] | None = None):
 def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: int = 0) -> GuardResult:
     """Run the guard on the analysed ``nodes``; raise on a mismatch (see the module docstring)."""
     t0 = time.perf_counter()
-    custom = sorted({n.domain for n in graph.model.proto.graph.node if n.domain not in ORT_DOMAINS})
+    custom = sorted({n.domain for n in graph.model.ort_proto.graph.node if n.domain not in ORT_DOMAINS})
     if custom:
         graph.diagnostics.append(Diagnostic("", "guard-skipped", f"no onnxruntime cross-check: the model uses op domain(s) "
                                             f"{', '.join(custom)} that onnxruntime does not know"))
@@ -83,7 +85,7 @@ def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: in
                      and t not in graph.free})
     exposed = [(t, types[t]) for t in dynamic + folded if types.get(t)]
     try:
-        sess = ort_session(graph.model.proto, exposed)
+        sess = ort_session(graph.model.ort_proto, exposed)
         names = [o.name for o in sess.get_outputs()]
         runs = [{**feeds, **dict(zip(names, sess.run(None, feeds)))} for feeds in _feeds(graph, sess, box, seed)]
     except Exception as exc:  # noqa: BLE001 - onnxruntime's verdict on the model

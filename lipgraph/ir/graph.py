@@ -89,7 +89,7 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
 
     constants = dict(model.initializers)
     dynamic = set(model.inputs)
-    diagnostics = [Diagnostic("", code, message) for code, message in model.notes]
+    diagnostics = [_diagnostic(*note) for note in model.notes]
     order: list[str] = []
     for nid, n in nodes.items():  # ONNX requires topological order
         rule = rules[nid]
@@ -127,6 +127,11 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
                  consumers={t: [c for c in cs if c in views] for t, cs in consumers.items()},
                  constants=constants, dynamic=dynamic, analysed=analysed, output=output, free=free,
                  diagnostics=diagnostics)
+
+
+def _diagnostic(code: str, message: str, node: str = "", data: dict | None = None) -> Diagnostic:
+    """A note of loading or fusion, (code, message[, node[, data]]), as a diagnostic."""
+    return Diagnostic(node, code, message, data or {})
 
 
 def _choose(name: str | None, names: list[str], what: str) -> str:

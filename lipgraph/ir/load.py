@@ -33,11 +33,18 @@ class LoadedModel:
     shapes: dict[str, tuple[int, ...]]
     elem_types: dict[str, int]
     initializers: dict[str, np.ndarray]
-    notes: list[tuple[str, str]] = field(default_factory=list)   # (diagnostic code, message)
+    notes: list[tuple] = field(default_factory=list)   # (diagnostic code, message[, node[, data]])
+    #: the model as loaded, before ``lipgraph.ir.fuse`` rewrote ``proto``; None if nothing was fused
+    original_proto: onnx.ModelProto | None = None
 
     @property
     def opset(self) -> int:
         return self.opsets.get("", 0)
+
+    @property
+    def ort_proto(self) -> onnx.ModelProto:
+        """The model onnxruntime runs: always the one as loaded (fused ops are lipgraph's own)."""
+        return self.original_proto if self.original_proto is not None else self.proto
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:

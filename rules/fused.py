@@ -1,0 +1,131 @@
+"""The ops of the private domain ``lipgraph.fused``: activations that exporters write as
+several nodes (``x·Sigmoid(x)``, GELU's erf and tanh forms, hard-swish, Mish) and that
+``lipgraph.ir.fuse`` has rewritten into one node after proving the rewrite numerically.
+
+The fusion matches constants (0.5, √2, 3, 6, 1/6, 0.044715, √(2/π) …) within a relative
+``REL_TOL`` = 1e-6 (``lipgraph.ir.fuse.match``), so the subgraph's real-valued function may be
+the ideal activation with constants perturbed by that much. Where such constants change the
+slope range (GELU, hard-swish), the range is widened by ``CONSTANT_MARGIN`` = 1e-5, which
+covers a change of up to 10·REL_TOL in each end (tests perturb every constant and check).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lipgraph.labels import Label
+from lipgraph.registry import FUSED_DOMAIN, Kind, Rule, Slopes, rule
+from lipgraph.rules.activations import GELU_ERF_SLOPES, GELU_TANH_SLOPES, MISH_SLOPES, _hard_sigmoid_smooth
+
+#: SiLU slope range, rounded outward at 1e-9. s(x) = x·σ(x), s'(x) = σ(x)(1 + x(1 − σ(x))) =: g(x);
+#: s''(x) = σ(x)(1 − σ(x))(2 + x(1 − 2σ(x))) vanishes where x·tanh(x/2) = 2, i.e. at
+#: x = ±2.3993572805154676678…, where g = 1.0998393201288669170… and g(−x) = 1 − g(x) =
+#: −0.0998393201288669170… (mpmath findroot, 40 digits); g → 0 and 1 at ∓∞, inside.
+SILU_SLOPES = (-0.099839321, 1.099839321)
+CONSTANT_MARGIN = 1e-5
+
+
+def _widen(pair: tuple[float, float]) -> Slopes:
+    return Slopes(pair[0] - CONSTANT_MARGIN, pair[1] + CONSTANT_MARGIN, Label.CERTIFIED)
+
+
+@rule("SiLU", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
+class SiLU(Rule):
+    """SiLU x·σ(x) (fused from x·Sigmoid(x)): slopes [−0.099839321, 1.099839321].
+
+    Bound: the derivative's global extrema at x ≈ ±2.3994, to 40 digits, rounded outward at 1e-9
+      (SILU_SLOPES in the source).
+    Exactness: tight to 1e-9 (both extrema are attained).
+    Assumptions: the fusion proved the subgraph equal to x·σ(x) on sampled inputs; onnxruntime's
+      run of the original subgraph is compared with this node by the differential guard.
+    References: Elfwing et al. 2018 (SiLU); Ramachandran et al. 2017 (Swish).
+    """
+
+    def forward(self, node, x):
+        return F.silu(x)
+
+    def slopes(self, node):
+        return Slopes(*SILU_SLOPES, Label.CERTIFIED)
+
+
+@rule("Swish", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
+class Swish(Rule):
+    """Swish x·σ(βx) (fused from x·Sigmoid(β·x), β the model's constant): SiLU's slopes for any
+    β ≠ 0, exactly 1/2 for β = 0.
+
+    Bound: d/dx[x·σ(βx)] = σ(βx) + βx·σ'(βx) = g(βx), g the SiLU derivative; for β ≠ 0 (either
+      sign) βx ranges over all reals, so the range is g's, [−0.099839321, 1.099839321] rounded
+      outward (SILU_SLOPES); for β = 0 the op is x/2.
+    Exactness: tight to 1e-9 (β ≠ 0); exact (β = 0).
+    Assumptions: β is read from the model's constant as it is (no tolerance).
+    References: Ramachandran et al. 2017.
+    """
+
+    def forward(self, node, x):
+        return x * torch.sigmoid(node.attr("beta") * x)
+
+    def slopes(self, node):
+        if node.attr("beta") == 0.0:
+            return Slopes(0.5, 0.5)
+        return Slopes(*SILU_SLOPES, Label.CERTIFIED)
+
+
+@rule("HardSwish", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
+class HardSwish(Rule):
+    """HardSwish x·relu6(x + 3)/6 (fused from x·HardSigmoid(x) or x·Clip(x + 3, 0, 6)/6):
+    slopes [−0.5 − 1e-5, 1.5 + 1e-5].
+
+    Bound: derivative 0 for x < −3, (2x + 3)/6 on (−3, 3), 1 for x > 3: hull [−1/2, 3/2], widened
+      by CONSTANT_MARGIN for the matched constants' tolerance (e.g. a Mul by float32(1/6) scales
+      the slopes by 1 + 3e-8).
+    Exactness: certified (1e-5 above the ideal op's exact range).
+    Assumptions: the fusion proved the subgraph equal to the op on sampled inputs, kinks included.
+    References: Howard et al. 2019 (MobileNetV3); ONNX HardSwish.
+    """
+
+    def forward(self, node, x):
+        return x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
+
+    def slopes(self, node):
+        return _widen((-0.5, 1.5))
+
+    def smooth(self, node, x, t):
+        return x * _hard_sigmoid_smooth(x, 1.0 / 6.0, 0.5, t)
+
+
+@rule("Mish", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
+class Mish(Rule):
+    """Mish x·tanh(softplus(x)) (fused from x·Tanh(Softplus(x))): slopes [−0.112526123, 1.088498162].
+
+    Bound: as the ONNX Mish rule (MISH_SLOPES in rules/activations.py: extrema to 40 digits,
+      rounded outward at 1e-9).
+    Exactness: tight to 1e-9.
+    Assumptions: the fusion proved the subgraph equal to the op on sampled inputs.
+    References: Misra 2019.
+    """
+
+    def forward(self, node, x):
+        return F.mish(x)
+
+    def slopes(self, node):
+        return Slopes(*MISH_SLOPES, Label.CERTIFIED)
+
+
+@rule("Gelu", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
+class Gelu(Rule):
+    """GELU (fused from 0.5·x·(1 + Erf(x/√2)) or the tanh form): the ONNX Gelu rule's slopes
+    widened by 1e-5.
+
+    Bound: GELU_ERF_SLOPES / GELU_TANH_SLOPES (rules/activations.py) widened by CONSTANT_MARGIN
+      for the matched constants' tolerance (a perturbed √2 only rescales x and changes nothing;
+      0.5, 1, √(2/π) and 0.044715 move the ends by a few times their relative error).
+    Exactness: certified (1e-5 above the ideal op's range, which is tight to 1e-9).
+    Assumptions: the fusion proved the subgraph equal to the op on sampled inputs.
+    References: Hendrycks & Gimpel 2016; ONNX Gelu.
+    """
+
+    def forward(self, node, x):
+        return F.gelu(x, approximate=node.attr("approximate", "none"))
+
+    def slopes(self, node):
+        return _widen(GELU_TANH_SLOPES if node.attr("approximate", "none") == "tanh" else GELU_ERF_SLOPES)
