@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
-from .certify.margins import UNIT, prove_pd, round_up
+from .certify.margins import UNIT, prove_pd
 from .labels import Bound, Label, certify
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
@@ -172,13 +172,12 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
 def proves_gram_below(gram: np.ndarray, bound: float) -> bool:
     """True only if λ_max(gram) < bound, proven by ``margins.prove_pd`` on bound·I − gram.
 
-    Forming bound·I − gram rounds each diagonal entry once (the negation is exact), an error
-    of at most u·max|bound − g_ii| in spectral norm, which the proof covers.
+    Forming bound·I − gram rounds each diagonal entry once (the negation is exact), a relative
+    error of at most u per diagonal entry, which the proof covers.
     """
     m = -np.asarray(gram, dtype=np.float64)
     m[np.diag_indices(m.shape[0])] += bound
-    err = round_up(UNIT * float(np.abs(np.diag(m)).max(initial=0.0)), rel=4 * UNIT)
-    return bool(prove_pd(m, err))
+    return bool(prove_pd(m, diag_rel=UNIT))
 
 
 def certified_materialised_norm(fn: TorchFn, shape, out_numel: int, limit: int, device="cpu",

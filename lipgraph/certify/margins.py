@@ -24,7 +24,8 @@ s_i = 2^{−⌊e_i/2⌋} for a_ii = f_i·2^{e_i}, which is exact (barring underf
 n·η term) and preserves definiteness; then every scaled diagonal entry lies in [½, 2), the
 shift is at most 16n(n+1)·u relative to each diagonal entry — a per-row margin — and ``err``
 scales by max s_i². A matrix that is not exactly symmetric is read as the symmetric matrix
-of its lower triangle, and ‖a − aᵀ‖_F/2 is added to ``err``, so the proof covers (a + aᵀ)/2.
+of its lower triangle, and ‖D(a − aᵀ)D‖_F/2 is added to the scaled ``err``, so the proof covers
+(a + aᵀ)/2.
 
 **Block-tridiagonal proof** (``prove_block_tridiagonal``). For diagonal blocks D_0 … D_k and
 sub-diagonal blocks C_i (block (i+1, i)) the quadratic form splits, for *any* symmetric Q_i
@@ -35,13 +36,16 @@ sub-diagonal blocks C_i (block (i+1, i)) the quadratic form splits, for *any* sy
 
 If every E_i and D_k − Q_k is positive definite, M is (a nonzero x has a nonzero x_i, and the
 term holding it is positive). The Q_i need no error analysis at all: they are whatever was
-computed. We take Q_{i+1} = fl(C_i (D_i − Q_i)⁻¹ C_iᵀ) + diag(η_{i+1}), the block-LDLᵀ pivot
-update plus a small diagonal margin η that pays for E_i's dense proof (raised a hundredfold
-up to twice when that proof fails), so the E_i are the 2×2 block pivots of an LDLᵀ
-factorisation. The only roundings that matter are those of the subtraction D_i − Q_i (one
-rounding per entry: ‖·‖ ≤ u‖D_i − Q_i‖_F) and the caller's ``diag_err``/``sub_err`` on D_i and
-C_i; E_i's uncertainty is at most their sum, as ‖[[ΔD, ΔCᵀ], [ΔC, 0]]‖ ≤ ‖ΔD‖ + ‖ΔC‖. The cost
-is one dense proof of size n_i + n_{i+1} per block: the full matrix is never formed.
+computed. Uncertainty: D_i − Q_i is formed with one rounding per entry (‖·‖ ≤ u‖D_i − Q_i‖_F),
+added to the caller's ``diag_err[i]`` to give a_i; ΔC_i (‖ΔC_i‖ ≤ c_i = ``sub_err[i]``) adds
+cross terms ≥ −c_i(‖x_i‖² + ‖x_{i+1}‖²). So E_i is positive definite for every admissible
+perturbation if [[D_i − Q_i − t_iI, C_iᵀ], [C_i, Q_{i+1} − c_iI]] ≻ 0 with t_i = a_i + c_i. We
+take Q_{i+1} = fl(C_i (D_i − Q_i − t_iI)⁻¹ C_iᵀ) + diag(η_{i+1}) + c_iI — the block-LDLᵀ pivot
+update, a small margin η that pays for the dense proof of that matrix (raised a hundredfold up
+to twice when the proof fails), and the next block's share of ΔC_i — so each block spends its
+own uncertainty once instead of passing it down the chain, and the 2×2 block matrices are the
+pivots of an LDLᵀ factorisation of M minus the uncertainty. The cost is one dense proof of
+size n_i + n_{i+1} per block: the full matrix is never formed.
 
 **Outward rounding** (``round_up``, ``round_down``, ``frobenius_upper``): a float64 result
 moved two ulps outwards covers the rounding of the one or two operations that produced it.
@@ -88,21 +92,23 @@ def frobenius_upper(a: np.ndarray) -> float:
     return round_up(float(np.linalg.norm(a)), rel=2 * (a.size + 2) * UNIT) if a.size else 0.0
 
 
-def as_symmetric(matrix: np.ndarray) -> tuple[np.ndarray, float]:
-    """(the float64 symmetric matrix of ``matrix``'s lower triangle, ‖a − aᵀ‖_F/2 bound)."""
+def as_symmetric(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the float64 symmetric matrix of ``matrix``'s lower triangle, (a − aᵀ)/2 or None)."""
     a = np.array(matrix, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {a.shape}")
-    skew = a - a.T
+    with np.errstate(invalid="ignore"):
+        skew = a - a.T
     if not skew.any():
-        return a, 0.0
-    lower = np.tril(a)
-    return lower + np.tril(a, -1).T, 0.5 * frobenius_upper(skew)
+        return a, None
+    return np.tril(a) + np.tril(a, -1).T, 0.5 * skew
 
 
-def prove_pd(matrix: np.ndarray, err: float = 0.0) -> Proof:
-    """Prove that every symmetric matrix within ``err`` (spectral norm) of ``matrix`` is
-    positive definite, by a shifted Cholesky factorisation (see the module docstring).
+def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Proof:
+    """Prove that every symmetric matrix within ``err`` (spectral norm) of ``matrix``, and
+    whose diagonal entries may also differ from the given ones by ``diag_rel`` relative (how a
+    diagonal formed by one rounding per entry is covered), is positive definite, by a shifted
+    Cholesky factorisation (see the module docstring).
 
     Never returns ``ok`` for a matrix that is not positive definite; may fail to prove one
     whose smallest eigenvalue is below ~16n(n+1)·u·max a_ii + err. An empty matrix is
@@ -112,7 +118,7 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0) -> Proof:
     n = a.shape[0]
     if n == 0:
         return Proof(True)
-    err = float(err) + skew
+    err = float(err)
     if not (np.isfinite(a).all() and math.isfinite(err) and err >= 0):
         return Proof(False, "non-finite entries or error bound")
     diag = np.diag(a)
@@ -120,18 +126,21 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0) -> Proof:
         return Proof(False, f"diagonal entry {int(np.argmin(diag))} is not positive")
     _, expo = np.frexp(diag)
     s = np.ldexp(1.0, -(expo // 2))
-    with np.errstate(over="ignore", under="ignore"):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         scaled = s[:, None] * a * s[None, :]
-        err_scaled = err * float(s.max()) ** 2
+        err_scaled = float(err * s.max() * s.max()) if err else 0.0
+        err_scaled += diag_rel * float(np.diag(scaled).max()) * (1 + 4 * UNIT)
+        if skew is not None:  # (a − aᵀ)/2 was computed with one rounding per entry
+            err_scaled += frobenius_upper(s[:, None] * skew * s[None, :]) * (1 + 4 * UNIT)
     if not (np.isfinite(scaled).all() and math.isfinite(err_scaled)):
         return Proof(False, "entries overflow after equilibration")
     trace = float(np.trace(scaled))
-    shift = 8 * (n + 1) * UNIT * trace + err_scaled + (8 * n * (n + 2) + n) * ETA
-    scaled[np.diag_indices(n)] -= round_up(shift)
+    shift = round_up(8 * (n + 1) * UNIT * trace + err_scaled + (8 * n * (n + 2) + n) * ETA)
+    scaled[np.diag_indices(n)] -= shift
     try:
         scipy.linalg.cholesky(scaled, lower=True, check_finite=False, overwrite_a=True)
     except np.linalg.LinAlgError:
-        return Proof(False, f"shifted Cholesky failed (n={n}, relative shift {shift / trace * n:.1e})")
+        return Proof(False, f"shifted Cholesky failed (n={n}, shift {shift:.1e} on a diagonal in [1/2, 2))")
     return Proof(True)
 
 
@@ -148,7 +157,8 @@ def prove_block_tridiagonal(diag: Sequence[np.ndarray], sub: Sequence[np.ndarray
         raise ValueError(f"{k} diagonal blocks need {max(k - 1, 0)} sub-diagonal blocks, got {len(sub)}")
     diag = [as_symmetric(d) for d in diag]
     sub = [np.asarray(c, dtype=np.float64) for c in sub]
-    diag_err = [e + skew for e, (_, skew) in zip(diag_err or [0.0] * k, diag)]
+    diag_err = [e if skew is None else round_up(e + frobenius_upper(skew), rel=4 * UNIT)
+                for e, (_, skew) in zip(diag_err or [0.0] * k, diag)]
     sub_err = list(sub_err or [0.0] * (k - 1))
     for i, c in enumerate(sub):
         if c.shape != (diag[i + 1][0].shape[0], diag[i][0].shape[0]):
@@ -156,11 +166,10 @@ def prove_block_tridiagonal(diag: Sequence[np.ndarray], sub: Sequence[np.ndarray
                              f"{(diag[i + 1][0].shape[0], diag[i][0].shape[0])}")
     q = None
     for i in range(k):
-        d = diag[i][0]
         if q is None:
-            a, e = d, diag_err[i]
+            a, e = diag[i][0], diag_err[i]
         else:
-            a = d - q
+            a = diag[i][0] - q
             e = round_up(diag_err[i] + UNIT * frobenius_upper(a), rel=4 * UNIT)
         if i == k - 1:
             last = prove_pd(a, e)
@@ -171,22 +180,28 @@ def prove_block_tridiagonal(diag: Sequence[np.ndarray], sub: Sequence[np.ndarray
     return Proof(True)
 
 
-def _pivot(a: np.ndarray, err: float, c: np.ndarray, c_err: float, d_next: np.ndarray):
-    """Prove E = [[a, cᵀ], [c, Q]] ≻ 0 for Q = c a⁻¹ cᵀ + diag(η); return (proof, Q)."""
+def _pivot(a: np.ndarray, a_err: float, c: np.ndarray, c_err: float, d_next: np.ndarray):
+    """Prove E = [[a, cᵀ], [c, Q]] ≻ 0 for every a, c within ``a_err``, ``c_err``; return the
+    proof and Q = c (a − tI)⁻¹ cᵀ + diag(η) + c_err·I with t = a_err + c_err (the next pivot's
+    share of the uncertainty), proving [[a − tI, cᵀ], [c, Q − c_err·I]] ≻ 0 instead."""
+    n = a.shape[0]
+    t = round_up(a_err + c_err, rel=4 * UNIT)
+    top = a - t * np.eye(n)
     try:
-        g = scipy.linalg.cholesky(a, lower=True, check_finite=False)
+        g = scipy.linalg.cholesky(top, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
-        return Proof(False, "not positive definite (Cholesky failed)"), None
+        return Proof(False, "not positive definite beyond its error bound (Cholesky failed)"), None
     y = scipy.linalg.solve_triangular(g, c.T, lower=True, check_finite=False)
     schur = y.T @ y
     schur = 0.5 * (schur + schur.T)
-    size = a.shape[0] + c.shape[0]
+    size = n + c.shape[0]
     base = np.abs(np.diag(schur)) + np.abs(np.diag(d_next))
-    block_err = round_up(err + c_err, rel=4 * UNIT)
     proof = Proof(False)
     for factor in (1.0, 1e2, 1e4):
-        q = schur + np.diag(factor * 64 * size * (size + 1) * UNIT * base)
-        proof = prove_pd(np.block([[a, c.T], [c, q]]), block_err)
+        q = schur + np.diag(factor * 64 * size * (size + 1) * UNIT * base + c_err)
+        bottom = q - c_err * np.eye(c.shape[0])
+        block = np.block([[top, c.T], [c, bottom]])
+        proof = prove_pd(block, diag_rel=UNIT)  # its diagonal was formed with one rounding per entry
         if proof:
             return proof, q
     return proof, None
