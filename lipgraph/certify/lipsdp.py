@@ -30,7 +30,8 @@ Routes that find (ρ, Λ):
 - ``eclipse_fast``: ECLipsE-Fast's closed-form multipliers alone.
 
 **What is proven.** Nothing a route says is trusted. The returned Λ are clipped to ≥ 0 and
-ρ′ = ρ(1+δ), δ = 1e-9, 1e-7, 1e-5, 1e-3 in turn, is certified only if
+ρ′ = ρ(1+δ), δ = 1e-9, 1e-7, 1e-5, 1e-3 in turn (each also pulled slightly into the interior,
+see ``certify_multipliers``), is certified only if
 ``margins.prove_block_tridiagonal`` proves 𝕄(ρ′, Λ) ≻ 0 in float64, with every block's
 formation error bounded (products Wᵀ diag(v) W: (k+3)·u·‖W‖_F‖diag(v)W‖_F for inner size k;
 each sum one rounding per entry) and m, p rounded so that the quadratic constraint still
@@ -168,17 +169,29 @@ def prove(ch: Chain, rho: float, lams: Sequence[np.ndarray]) -> Proof:
 
 def certify_multipliers(ch: Chain, rho: float, lams: Sequence[np.ndarray], method: str,
                         started: float, notes: list[str] | None = None) -> LipSDPResult:
-    """The proof after solving: certify √ρ′ for ρ′ = ρ(1+δ), δ growing, or say why not."""
+    """The proof after solving: certify √ρ′ for ρ′ = ρ(1+δ), δ growing, or say why not.
+
+    A route's optimum may sit where 𝕄 is barely definite in directions ρ does not reach (an
+    S_h nearly singular orthogonally to what the bound sees), too close for a float64 proof.
+    Each δ is therefore tried twice: as is, then pulled into the interior by the convex
+    combination (1−τ)(ρ(1+δ), Λ) + τ(ρ_s, Λ_s), τ = δ, with the strictly definite point
+    ρ_s = 2ρ_E, Λ_s = 2Λ_E from ECLipsE-Fast: 𝕄 is affine in (ρ, Λ), so the combination is
+    ⪰ τ𝕄(ρ_s, Λ_s) ≻ 0 whenever 𝕄(ρ(1+δ), Λ) ⪰ 0, at a cost of τ(ρ_s − ρ) in ρ′.
+    """
     lams = [np.maximum(np.asarray(x, np.float64), 0.0) for x in lams]
     notes = list(notes or [])
+    rho_s, lams_s = eclipse_fast_multipliers(ch)
     floor = math.prod(frobenius_upper(w) for w in ch.weights) ** 2
     proof = Proof(False, "rho is not a finite number")
     for delta in DELTAS if math.isfinite(rho) else ():
-        rho_p = round_up(rho * (1 + delta) if rho > 0 else delta * floor)
-        proof = prove(ch, rho_p, lams)
-        if proof:
-            bound = Bound(round_up(math.sqrt(rho_p)), Label.CERTIFIED, method)
-            return LipSDPResult(bound, lams, rho, time.perf_counter() - started, notes)
+        rho_d = rho * (1 + delta) if rho > 0 else delta * floor
+        for tau in (0.0, delta):
+            rho_p = round_up((1 - tau) * rho_d + tau * 2 * rho_s)
+            lams_p = [(1 - tau) * x + tau * 2 * y for x, y in zip(lams, lams_s)] if tau else lams
+            proof = prove(ch, rho_p, lams_p)
+            if proof:
+                bound = Bound(round_up(math.sqrt(rho_p)), Label.CERTIFIED, method)
+                return LipSDPResult(bound, lams_p, rho, time.perf_counter() - started, notes)
     notes.append(f"not certified: {proof.reason}")
     value = math.sqrt(rho * (1 + DELTAS[-1])) if math.isfinite(rho) and rho > 0 else math.inf
     return LipSDPResult(Bound(value, Label.ESTIMATE, method), lams, rho, time.perf_counter() - started, notes)

@@ -41,8 +41,9 @@ added to the caller's ``diag_err[i]`` to give a_i; ΔC_i (‖ΔC_i‖ ≤ c_i = 
 cross terms ≥ −c_i(‖x_i‖² + ‖x_{i+1}‖²). So E_i is positive definite for every admissible
 perturbation if [[D_i − Q_i − t_iI, C_iᵀ], [C_i, Q_{i+1} − c_iI]] ≻ 0 with t_i = a_i + c_i. We
 take Q_{i+1} = fl(C_i (D_i − Q_i − t_iI)⁻¹ C_iᵀ) + diag(η_{i+1}) + c_iI — the block-LDLᵀ pivot
-update, a small margin η that pays for the dense proof of that matrix (raised a hundredfold up
-to twice when the proof fails), and the next block's share of ΔC_i — so each block spends its
+update (taken after a slightly larger shift of the top-left block, which anticipates the
+dense proof's own shift), a small margin η that pays for the dense proof of that matrix (raised
+a hundredfold up to twice when the proof fails), and the next block's share of ΔC_i — so each block spends its
 own uncertainty once instead of passing it down the chain, and the 2×2 block matrices are the
 pivots of an LDLᵀ factorisation of M minus the uncertainty. The cost is one dense proof of
 size n_i + n_{i+1} per block: the full matrix is never formed.
@@ -182,23 +183,29 @@ def prove_block_tridiagonal(diag: Sequence[np.ndarray], sub: Sequence[np.ndarray
 
 def _pivot(a: np.ndarray, a_err: float, c: np.ndarray, c_err: float, d_next: np.ndarray):
     """Prove E = [[a, cᵀ], [c, Q]] ≻ 0 for every a, c within ``a_err``, ``c_err``; return the
-    proof and Q = c (a − tI)⁻¹ cᵀ + diag(η) + c_err·I with t = a_err + c_err (the next pivot's
-    share of the uncertainty), proving [[a − tI, cᵀ], [c, Q − c_err·I]] ≻ 0 instead."""
+    proof and Q, by proving [[a − tI, cᵀ], [c, Q − c_err·I]] ≻ 0 with t = a_err + c_err.
+
+    Q = c (a − tI − Δ)⁻¹ cᵀ + diag(η) + c_err·I. Δ anticipates the shift that the dense proof
+    will take off the top-left block (at most 32N(N+1)u of each equilibrated diagonal entry,
+    whose scale is ≤ 2a_jj): with Δ twice that, the shifted top-left block's Schur update is
+    below the computed one, and η only pays for the bottom-right's own shift and rounding.
+    """
     n = a.shape[0]
     t = round_up(a_err + c_err, rel=4 * UNIT)
     top = a - t * np.eye(n)
+    size = n + c.shape[0]
+    rel = 32 * size * (size + 1) * UNIT
     try:
-        g = scipy.linalg.cholesky(top, lower=True, check_finite=False)
+        g = scipy.linalg.cholesky(top - np.diag(4 * rel * np.abs(np.diag(top))), lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         return Proof(False, "not positive definite beyond its error bound (Cholesky failed)"), None
     y = scipy.linalg.solve_triangular(g, c.T, lower=True, check_finite=False)
     schur = y.T @ y
     schur = 0.5 * (schur + schur.T)
-    size = n + c.shape[0]
     base = np.abs(np.diag(schur)) + np.abs(np.diag(d_next))
     proof = Proof(False)
-    for factor in (1.0, 1e2, 1e4):
-        q = schur + np.diag(factor * 64 * size * (size + 1) * UNIT * base + c_err)
+    for factor in (4.0, 4e2, 4e4):
+        q = schur + np.diag(factor * rel * base + c_err)
         bottom = q - c_err * np.eye(c.shape[0])
         block = np.block([[top, c.T], [c, bottom]])
         proof = prove_pd(block, diag_rel=UNIT)  # its diagonal was formed with one rounding per entry
