@@ -52,6 +52,10 @@ from ..labels import Bound, Label
 from .margins import UNIT, Proof, frobenius_upper, prove_block_tridiagonal, round_up
 
 DELTAS = (1e-9, 1e-7, 1e-5, 1e-3)
+#: Relative smoothing of λ_max in the first-order route's continuation stages (0: exact).
+SMOOTHING = (1e-2, 1e-3, 1e-4, 0.0)
+#: How far (in log) the first-order route moves a multiplier from its ECLipsE-Fast start.
+RANGE = math.log(1e6)
 
 
 @dataclass
@@ -259,8 +263,11 @@ class ClosedForm:
         else:
             self.first = w1.T
 
-    def __call__(self, lams: Sequence[torch.Tensor]) -> torch.Tensor | None:
-        """ρ_min for multipliers ``lams`` (one tensor per hidden layer), None if some S_h ⊁ 0."""
+    def __call__(self, lams: Sequence[torch.Tensor], smooth: float = 0.0) -> torch.Tensor | None:
+        """ρ_min for multipliers ``lams`` (one tensor per hidden layer), None if some S_h ⊁ 0.
+
+        With ``smooth`` = μ > 0, the largest eigenvalue is replaced by μ·log Σ exp(λ_i/μ), a
+        smooth upper bound within μ·log n (the optimiser's continuation, never the result)."""
         s = torch.diag(lams[-1]) - self.last_gram
         for h in range(len(lams) - 1, -1, -1):  # lams[h] is hidden layer h+1's
             chol, info = torch.linalg.cholesky_ex(s)
@@ -270,8 +277,10 @@ class ClosedForm:
             z = torch.diag(self.p[h] * lams[h]) - ml[:, None] * torch.cholesky_inverse(chol) * ml[None, :]
             if h > 0:
                 s = torch.diag(lams[h - 1]) + self.ws[h].T @ z @ self.ws[h]
-        top = torch.linalg.eigvalsh(-(self.first @ z @ self.first.T))[-1]
-        return torch.clamp(top, min=0.0) if self.wide else top
+        eigs = torch.linalg.eigvalsh(-(self.first @ z @ self.first.T))
+        if self.wide:  # W_1ᵀ Z_1 W_1 has a null space
+            eigs = torch.cat([eigs, eigs.new_zeros(1)])
+        return smooth * torch.logsumexp(eigs / smooth, 0) if smooth > 0 else eigs.max()
 
 
 def _lbfgs(fun, x, max_iter: int, tol: float, memory: int = 12):
@@ -323,35 +332,45 @@ def _two_loop(g: torch.Tensor, pairs) -> torch.Tensor:
 
 
 def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
-    """Minimise ρ_min over log Λ from ECLipsE-Fast's multipliers; returns (ρ, Λ, notes)."""
+    """Minimise ρ_min over log Λ from ECLipsE-Fast's multipliers; returns (ρ, Λ, notes).
+
+    log λ = c + R·tanh(φ/R) with c the start and R = log 10⁶: a multiplier moves at most a
+    factor 10⁶ from its start. Affine neurons (α = β) gain O(1/λ) from ever larger λ while the
+    proof loses u·λ to cancellation in the Schur complements; the cap balances the two.
+    """
     closed = ClosedForm(ch, device)
     widths = ch.widths
     rho0, lams0 = eclipse_fast_multipliers(ch)
-    start = [float(x[0]) for x in lams0]
     sizes = widths if variant == "neuron" else [1] * len(widths)
+    centre = torch.cat([torch.full((k,), math.log(float(x[0])), dtype=torch.float64, device=device)
+                        for k, x in zip(sizes, lams0)])
 
-    def unpack(x):
-        parts = torch.split(torch.exp(x), sizes)
-        return [part.expand(n) for part, n in zip(parts, widths)]
+    def unpack(phi):
+        logs = centre + RANGE * torch.tanh(phi / RANGE)
+        return [part.expand(n) for part, n in zip(torch.split(torch.exp(logs), sizes), widths)]
 
-    def fun(x):
-        x = x.detach().requires_grad_(True)
-        rho = closed(unpack(x))
+    def fun(phi, smooth=0.0):
+        phi = phi.detach().requires_grad_(True)
+        rho = closed(unpack(phi), smooth)
         if rho is None or not torch.isfinite(rho):
             return math.inf, None
-        (grad,) = torch.autograd.grad(rho, x)
+        (grad,) = torch.autograd.grad(rho, phi)
         return float(rho.detach()), grad.detach()
 
-    x = torch.cat([torch.full((k,), math.log(v), dtype=torch.float64, device=device) for k, v in zip(sizes, start)])
+    phi = torch.zeros_like(centre)
     for _ in range(40):  # ECLipsE's multipliers sit on the boundary in degenerate cases: scale up
-        if math.isfinite(fun(x)[0]):
+        if math.isfinite(fun(phi)[0]):
             break
-        x = x + math.log(2.0)
+        centre = centre + math.log(2.0)
     else:
-        return math.nan, [np.asarray(x) for x in lams0], [f"no feasible start (ECLipsE-Fast rho {rho0:.6g})"]
-    x, rho, iterations = _lbfgs(fun, x, max_iter, tol)
-    lams = [part.detach().cpu().numpy().copy() for part in unpack(x)]
-    return rho, lams, [f"L-BFGS: {iterations} iterations from ECLipsE-Fast rho {rho0:.6g}"]
+        return math.nan, lams0, [f"no feasible start (ECLipsE-Fast rho {rho0:.6g})"]
+    iterations = []
+    for stage in SMOOTHING:  # continuation on a smoothed λ_max, then the exact one
+        mu = stage * fun(phi)[0]
+        phi, _, used = _lbfgs(lambda v: fun(v, mu), phi, max_iter // len(SMOOTHING), tol)
+        iterations.append(used)
+    lams = [part.detach().cpu().numpy().copy() for part in unpack(phi)]
+    return fun(phi)[0], lams, [f"L-BFGS: {'+'.join(map(str, iterations))} iterations from ECLipsE-Fast rho {rho0:.6g}"]
 
 
 # ------------------------------------------------------------------------- SDP route
