@@ -298,13 +298,15 @@ def _lbfgs(fun, x, max_iter: int, tol: float, memory: int = 12):
         if not pairs:  # first step or reset: at most 0.5 in log-multiplier
             scale = min(1.0, 0.5 / max(float(d.abs().max()), 1e-300))
             d, slope = d * scale, slope * scale
+        if -slope <= 1e-3 * tol * abs(f):  # no descent left worth a line search
+            return x, f, it
         t = 1.0
         while True:
             f_new, g_new = fun(x + t * d)
             if f_new <= f + 1e-4 * t * slope:
                 break
             t *= 0.5
-            if t < 1e-10:
+            if t < 1e-6:
                 return x, f, it
         step, dg = t * d, g_new - g
         if float(step @ dg) > 1e-12 * float(step.norm() * dg.norm()):

