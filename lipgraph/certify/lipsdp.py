@@ -335,6 +335,7 @@ def _two_loop(g: torch.Tensor, pairs) -> torch.Tensor:
 
 def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
     """Minimise ρ_min over log Λ from ECLipsE-Fast's multipliers; returns (ρ, Λ, notes).
+    LipSDP-Neuron spends a third of its iterations on LipSDP-Layer first and starts from there.
 
     log λ = c + R·tanh(φ/R) with c the start and R = log 10⁶: a multiplier moves at most a
     factor 10⁶ from its start. Affine neurons (α = β) gain O(1/λ) from ever larger λ while the
@@ -343,8 +344,17 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
     closed = ClosedForm(ch, device)
     widths = ch.widths
     rho0, lams0 = eclipse_fast_multipliers(ch)
+    # 2Λ_E: strictly inside (𝕄(2ρ_E, 2Λ_E) ≻ 0, see certify_multipliers), where Λ_E itself sits
+    # on the boundary and, in deep chains, every S_h is nearly singular there
+    lams0 = [2 * x for x in lams0]
+    notes, rho1 = [], math.nan
+    if variant == "neuron":
+        rho1, layer, notes = _first_order(ch, "layer", device, max_iter // 3, tol)
+        if math.isfinite(rho1):
+            lams0, max_iter = layer, max_iter - max_iter // 3
     sizes = widths if variant == "neuron" else [1] * len(widths)
-    centre = torch.cat([torch.full((k,), math.log(float(x[0])), dtype=torch.float64, device=device)
+    centre = torch.cat([torch.log(torch.as_tensor(x, dtype=torch.float64, device=device))
+                        if k > 1 else torch.full((1,), math.log(float(x[0])), dtype=torch.float64, device=device)
                         for k, x in zip(sizes, lams0)])
 
     def unpack(phi):
@@ -360,7 +370,7 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
         return float(rho.detach()), grad.detach()
 
     phi = torch.zeros_like(centre)
-    for _ in range(40):  # ECLipsE's multipliers sit on the boundary in degenerate cases: scale up
+    for _ in range(40):  # degenerate chains: scale up until every S_h ≻ 0
         if math.isfinite(fun(phi)[0]):
             break
         centre = centre + math.log(2.0)
@@ -372,7 +382,12 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
         phi, _, used = _lbfgs(lambda v: fun(v, mu), phi, max_iter // len(SMOOTHING), tol)
         iterations.append(used)
     lams = [part.detach().cpu().numpy().copy() for part in unpack(phi)]
-    return fun(phi)[0], lams, [f"L-BFGS: {'+'.join(map(str, iterations))} iterations from ECLipsE-Fast rho {rho0:.6g}"]
+    rho = fun(phi)[0]
+    notes = notes + [f"{variant}: L-BFGS {'+'.join(map(str, iterations))} iterations, "
+                     f"rho {rho:.8g} (ECLipsE-Fast {rho0:.6g})"]
+    if variant == "neuron" and math.isfinite(rho1) and rho1 < rho:  # layer multipliers are neuron ones too
+        return rho1, layer, notes + ["the LipSDP-Layer multipliers were better"]
+    return rho, lams, notes
 
 
 # ------------------------------------------------------------------------- SDP route
