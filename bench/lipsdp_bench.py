@@ -3,9 +3,11 @@
 For each network: AutoLip (product of spectral norms), ECLipsE-Fast's closed form, LipSDP-Layer
 and LipSDP-Neuron by the solver-free route, and by cvxpy + Clarabel where the dense SDP is small
 enough (input + hidden widths ≤ 120). Every LipSDP/ECLipsE value is proven after solving; a
-value that is not says so. Random weights are N(0, 1)/√fan_in (ECLipsE's family: input 80,
-hidden layers of 80, output 10, ReLU); GELU rows use slopes [−0.129, 1.129] (AutoLip × 1.129).
-``max_iter`` of the first-order route: 200 for 784-256-10, 300 for the deep nets, else 2000.
+value that is not says so. Random weights are N(0, 1)/√fan_in; ECLipsE's family is the one of
+``make bench`` (``networks.eclipse_weights``: 4 → 80 → … → 80 → 1, ReLU, each layer rescaled to a
+spectral norm in [0.4, 1.8]); GELU rows use slopes [−0.129, 1.129] (AutoLip × 1.129).
+``max_iter`` of the first-order route (Layer, Neuron): 784-256-10 (200, 200), deep nets (300, 900:
+Neuron spends a third on its Layer start), else (2000, 2000).
 Not part of CI.
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 
 from lipgraph.certify.lipsdp import eclipse_fast, lipsdp
 
+from .networks import eclipse_weights
+
 ANCHOR = Path(__file__).resolve().parents[1].parent / "shared" / "anchors" / "lipsdp_random_2-10-30-20-2.npz"
 SDP_LIMIT = 120
 RELU, GELU = (0.0, 1.0), (-0.1290, 1.1290)
@@ -33,14 +37,14 @@ def random_net(widths, seed):
 def networks(quick: bool):
     if ANCHOR.is_file():
         data = np.load(ANCHOR)
-        yield "anchor 2-10-30-20-2", [data[f"W{i}"] for i in range(1, 5)], 2000, RELU
+        yield "anchor 2-10-30-20-2", [data[f"W{i}"] for i in range(1, 5)], (2000, 2000), RELU
     small = random_net([10, 20, 20, 20, 5], 2)
-    yield "random 10-20-20-20-5 ReLU", small, 2000, RELU
-    yield "random 10-20-20-20-5 GELU", small, 2000, GELU
-    yield "random 784-256-10", random_net([784, 256, 10], 0), 200, RELU
-    yield "64 layers, width 64", random_net([64] * 65, 1), 300, RELU
+    yield "random 10-20-20-20-5 ReLU", small, (2000, 2000), RELU
+    yield "random 10-20-20-20-5 GELU", small, (2000, 2000), GELU
+    yield "random 784-256-10", random_net([784, 256, 10], 0), (200, 200), RELU
+    yield "64 layers, width 64", random_net([64] * 65, 1), (300, 900), RELU
     for depth in (2, 5, 10) if quick else (2, 5, 10, 20, 50, 100):
-        yield f"ECLipsE family, {depth} layers", random_net([80] * depth + [10], 100 + depth), 300, RELU
+        yield f"ECLipsE 4-80×{depth - 1}-1", eclipse_weights(depth), (300, 900), RELU
 
 
 def cell(res) -> str:
@@ -60,10 +64,10 @@ def main(argv=None) -> int:
     print("| network | AutoLip | ECLipsE-Fast | Layer, first-order | Neuron, first-order "
           "| Layer, SDP | Neuron, SDP |")
     print("|---|---|---|---|---|---|---|")
-    for name, weights, iters, slopes in networks(args.quick):
+    for name, weights, budgets, slopes in networks(args.quick):
         autolip = math.prod(np.linalg.norm(w, 2) for w in weights) * max(map(abs, slopes))
         row = [name, f"{autolip:.6g}", cell(eclipse_fast(weights, *slopes))]
-        for variant in ("layer", "neuron"):
+        for variant, iters in zip(("layer", "neuron"), budgets):
             row.append(cell(lipsdp(weights, *slopes, variant=variant, device=args.device, max_iter=iters)))
         small = sum(w.shape[1] for w in weights) <= SDP_LIMIT
         for variant in ("layer", "neuron"):

@@ -22,8 +22,10 @@ underflow terms, plus ``err``: a success then proves λ_min(A) > err, so every m
 balanced, so A is first *equilibrated* by a diagonal congruence with powers of two,
 s_i = 2^{−⌊e_i/2⌋} for a_ii = f_i·2^{e_i}, which is exact (barring underflow, covered by an
 n·η term) and preserves definiteness; then every scaled diagonal entry lies in [½, 2), the
-shift is at most 16n(n+1)·u relative to each diagonal entry — a per-row margin — and ``err``
-scales by max s_i². A matrix that is not exactly symmetric is read as the symmetric matrix
+shift is at most 16n(n+1)·u, i.e. at most 32n(n+1)·u of each diagonal entry — a per-row
+margin — and ``err`` scales by max s_i². ``diag_rel`` (diagonal entries known only to a
+relative accuracy, e.g. after one rounding when forming bound·I − G) adds diag_rel times the
+largest scaled diagonal entry to the shift. A matrix that is not exactly symmetric is read as the symmetric matrix
 of its lower triangle, and ‖D(a − aᵀ)D‖_F/2 is added to the scaled ``err``, so the proof covers
 (a + aᵀ)/2.
 

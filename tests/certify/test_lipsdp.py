@@ -76,6 +76,7 @@ def test_anchor_layer_and_eclipse_fast():
     layer = lipsdp(anchor_weights(), 0.0, 1.0, variant="layer")
     assert layer.bound.label is Label.CERTIFIED
     assert layer.bound.value == pytest.approx(39.839, rel=2e-5)
+    assert layer.bound.value >= EXACT_ANCHOR
     fast = eclipse_fast(anchor_weights())
     assert fast.bound.label is Label.CERTIFIED and fast.bound.method == "eclipse-fast"
     autolip = math.prod(np.linalg.norm(w, 2) for w in anchor_weights())
