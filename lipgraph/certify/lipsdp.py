@@ -295,8 +295,8 @@ def _lbfgs(fun, x, max_iter: int, tol: float, memory: int = 12):
         if slope >= 0:
             pairs.clear()
             d, slope = -g, -float(g @ g)
-        if not pairs:  # first step or reset: at most 0.5 in log-multiplier
-            scale = min(1.0, 0.5 / max(float(d.abs().max()), 1e-300))
+        if not pairs:  # first step or reset: 0.5 in log-multiplier, whatever the scale of ρ
+            scale = 0.5 / max(float(d.abs().max()), 1e-300)
             d, slope = d * scale, slope * scale
         if -slope <= 1e-3 * tol * abs(f):  # no descent left worth a line search
             return x, f, it
@@ -346,12 +346,12 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
     rho0, lams0 = eclipse_fast_multipliers(ch)
     # 2Λ_E: strictly inside (𝕄(2ρ_E, 2Λ_E) ≻ 0, see certify_multipliers), where Λ_E itself sits
     # on the boundary and, in deep chains, every S_h is nearly singular there
-    lams0 = [2 * x for x in lams0]
-    notes, rho1 = [], math.nan
+    eclipse, lams0 = lams0, [2 * x for x in lams0]
+    notes, rho1, stages = [], math.nan, SMOOTHING
     if variant == "neuron":
         rho1, layer, notes = _first_order(ch, "layer", device, max_iter // 3, tol)
-        if math.isfinite(rho1):
-            lams0, max_iter = layer, max_iter - max_iter // 3
+        if math.isfinite(rho1):  # start at the Layer optimum: only light smoothing
+            lams0, max_iter, stages = layer, max_iter - max_iter // 3, SMOOTHING[2:]
     sizes = widths if variant == "neuron" else [1] * len(widths)
     centre = torch.cat([torch.log(torch.as_tensor(x, dtype=torch.float64, device=device))
                         if k > 1 else torch.full((1,), math.log(float(x[0])), dtype=torch.float64, device=device)
@@ -377,9 +377,9 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
     else:
         return math.nan, lams0, [f"no feasible start (ECLipsE-Fast rho {rho0:.6g})"]
     iterations = []
-    for stage in SMOOTHING:  # continuation on a smoothed λ_max, then the exact one
+    for stage in stages:  # continuation on a smoothed λ_max, then the exact one
         mu = stage * fun(phi)[0]
-        phi, _, used = _lbfgs(lambda v: fun(v, mu), phi, max_iter // len(SMOOTHING), tol)
+        phi, _, used = _lbfgs(lambda v: fun(v, mu), phi, max_iter // len(stages), tol)
         iterations.append(used)
     lams = [part.detach().cpu().numpy().copy() for part in unpack(phi)]
     rho = fun(phi)[0]
@@ -387,6 +387,8 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
                      f"rho {rho:.8g} (ECLipsE-Fast {rho0:.6g})"]
     if variant == "neuron" and math.isfinite(rho1) and rho1 < rho:  # layer multipliers are neuron ones too
         return rho1, layer, notes + ["the LipSDP-Layer multipliers were better"]
+    if not rho <= rho0:  # ECLipsE-Fast's are multipliers of both variants (𝕄(ρ_E, Λ_E) ⪰ 0)
+        return rho0, eclipse, notes + ["the ECLipsE-Fast multipliers were better"]
     return rho, lams, notes
 
 
