@@ -72,6 +72,15 @@ def test_anchor_neuron():
 
 
 @needs_anchor
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_anchor_scaled(scale):
+    """ρ of order 1e±24: the optimiser's steps must not depend on the scale of ρ."""
+    res = lipsdp([scale * w for w in anchor_weights()])
+    assert res.bound.label is Label.CERTIFIED
+    assert res.bound.value == pytest.approx(EXACT_ANCHOR * scale ** 4, rel=1e-5)
+
+
+@needs_anchor
 def test_anchor_layer_and_eclipse_fast():
     layer = lipsdp(anchor_weights(), 0.0, 1.0, variant="layer")
     assert layer.bound.label is Label.CERTIFIED
