@@ -347,11 +347,11 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
     # 2Λ_E: strictly inside (𝕄(2ρ_E, 2Λ_E) ≻ 0, see certify_multipliers), where Λ_E itself sits
     # on the boundary and, in deep chains, every S_h is nearly singular there
     eclipse, lams0 = lams0, [2 * x for x in lams0]
-    notes, rho1, stages = [], math.nan, SMOOTHING
+    notes, rho1 = [], math.nan
     if variant == "neuron":
         rho1, layer, notes = _first_order(ch, "layer", device, max_iter // 3, tol)
-        if math.isfinite(rho1):  # start at the Layer optimum: only light smoothing
-            lams0, max_iter, stages = layer, max_iter - max_iter // 3, SMOOTHING[2:]
+        if math.isfinite(rho1):
+            lams0, max_iter = layer, max_iter - max_iter // 3
     sizes = widths if variant == "neuron" else [1] * len(widths)
     centre = torch.cat([torch.log(torch.as_tensor(x, dtype=torch.float64, device=device))
                         if k > 1 else torch.full((1,), math.log(float(x[0])), dtype=torch.float64, device=device)
@@ -377,9 +377,9 @@ def _first_order(ch: Chain, variant: str, device, max_iter: int, tol: float):
     else:
         return math.nan, lams0, [f"no feasible start (ECLipsE-Fast rho {rho0:.6g})"]
     iterations = []
-    for stage in stages:  # continuation on a smoothed λ_max, then the exact one
+    for stage in SMOOTHING:  # continuation on a smoothed λ_max, then the exact one
         mu = stage * fun(phi)[0]
-        phi, _, used = _lbfgs(lambda v: fun(v, mu), phi, max_iter // len(stages), tol)
+        phi, _, used = _lbfgs(lambda v: fun(v, mu), phi, max_iter // len(SMOOTHING), tol)
         iterations.append(used)
     lams = [part.detach().cpu().numpy().copy() for part in unpack(phi)]
     rho = fun(phi)[0]
