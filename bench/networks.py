@@ -61,17 +61,23 @@ def paper_mlp(depth: int) -> Callable[[Path], dict]:
     return build
 
 
+def eclipse_weights(depth: int) -> list[np.ndarray]:
+    """The weights of ``eclipse_net(depth)``."""
+    rng = np.random.default_rng(2000 + depth)
+    widths = [4] + [80] * (depth - 1) + [1]
+    ws = []
+    for i in range(depth):
+        w = rng.standard_normal((widths[i + 1], widths[i]))
+        ws.append(w * (rng.uniform(0.4, 1.8) / np.linalg.norm(w, 2)))
+    return ws
+
+
 def eclipse_net(depth: int) -> Callable[[Path], dict]:
     """ECLipsE's random family: 4 → 80 → … → 80 → 1 with `depth` linear layers (depth − 1 ReLU
     layers), Gaussian weights each rescaled to a spectral norm drawn uniformly in [0.4, 1.8],
     no biases (following ECLipsE_paper/generate_random_weights.py as described)."""
     def build(path: Path) -> dict:
-        rng = np.random.default_rng(2000 + depth)
-        widths = [4] + [80] * (depth - 1) + [1]
-        ws = []
-        for i in range(depth):
-            w = rng.standard_normal((widths[i + 1], widths[i]))
-            ws.append(w * (rng.uniform(0.4, 1.8) / np.linalg.norm(w, 2)))
+        ws = eclipse_weights(depth)
         onnxutil.mlp(path, ws, name=f"eclipse{depth}")
         return {"widths": f"4-80×{depth - 1}-1", "product of norms": float(np.prod([np.linalg.norm(w, 2) for w in ws]))}
     return build

@@ -16,6 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
+from lipgraph.certify.margins import UNIT, prove_pd
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
@@ -170,25 +171,14 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
 
 
 def proves_gram_below(gram: np.ndarray, bound: float) -> bool:
-    """True only if λ_max(gram) < bound, proven by a float64 Cholesky of (bound − c)·I − gram.
+    """True only if λ_max(gram) < bound, proven by ``margins.prove_pd`` on bound·I − gram.
 
-    Soundness: a floating-point Cholesky that succeeds on M is exact for some M + ΔM with
-    ‖ΔM‖ ≤ 2(n+1)u·tr(M)-ish (Rump 2006, Demmel 1989); shifting by c = 4(n+1)u·tr(M) + 1e-300
-    therefore proves M ≻ 0, i.e. λ_max(gram) < bound.
+    Forming bound·I − gram rounds each diagonal entry once (the negation is exact), a relative
+    error of at most u per diagonal entry, which the proof covers.
     """
-    n = gram.shape[0]
-    m = -gram.copy()
-    m[np.diag_indices(n)] += bound
-    trace = float(np.trace(m))
-    if trace <= 0:
-        return False
-    shift = 4 * (n + 1) * np.finfo(np.float64).eps * trace + 1e-300
-    m[np.diag_indices(n)] -= shift
-    try:
-        scipy.linalg.cholesky(m, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return False
-    return True
+    m = -np.asarray(gram, dtype=np.float64)
+    m[np.diag_indices(m.shape[0])] += bound
+    return bool(prove_pd(m, diag_rel=UNIT))
 
 
 def certified_materialised_norm(fn: TorchFn, shape, out_numel: int, limit: int, device="cpu",

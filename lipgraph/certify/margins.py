@@ -1,0 +1,216 @@
+"""The proof kernel: positive definiteness of symmetric float64 matrices, proven in floating point.
+
+Every number that lipgraph labels *certified* by a matrix inequality comes through here. A
+floating-point computation only approximates the matrix it is about, so each proof below says
+which exact matrices it covers and argues its margin.
+
+Conventions: u = 2⁻⁵³ is the unit roundoff of float64 (round to nearest), η = 2⁻¹⁰⁷⁴ the smallest
+subnormal, γ_k = k·u / (1 − k·u). Float32 (or integer) inputs are promoted to float64 first; the
+promotion is exact. LAPACK and BLAS are assumed to use conventional (not Strassen-like) products
+in IEEE arithmetic; fused multiply-adds only make the error smaller. An ``err`` argument is an
+absolute bound on the spectral norm of the uncertainty of the given matrix: the proof then
+covers *every* symmetric matrix within ``err`` of it (how callers account for the rounding
+in forming their matrices).
+
+**Dense proof** (``prove_pd``). If the floating-point Cholesky factorisation of
+fl(A − c·I) runs to completion and c ≥ γ_{n+1}/(1 − γ_{n+1}) · tr(A) + 4n(2(n+1) + max a_ii)·η,
+then A is positive definite (Rump, *Verification of positive definiteness*, BIT 46, 2006;
+the backward error of Cholesky is |ΔA| ≤ γ_{n+1}|Gᵀ||G|, Demmel 1989, and ‖|G|ᵀ|G|‖ ≤ tr). We
+use c = 8(n+1)·u·tr(A) — four times the first term for every n·u < 1/8 — plus the tiny
+underflow terms, plus ``err``: a success then proves λ_min(A) > err, so every matrix within
+``err`` of A is positive definite. The trace term is only sharp when the diagonal is
+balanced, so A is first *equilibrated* by a diagonal congruence with powers of two,
+s_i = 2^{−⌊e_i/2⌋} for a_ii = f_i·2^{e_i}, which is exact (barring underflow, covered by an
+n·η term) and preserves definiteness; then every scaled diagonal entry lies in [½, 2), the
+shift is at most 16n(n+1)·u, i.e. at most 32n(n+1)·u of each diagonal entry — a per-row
+margin — and ``err`` scales by max s_i². ``diag_rel`` (diagonal entries known only to a
+relative accuracy, e.g. after one rounding when forming bound·I − G) adds diag_rel times the
+largest scaled diagonal entry to the shift. A matrix that is not exactly symmetric is read as the symmetric matrix
+of its lower triangle, and ‖D(a − aᵀ)D‖_F/2 is added to the scaled ``err``, so the proof covers
+(a + aᵀ)/2.
+
+**Block-tridiagonal proof** (``prove_block_tridiagonal``). For diagonal blocks D_0 … D_k and
+sub-diagonal blocks C_i (block (i+1, i)) the quadratic form splits, for *any* symmetric Q_i
+(Q_0 = 0), as
+
+    xᵀ M x = Σ_{i<k} [x_i; x_{i+1}]ᵀ E_i [x_i; x_{i+1}] + x_kᵀ (D_k − Q_k) x_k,
+    E_i = [[D_i − Q_i, C_iᵀ], [C_i, Q_{i+1}]].
+
+If every E_i and D_k − Q_k is positive definite, M is (a nonzero x has a nonzero x_i, and the
+term holding it is positive). The Q_i need no error analysis at all: they are whatever was
+computed. Uncertainty: D_i − Q_i is formed with one rounding per entry (‖·‖ ≤ u‖D_i − Q_i‖_F),
+added to the caller's ``diag_err[i]`` to give a_i; ΔC_i (‖ΔC_i‖ ≤ c_i = ``sub_err[i]``) adds
+cross terms ≥ −c_i(‖x_i‖² + ‖x_{i+1}‖²). So E_i is positive definite for every admissible
+perturbation if [[D_i − Q_i − t_iI, C_iᵀ], [C_i, Q_{i+1} − c_iI]] ≻ 0 with t_i = a_i + c_i. We
+take Q_{i+1} = fl(C_i (D_i − Q_i − t_iI)⁻¹ C_iᵀ) + diag(η_{i+1}) + c_iI — the block-LDLᵀ pivot
+update (taken after a slightly larger shift of the top-left block, which anticipates the
+dense proof's own shift), a small margin η that pays for the dense proof of that matrix (raised
+a hundredfold up to twice when the proof fails), and the next block's share of ΔC_i — so each block spends its
+own uncertainty once instead of passing it down the chain, and the 2×2 block matrices are the
+pivots of an LDLᵀ factorisation of M minus the uncertainty. The cost is one dense proof of
+size n_i + n_{i+1} per block: the full matrix is never formed.
+
+**Outward rounding** (``round_up``, ``round_down``, ``frobenius_upper``): a float64 result
+moved two ulps outwards covers the rounding of the one or two operations that produced it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+
+UNIT = 2.0 ** -53
+ETA = 2.0 ** -1074
+
+
+@dataclass(frozen=True)
+class Proof:
+    """Outcome of a proof: ``ok`` only when the claim is proven; ``reason`` says why not."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def round_up(x: float, rel: float = 0.0) -> float:
+    """A float64 number ≥ x + rel·|x|, computed with rounding: two ulps above the result."""
+    y = float(x) + rel * abs(float(x))
+    return float(np.nextafter(np.nextafter(y, np.inf), np.inf))
+
+
+def round_down(x: float, rel: float = 0.0) -> float:
+    """A float64 number ≤ x − rel·|x|, computed with rounding: two ulps below the result."""
+    y = float(x) - rel * abs(float(x))
+    return float(np.nextafter(np.nextafter(y, -np.inf), -np.inf))
+
+
+def frobenius_upper(a: np.ndarray) -> float:
+    """An upper bound on ‖a‖_F (and so on ‖a‖₂): the float64 norm raised by γ_{size+2}."""
+    a = np.asarray(a, dtype=np.float64)
+    return round_up(float(np.linalg.norm(a)), rel=2 * (a.size + 2) * UNIT) if a.size else 0.0
+
+
+def as_symmetric(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the float64 symmetric matrix of ``matrix``'s lower triangle, (a − aᵀ)/2 or None)."""
+    a = np.array(matrix, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {a.shape}")
+    with np.errstate(invalid="ignore"):
+        skew = a - a.T
+    if not skew.any():
+        return a, None
+    return np.tril(a) + np.tril(a, -1).T, 0.5 * skew
+
+
+def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Proof:
+    """Prove that every symmetric matrix within ``err`` (spectral norm) of ``matrix``, and
+    whose diagonal entries may also differ from the given ones by ``diag_rel`` relative (how a
+    diagonal formed by one rounding per entry is covered), is positive definite, by a shifted
+    Cholesky factorisation (see the module docstring).
+
+    Never returns ``ok`` for a matrix that is not positive definite; may fail to prove one
+    whose smallest eigenvalue is below ~16n(n+1)·u·max a_ii + err. An empty matrix is
+    (vacuously) positive definite.
+    """
+    a, skew = as_symmetric(matrix)
+    n = a.shape[0]
+    if n == 0:
+        return Proof(True)
+    err = float(err)
+    if not (np.isfinite(a).all() and math.isfinite(err) and err >= 0):
+        return Proof(False, "non-finite entries or error bound")
+    diag = np.diag(a)
+    if (diag <= 0).any():
+        return Proof(False, f"diagonal entry {int(np.argmin(diag))} is not positive")
+    _, expo = np.frexp(diag)
+    s = np.ldexp(1.0, -(expo // 2))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        scaled = s[:, None] * a * s[None, :]
+        err_scaled = float(err * s.max() * s.max()) if err else 0.0
+        err_scaled += diag_rel * float(np.diag(scaled).max()) * (1 + 4 * UNIT)
+        if skew is not None:  # (a − aᵀ)/2 was computed with one rounding per entry
+            err_scaled += frobenius_upper(s[:, None] * skew * s[None, :]) * (1 + 4 * UNIT)
+    if not (np.isfinite(scaled).all() and math.isfinite(err_scaled)):
+        return Proof(False, "entries overflow after equilibration")
+    trace = float(np.trace(scaled))
+    shift = round_up(8 * (n + 1) * UNIT * trace + err_scaled + (8 * n * (n + 2) + n) * ETA)
+    scaled[np.diag_indices(n)] -= shift
+    try:
+        scipy.linalg.cholesky(scaled, lower=True, check_finite=False, overwrite_a=True)
+    except np.linalg.LinAlgError:
+        return Proof(False, f"shifted Cholesky failed (n={n}, shift {shift:.1e} on a diagonal in [1/2, 2))")
+    return Proof(True)
+
+
+def prove_block_tridiagonal(diag: Sequence[np.ndarray], sub: Sequence[np.ndarray],
+                            diag_err: Sequence[float] | None = None,
+                            sub_err: Sequence[float] | None = None) -> Proof:
+    """Prove the symmetric block-tridiagonal matrix with diagonal blocks ``diag[i]`` (D_i) and
+    sub-diagonal blocks ``sub[i]`` (C_i, the block in row i+1, column i) positive definite,
+    and with it every matrix whose blocks lie within ``diag_err[i]`` / ``sub_err[i]``
+    (spectral norm) of these, by the block LDLᵀ argument of the module docstring.
+    """
+    k = len(diag)
+    if len(sub) != max(k - 1, 0):
+        raise ValueError(f"{k} diagonal blocks need {max(k - 1, 0)} sub-diagonal blocks, got {len(sub)}")
+    diag = [as_symmetric(d) for d in diag]
+    sub = [np.asarray(c, dtype=np.float64) for c in sub]
+    diag_err = [e if skew is None else round_up(e + frobenius_upper(skew), rel=4 * UNIT)
+                for e, (_, skew) in zip(diag_err or [0.0] * k, diag)]
+    sub_err = list(sub_err or [0.0] * (k - 1))
+    for i, c in enumerate(sub):
+        if c.shape != (diag[i + 1][0].shape[0], diag[i][0].shape[0]):
+            raise ValueError(f"sub-diagonal block {i} has shape {c.shape}, expected "
+                             f"{(diag[i + 1][0].shape[0], diag[i][0].shape[0])}")
+    q = None
+    for i in range(k):
+        if q is None:
+            a, e = diag[i][0], diag_err[i]
+        else:
+            a = diag[i][0] - q
+            e = round_up(diag_err[i] + UNIT * frobenius_upper(a), rel=4 * UNIT)
+        if i == k - 1:
+            last = prove_pd(a, e)
+            return last if last else Proof(False, f"pivot block {i}: {last.reason}")
+        proof, q = _pivot(a, e, sub[i], sub_err[i], diag[i + 1][0])
+        if not proof:
+            return Proof(False, f"pivot block {i}: {proof.reason}")
+    return Proof(True)
+
+
+def _pivot(a: np.ndarray, a_err: float, c: np.ndarray, c_err: float, d_next: np.ndarray):
+    """Prove E = [[a, cᵀ], [c, Q]] ≻ 0 for every a, c within ``a_err``, ``c_err``; return the
+    proof and Q, by proving [[a − tI, cᵀ], [c, Q − c_err·I]] ≻ 0 with t = a_err + c_err.
+
+    Q = c (a − tI − Δ)⁻¹ cᵀ + diag(η) + c_err·I. Δ anticipates the shift that the dense proof
+    will take off the top-left block (at most 32N(N+1)u of each equilibrated diagonal entry,
+    whose scale is ≤ 2a_jj): with Δ twice that, the shifted top-left block's Schur update is
+    below the computed one, and η only pays for the bottom-right's own shift and rounding.
+    """
+    n = a.shape[0]
+    t = round_up(a_err + c_err, rel=4 * UNIT)
+    top = a - t * np.eye(n)
+    size = n + c.shape[0]
+    rel = 32 * size * (size + 1) * UNIT
+    try:
+        g = scipy.linalg.cholesky(top - np.diag(4 * rel * np.abs(np.diag(top))), lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return Proof(False, "not positive definite beyond its error bound (Cholesky failed)"), None
+    y = scipy.linalg.solve_triangular(g, c.T, lower=True, check_finite=False)
+    schur = y.T @ y
+    schur = 0.5 * (schur + schur.T)
+    base = np.abs(np.diag(schur)) + np.abs(np.diag(d_next))
+    proof = Proof(False)
+    for factor in (4.0, 4e2, 4e4):
+        q = schur + np.diag(factor * rel * base + c_err)
+        bottom = q - c_err * np.eye(c.shape[0])
+        block = np.block([[top, c.T], [c, bottom]])
+        proof = prove_pd(block, diag_rel=UNIT)  # its diagonal was formed with one rounding per entry
+        if proof:
+            return proof, q
+    return proof, None
