@@ -24,9 +24,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lipgraph.options import ALL_METHODS, DEFAULT_METHODS, LowerOptions, NormOptions, SeqLipOptions
+    from lipgraph.options import (ALL_METHODS, DEFAULT_METHODS, LipSDPOptions, LowerOptions, NormOptions,
+                                  SeqLipOptions)
     from lipgraph.report import FORMATS
-    norms, seq, low = NormOptions(), SeqLipOptions(), LowerOptions()
+    norms, seq, low, sdp = NormOptions(), SeqLipOptions(), LowerOptions(), LipSDPOptions()
 
     p = _Parser(prog="lipgraph", description="Certified Lipschitz bounds for ONNX models.")
     p.add_argument("--version", action="version", version=f"lipgraph {__version__}")
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SeqLip: singular triplets kept for layers too large for an SVD (default %(default)s)")
     a.add_argument("--seqlip-budget", type=float, default=seq.budget, metavar="SECONDS",
                    help="SeqLip: time for exact enumerations; past it, the certified relaxation (default %(default)s)")
+    a.add_argument("--lipsdp-variant", choices=["neuron", "layer"], default=sdp.variant,
+                   help="LipSDP multipliers: one per neuron or one per layer (default %(default)s)")
+    a.add_argument("--lipsdp-route", choices=["first-order", "sdp"], default=sdp.route,
+                   help="LipSDP solver: solver-free first-order, or cvxpy + Clarabel (pip install 'lipgraph[sdp]') "
+                        "(default %(default)s)")
+    a.add_argument("--lipsdp-max-neurons", type=int, default=sdp.max_neurons, metavar="N",
+                   help="LipSDP: skip chains with more hidden neurons (default %(default)s)")
     a.add_argument("--seqlip-dense-limit", type=int, default=seq.dense_limit, metavar="N",
                    help="SeqLip: widest segment materialised for its SVD; wider uses top-k (default %(default)s)")
     a.add_argument("--lower-budget", type=float, default=low.budget, metavar="SECONDS",
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from lipgraph.options import ALL_METHODS, LowerOptions, NormOptions, Options, SeqLipOptions
+    from lipgraph.options import ALL_METHODS, LipSDPOptions, LowerOptions, NormOptions, Options, SeqLipOptions
     from lipgraph.pipeline import analyze
     from lipgraph.report import FORMATS
     from lipgraph.passes.annotate import parse_assumptions
@@ -137,6 +145,8 @@ def cmd_analyze(args) -> int:
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,
                                         power_iters=args.power_iters, seed=args.seed),
+                      lipsdp=LipSDPOptions(variant=args.lipsdp_variant, route=args.lipsdp_route,
+                                           max_neurons=args.lipsdp_max_neurons),
                       seqlip=SeqLipOptions(exact_max=args.seqlip_exact_max, topk=args.seqlip_topk,
                                            budget=args.seqlip_budget, dense_limit=args.seqlip_dense_limit),
                       lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,

@@ -29,6 +29,8 @@ CODES: dict[str, Code] = {
     "seqlip-slopes": Code("warning", "an activation's slope range is unusable for SeqLip; its chain ends there"),
     "seqlip-budget": Code("warning", "SeqLip's time safety net fired; the value may depend on machine load"),
     "seqlip-factor": Code("note", "how a SeqLip factor was bounded (relaxation, operator map, top-k)"),
+    "lipsdp-skipped": Code("note", "a chain gets no LipSDP bound (operator maps, too many neurons, solver missing)"),
+    "lipsdp-note": Code("note", "how a LipSDP bound was solved or why it stayed an estimate"),
     "power-not-converged": Code("note", "a norm estimate stopped at its iteration cap before its tolerance"),
     "lower": Code("note", "how the lower bound was searched and realised, or why it was not"),
     "input-redirected": Code("note", "a non-float input is analysed from the first float tensor computed from it"),

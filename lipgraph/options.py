@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: Every method an analysis can produce, in the order the passes produce them.
-ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", "lower")
 DEFAULT_METHODS = ALL_METHODS
 
 
@@ -25,6 +25,14 @@ class SeqLipOptions:
     dense_limit: int = 2048        # widest segment materialised for its SVD (larger: top-k)
     bnb_nodes: int = 2048          # branch-and-bound node evaluations per neuron (deterministic, not seconds)
     greedy_max: int = 1 << 18      # n·p·q up to which greedy is the paper's; above: alternating ascent
+
+
+@dataclass
+class LipSDPOptions:
+    variant: str = "neuron"        # "neuron" (a multiplier per neuron) or "layer" (one per layer)
+    route: str = "first-order"     # "first-order" (solver-free, torch) or "sdp" (cvxpy + Clarabel, extra [sdp])
+    max_neurons: int = 1024        # chains with more hidden neurons are skipped, with a note
+    max_iter: int = 500            # quasi-Newton steps of the first-order route
 
 
 @dataclass
@@ -48,5 +56,6 @@ class Options:
     plugins: tuple[str, ...] = ()
     norms: NormOptions = field(default_factory=NormOptions)
     seqlip: SeqLipOptions = field(default_factory=SeqLipOptions)
+    lipsdp: LipSDPOptions = field(default_factory=LipSDPOptions)
     lower: LowerOptions = field(default_factory=LowerOptions)
     verbose: bool = False

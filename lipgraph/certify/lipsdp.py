@@ -112,7 +112,7 @@ def chain(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0) -> Chain:
     widths = [w.shape[0] for w in ws[:-1]]
 
     def per_layer(v):
-        if np.ndim(v) == 0:
+        if not isinstance(v, (list, tuple)) and np.ndim(v) == 0:
             return [np.full(n, float(v)) for n in widths]
         if len(v) != len(widths):
             raise ValueError(f"slopes need one entry per hidden layer ({len(widths)}), got {len(v)}")

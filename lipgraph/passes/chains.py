@@ -69,6 +69,8 @@ class ChainResult:
     factors: list = field(default_factory=list)   # FactorReport per activation
     maps: list[str] = field(default_factory=list)  # "dense" | "operator" per segment
     seconds: float = 0.0
+    matrices: list = field(default_factory=list, repr=False)  # dense maps (float64), None for operators
+    slopes: list = field(default_factory=list, repr=False)    # per activation: (lo, hi) per neuron
 
     @property
     def id(self) -> str:
@@ -216,13 +218,15 @@ class ChainPass:
                 units=run, nodes=[n for u in run for n in u.nodes], entry=run[0].inputs[0],
                 exit=run[-1].outputs[0], autolip=auto_bound.value, autolip_label=auto_bound.label,
                 seqlip=value, greedy=greedy, label=label, method=method, factors=res.factors,
-                maps=list(kinds), seconds=time.perf_counter() - t0))
+                maps=list(kinds), seconds=time.perf_counter() - t0,
+                matrices=[m if k == "dense" else None for m, k in zip(maps, kinds)], slopes=boxes))
         return results
 
 
-def replaced_units(units: list[Unit], chains: list[ChainResult]) -> list[Unit]:
+def replaced_units(units: list[Unit], chains: list[ChainResult], bound_of=None) -> list[Unit]:
     """``units`` with each chain's units replaced by one unit (at the chain's last position)
-    whose bound is the chain's SeqLip value and whose estimate is its greedy value."""
+    whose bound is ``bound_of(chain)`` (default: its SeqLip value) and whose estimate is its
+    greedy value."""
     member = {u.id: c for c in chains for u in c.units}
     out = []
     for u in units:
@@ -230,9 +234,9 @@ def replaced_units(units: list[Unit], chains: list[ChainResult]) -> list[Unit]:
         if c is None:
             out.append(u)
         elif u is c.units[-1]:
+            bound = bound_of(c) if bound_of else Bound(c.seqlip, c.label, c.method)
             out.append(Unit(id=c.id, nodes=tuple(c.nodes), inputs=(c.entry,), outputs=(c.exit,),
-                            bounds=(Bound(c.seqlip, c.label, c.method),), estimates=(c.greedy,),
-                            role="chain"))
+                            bounds=(bound,), estimates=(c.greedy,), role="chain"))
     return out
 
 
