@@ -34,6 +34,7 @@ CODES: dict[str, Code] = {
     "input-redirected": Code("note", "a non-float input is analysed from the first float tensor computed from it"),
     "guard-skipped": Code("note", "the onnxruntime cross-check could not run on this model"),
     "declared-shapes": Code("note", "some shapes come from the model's value_info (no inference knows their ops)"),
+    "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
     "low-precision-cast": Code("note", "a cast to float16/bfloat16: rounding jumps are outside the bound"),
 }
 
