@@ -459,13 +459,14 @@ class DepthToSpace(_Structural):
 class SpaceToDepth(_Structural):
     """SpaceToDepth permutes entries: norm 1.
 
-    Bound: 1. Exactness: exact (a permutation; the inverse of DepthToSpace in DCR mode).
-    Assumptions: a 4-D (N, C, H, W) input.
+    Bound: 1. Exactness: exact (a permutation; the inverse of DepthToSpace in the same mode).
+    Assumptions: a 4-D (N, C, H, W) input; DCR (default) and CRD (mode attribute, v28) modes.
     References: ONNX SpaceToDepth.
     """
 
     def forward(self, node, x):
         n, c, h, w = x.shape
         bs = node.attr("blocksize")
-        t = x.reshape(n, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4)
+        t = x.reshape(n, c, h // bs, bs, w // bs, bs)
+        t = t.permute(0, 1, 3, 5, 2, 4) if node.attr("mode", "DCR") == "CRD" else t.permute(0, 3, 5, 1, 2, 4)
         return t.reshape(n, c * bs * bs, h // bs, w // bs)
