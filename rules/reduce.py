@@ -98,7 +98,9 @@ class _Reduction(Rule):
         require_constant(node, 1)
 
     def bounds(self, node):
-        return {0: Bound(1.0 if node.numel_out() > 0 else 0.0, Label.EXACT, "max")}
+        """1; 0 when the output is empty or a group is (an empty max/min/norm is a constant)."""
+        constant = node.numel_out() == 0 or _group_size(node) == 0
+        return {0: Bound(0.0 if constant else 1.0, Label.EXACT, "max")}
 
 
 @rule("ReduceMax", versions=(11, 12, 13, 18, 20), kind=Kind.NONLINEAR)

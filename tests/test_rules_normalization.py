@@ -204,3 +204,16 @@ def _tiny(op):
     attrs = {"num_groups": 2} if op == "GroupNormalization" else {}
     return (helper.make_node(op, ["x", "s", "b"], ["y"], **attrs), [x, np.ones(2, np.float32), np.zeros(2, np.float32)],
             [True, False, False], 21 if op == "GroupNormalization" else 17)
+
+
+def test_many_distinct_scales_fall_back_to_max_gamma(monkeypatch):
+    # past NORM_EIG_LIMIT distinct |γ| values the closed form max|γ|/√ε is used: sound (≥ the
+    # explicit SVD), labelled without a known slack
+    import lipgraph.rules.normalization as norm
+    monkeypatch.setattr(norm, "NORM_EIG_LIMIT", 3)
+    gamma = np.array([0.5, -2.0, 1.0, 0.25, 1.5], np.float32)
+    node = helper.make_node("LayerNormalization", ["x", "g"], ["y"], epsilon=1e-2)
+    view = nodeview(node, [np.zeros((1, 5), np.float32), gamma], [True, False], 17)
+    bound = rule_for(view).bounds(view)[0]
+    assert bound.value >= 2.0 / 0.1 and bound.slack is None
+    assert bound.value >= _explicit_sup([gamma], 1e-2)

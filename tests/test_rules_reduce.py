@@ -157,3 +157,12 @@ def test_conformance():
     for op in ("ReduceMax", "ReduceMin", "ReduceL2", "ReduceSum"):
         checked, skipped = conformance(op)
         assert checked >= 6, (op, skipped)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin", "ReduceL2"])
+def test_empty_group_is_constant(op):
+    x = np.zeros((2, 0, 3), np.float32)
+    node = helper.make_node(op, ["x"], ["y"], axes=[1], keepdims=1)
+    assert_matches_ort(node, [x], [True], opset=13)
+    view = nodeview(node, [x], [True], 13)
+    assert rule_for(view).bounds(view)[0].value == 0.0
