@@ -1,4 +1,4 @@
-"""Resize (nearest and linear): linear and separable, so AFFINE with an exact norm.
+"""Resize (nearest, linear, cubic): linear and separable, so AFFINE with an exact norm.
 
 Along each axis a the op applies a fixed interpolation matrix R_a (n_out × n_in) built from the
 ONNX spec (``axis_matrix``); the whole map is R_1 ⊗ … ⊗ R_d and ‖⊗R_a‖₂ = Π‖R_a‖₂ (design §9).
@@ -18,7 +18,7 @@ from lipgraph.registry import Kind, Rule, require_constant, rule
 from lipgraph.rules.pooling import _apply_along
 from lipgraph.rules.shape import ints
 
-MODES = ("nearest", "linear")
+MODES = ("nearest", "linear", "cubic")
 COORDINATES = ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel")
 
 
@@ -35,7 +35,25 @@ def _source_coordinates(n_in: int, n_out: int, scale: float, ctm: str, dtype) ->
     return (o + half) / s - half
 
 
-def axis_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str, nearest_mode: str) -> np.ndarray:
+def _cubic_matrix(n_in: int, x: np.ndarray, a: float, exclude_outside: bool) -> np.ndarray:
+    """Cubic convolution (Keys) weights on the 4 neighbours floor(x)−1 … floor(x)+2: edge-clamped,
+    or with exclude_outside the weights of outside neighbours dropped and the rest renormalised."""
+    fl = np.floor(x)
+    t = (x - fl)[:, None] + np.array([1.0, 0.0, -1.0, -2.0])[None, :]   # distances to the 4 neighbours
+    d = np.abs(t)
+    w = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                 np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+    idx = fl.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
+    if exclude_outside:
+        w = np.where((idx >= 0) & (idx < n_in), w, 0.0)
+        w = w / w.sum(axis=1, keepdims=True)
+    r = np.zeros((x.size, n_in))
+    np.add.at(r, (np.repeat(np.arange(x.size), 4), np.clip(idx, 0, n_in - 1).reshape(-1)), w.reshape(-1))
+    return r
+
+
+def axis_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str, nearest_mode: str,
+                a: float = -0.75, exclude_outside: bool = False) -> np.ndarray:
     """The (n_out, n_in) interpolation matrix of one axis."""
     r = np.zeros((n_out, n_in))
     rows = np.arange(n_out)
@@ -48,6 +66,8 @@ def axis_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str, neares
                "floor": fl, "ceil": np.ceil(x)}[nearest_mode]
         r[rows, np.clip(idx, 0, n_in - 1).astype(np.int64)] = 1.0
         return r
+    if mode == "cubic":
+        return _cubic_matrix(n_in, _source_coordinates(n_in, n_out, scale, ctm, np.float64), a, exclude_outside)
     x = np.clip(_source_coordinates(n_in, n_out, scale, ctm, np.float64), 0, n_in - 1)
     i0 = np.floor(x).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_in - 1)
@@ -83,7 +103,8 @@ def _matrices(node, in_shape, scales, sizes):
     mode = node.attr("mode", "nearest")
     ctm = node.attr("coordinate_transformation_mode", "half_pixel")
     nm = node.attr("nearest_mode", "round_prefer_floor")
-    return [(a, axis_matrix(n, m, s, mode, ctm, nm)) for a, n, m, s in _plan(node, in_shape, scales, sizes)
+    cubic = (node.attr("cubic_coeff_a", -0.75), bool(node.attr("exclude_outside", 0)))
+    return [(a, axis_matrix(n, m, s, mode, ctm, nm, *cubic)) for a, n, m, s in _plan(node, in_shape, scales, sizes)
             if not (n == m and s == 1.0)]   # scale 1 and same size: the identity in every mode here
 
 
@@ -91,7 +112,7 @@ def _unsupported(node) -> str | None:
     mode = node.attr("mode", "nearest")
     ctm = node.attr("coordinate_transformation_mode", "half_pixel")
     if mode not in MODES:
-        return f"Resize mode '{mode}' is not supported (nearest and linear are)"
+        return f"Resize mode '{mode}' is not supported"
     if ctm not in COORDINATES:
         return f"Resize coordinate_transformation_mode '{ctm}' is not supported ({', '.join(COORDINATES)} are)"
     if node.attr("antialias", 0):
@@ -103,17 +124,18 @@ def _unsupported(node) -> str | None:
 
 @rule("Resize", versions=(11, 13, 18, 19), kind=Kind.AFFINE)
 class Resize(Rule):
-    """Resize (nearest, linear): norm Π_a ‖R_a‖₂ over the per-axis interpolation matrices.
+    """Resize (nearest, linear, cubic): norm Π_a ‖R_a‖₂ over the per-axis interpolation matrices.
 
     Bound: the map is R_1 ⊗ … ⊗ R_d (separable interpolation, each R_a built from the spec's
-      coordinate transform and nearest rounding or linear weights, edge-clamped), and
+      coordinate transform and nearest rounding, linear weights or cubic (Keys, cubic_coeff_a,
+      exclude_outside) weights, edge-clamped), and
       ‖⊗R_a‖ = Π‖R_a‖ (Kronecker norm identity). Nearest with integer upscale s per axis gives
       √s per axis.
     Exactness: certified (float64 norms of each small R_a, plus margin); equal to the true norm.
-    Assumptions: scales or sizes constant (roi unused in these modes); mode nearest or linear;
+    Assumptions: scales or sizes constant (roi unused in these modes); mode nearest, linear or cubic;
       coordinate_transformation_mode half_pixel, asymmetric, align_corners or pytorch_half_pixel;
-      antialias = 0; keep_aspect_ratio_policy stretch; v18 axes supported. Anything else (cubic,
-      tf_crop_and_resize, tf_half_pixel_for_nn, half_pixel_symmetric) is not applicable.
+      antialias = 0; keep_aspect_ratio_policy stretch; v18 axes supported. Anything else
+      (tf_crop_and_resize, tf_half_pixel_for_nn, half_pixel_symmetric, antialias) is not applicable.
     References: ONNX Resize; Horn & Johnson, Topics in Matrix Analysis, Thm 4.2.15; design §9.
     """
 
