@@ -20,6 +20,7 @@ class Code:
 CODES: dict[str, Code] = {
     "unsupported-op": Code("error", "ops without a rule: the bound is not certified (∞); add a rule or --assume"),
     "no-global-bound": Code("error", "a rule cannot bound this node globally (e.g. a product of two computed tensors)"),
+    "not-lipschitz": Code("error", "an op is discontinuous (Sign, Round, Floor, Ceil, …): no Lipschitz bound exists"),
     "no-bound": Code("error", "a rule gives no bound for one of the node's analysed inputs"),
     "no-certified-norm": Code("error", "an affine segment has no certified norm (too large to materialise, no closed form)"),
     "not-certified": Code("error", "no finite certified upper bound for the model"),
@@ -38,6 +39,7 @@ CODES: dict[str, Code] = {
     "declared-shapes": Code("note", "some shapes come from the model's value_info (no inference knows their ops)"),
     "fused": Code("note", "a decomposed activation (x·Sigmoid(x), GELU, hard-swish, Mish) was recognised and analysed as one op"),
     "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation but is not one numerically; analysed as it is"),
+    "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
     "low-precision-cast": Code("note", "a cast to float16/bfloat16: rounding jumps are outside the bound"),
 }
 

@@ -23,3 +23,8 @@ class RuleNotApplicable(LipgraphError):
 class SemanticMismatch(LipgraphError):
     """lipgraph's execution or shapes disagree with onnxruntime's on this model (a bug in a rule
     or in the loader): nothing is certified; exit code 3 with a request to report the model."""
+
+
+class NotLipschitz(RuleNotApplicable):
+    """The op is not Lipschitz at all (discontinuous: Sign, Round, Floor, Ceil, …); the annotate
+    pass reports it with the ``not-lipschitz`` code. Reasons start with "not Lipschitz:"."""

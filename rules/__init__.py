@@ -3,4 +3,5 @@
 One module per op family; importing a module registers its rules. The list is explicit
 (no scanning), so the set of reviewed ops is visible here.
 """
-from lipgraph.rules import activations, arithmetic, constant, conv, fused, linear, normalization, pooling, shape, softmax  # noqa: F401
+from lipgraph.rules import (activations, arithmetic, constant, conv, fused, linear, normalization, pooling,  # noqa: F401
+                            reduce, resize, shape, softmax, unbounded)

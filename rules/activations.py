@@ -367,3 +367,87 @@ class Clip(Rule):
         if hi is not None:
             y = y - _soft_relu(x - hi, t)
         return y
+
+
+@rule("Abs", versions=(6, 13), kind=Kind.ACTIVATION)
+class Abs(Rule):
+    """Abs: slopes [−1, 1].
+
+    Bound: derivative −1 on x < 0, 1 on x > 0 (one-sided −1 and 1 at 0).
+    Exactness: exact (both slopes attained).
+    Assumptions: none.
+    References: ONNX Abs.
+    """
+
+    def forward(self, node, x):
+        return torch.abs(x)
+
+    def slopes(self, node):
+        return Slopes(-1.0, 1.0)
+
+    def smooth(self, node, x, t):
+        return _soft_relu(x, t) + _soft_relu(-x, t)
+
+
+@rule("Softsign", versions=(1, 22), kind=Kind.ACTIVATION)
+class Softsign(Rule):
+    """Softsign: slopes [0, 1].
+
+    Bound: d/dx x/(1 + |x|) = 1/(1 + |x|)² ∈ (0, 1], 1 at x = 0.
+    Exactness: exact (1 at 0; 0 is the infimum as |x| → ∞).
+    Assumptions: none.
+    References: ONNX Softsign.
+    """
+
+    def forward(self, node, x):
+        return x / (1.0 + torch.abs(x))
+
+    def slopes(self, node):
+        return Slopes(0.0, 1.0)
+
+
+@rule("Celu", versions=(12, 28), kind=Kind.ACTIVATION)
+class Celu(Rule):
+    """Celu (α > 0): slopes [0, 1].
+
+    Bound: y = max(0, x) + min(0, α(e^{x/α} − 1)). For α > 0 the second term is α(e^{x/α} − 1)
+      on x < 0 and 0 on x ≥ 0, so the derivative is e^{x/α} ∈ (0, 1) on x < 0 and 1 on x > 0
+      (both one-sided derivatives at 0 are 1: Celu is C¹).
+    Exactness: exact (1 attained; 0 the infimum as x → −∞).
+    Assumptions: α > 0. For α < 0 the x < 0 branch is α(e^{x/α} − 1) with x/α → +∞: derivative
+      unbounded, no global bound (not applicable); α = 0 is undefined.
+    References: ONNX Celu; Barron 2017.
+    """
+
+    def check(self, node):
+        if not node.attr("alpha", 1.0) > 0:
+            raise RuleNotApplicable(f"no global Lipschitz bound: Celu with alpha = {node.attr('alpha', 1.0)} ≤ 0 "
+                                    "has an unbounded derivative (or is undefined)")
+
+    def forward(self, node, x):
+        alpha = node.attr("alpha", 1.0)
+        return torch.relu(x) + torch.clamp(alpha * torch.expm1(x / alpha), max=0.0)
+
+    def slopes(self, node):
+        return Slopes(0.0, 1.0)
+
+
+#: 2/√π = 1.1283791670955125738961589… rounded up to the next float64.
+ERF_MAX_SLOPE = float(np.nextafter(2.0 / np.sqrt(np.pi), np.inf))
+
+
+@rule("Erf", versions=(9, 13), kind=Kind.ACTIVATION)
+class Erf(Rule):
+    """Erf: slopes [0, 2/√π] (2/√π ≈ 1.1283791671, rounded up).
+
+    Bound: erf′(x) = (2/√π)e^{−x²} ∈ (0, 2/√π], maximal at 0.
+    Exactness: certified (the float64 value of 2/√π rounded one ulp up; 0 is the infimum).
+    Assumptions: none.
+    References: ONNX Erf.
+    """
+
+    def forward(self, node, x):
+        return torch.erf(x)
+
+    def slopes(self, node):
+        return Slopes(0.0, ERF_MAX_SLOPE, Label.CERTIFIED)

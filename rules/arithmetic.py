@@ -20,7 +20,7 @@ import torch
 
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
-from lipgraph.registry import Kind, Rule, require_constant, rule
+from lipgraph.registry import Kind, Rule, rule
 
 
 def broadcast_gain(node, i: int) -> float:
@@ -225,7 +225,9 @@ class Div(Rule):
     """
 
     def check(self, node):
-        require_constant(node, 1)
+        if node.has_input(1) and node.dynamic[1]:
+            raise RuleNotApplicable("no global Lipschitz bound: Div by a tensor computed from the input "
+                                    "(x ↦ c/x has slope −c/x², unbounded near 0)")
         c = node.const(1)
         if c is not None and np.any(np.asarray(c) == 0):
             raise RuleNotApplicable("Div by a constant with a zero entry")

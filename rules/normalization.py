@@ -1,5 +1,9 @@
-"""Normalisation layers in inference form (affine with constant statistics)."""
+"""Normalisation layers: BatchNormalization in inference form (affine with constant statistics),
+and LayerNormalization, InstanceNormalization, GroupNormalization (statistics computed from the
+input: NONLINEAR, with the exact global constant ‖diag(γ)P‖/√ε and a note that it is huge)."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -50,3 +54,189 @@ class BatchNormalization(Rule):
         scale = np.asarray(node.const(1), dtype=np.float64)
         var = np.asarray(node.const(4), dtype=np.float64)
         return ConvForm.channel_scale(scale / np.sqrt(var + node.attr("epsilon", 1e-5)), shape[1])
+
+
+# --- normalisations with statistics computed from the input (issue #10) -------------------------
+#
+# One normalised slice of n entries: y = γ ⊙ ẑ + β, ẑ = (x − μ1)/s, s = √(var + ε), var the
+# population variance. Its Jacobian is J = (1/s)·Γ·M with Γ = diag(γ), M = P − ẑẑᵀ/n and
+# P = I − 11ᵀ/n. Since Pẑ = ẑ and ‖ẑ‖² = n·var/s² < n, M is symmetric with eigenvalues 1 (on
+# the complement of 1 and ẑ), ε/s² ∈ (0, 1] (on ẑ) and 0 (on 1): 0 ⪯ M ⪯ P and M² ⪯ M ⪯ P.
+# Hence ‖ΓM‖² = λ_max(ΓM²Γ) ≤ λ_max(ΓPΓ) = ‖ΓP‖², so ‖J(x)‖ ≤ ‖ΓP‖/s ≤ ‖ΓP‖/√ε for every x;
+# the domain is convex, so the mean value inequality makes ‖ΓP‖/√ε a Lipschitz constant. It is
+# the supremum: at a constant slice x = c1, M = P and s = √ε, so J = ΓP/√ε there, and the
+# ratio of the pair (c1, c1 + tv), v the top right singular vector of ΓP (v ⊥ 1), tends to
+# ‖ΓP‖/√ε as t → 0. Slices are independent (block-diagonal Jacobian): the max over slices.
+# ‖ΓP‖ ≤ max|γ| (design §9's closed form); computing it: ‖ΓP‖² = λ_max(Γ² − γγᵀ/n). If γ takes
+# the distinct values a_k with multiplicities m_k, the eigenvalues are a_k² (multiplicity
+# m_k − 1, eigenvectors ⊥ 1 inside class k) and those of the k×k matrix diag(a²) − wwᵀ,
+# w_k = a_k√(m_k/n) (vectors constant on classes, orthonormal basis 1_k/√m_k).
+# For n = 1, P = 0: the output is constant (β), constant 0.
+
+NORM_EIG_LIMIT = 2048   # distinct scale values up to which ‖ΓP‖ is computed; beyond, max|γ|
+
+
+def projected_scale_norm(gamma: np.ndarray) -> tuple[float, bool]:
+    """(‖diag(γ)·P‖₂ in float64, computed exactly?) for one slice with per-entry scales γ, P the
+    projection orthogonal to 1; (max|γ|, False) when γ has too many distinct values."""
+    g = np.asarray(gamma, dtype=np.float64).reshape(-1)
+    n = g.size
+    if n <= 1:
+        return 0.0, True
+    values, counts = np.unique(np.abs(g), return_counts=True)   # |γ|: ‖ΓP‖ = ‖|Γ|P‖ (sign flips DΓ, D = ±1)
+    if values.size > NORM_EIG_LIMIT:
+        return float(values.max()), False
+    w = values * np.sqrt(counts / n)
+    top = float(np.linalg.eigvalsh(np.diag(values ** 2) - np.outer(w, w))[-1])
+    repeated = values[counts >= 2]
+    top = max(top, float((repeated ** 2).max(initial=0.0)))
+    return math.sqrt(max(top, 0.0)), True
+
+
+def normalisation_bound(gammas, eps: float, method: str) -> Bound:
+    """Certified max over slices of ‖Γ_s P‖/√ε (see the comment above); ``gammas`` yields the
+    per-entry scale vector of each distinct kind of slice."""
+    best, exact = 0.0, True
+    for g in gammas:
+        value, ok = projected_scale_norm(g)
+        best, exact = max(best, value), exact and ok
+    if best == 0.0:   # every slice has one entry (or γ = 0): the output is constant
+        return Bound(0.0, Label.EXACT, method)
+    if eps <= 0:
+        return Bound(math.inf, Label.CERTIFIED, method)
+    value = certify(best / math.sqrt(eps), 4 * CERT_MARGIN)
+    return Bound(value, Label.CERTIFIED, method, slack=4 * CERT_MARGIN if exact else None)
+
+
+NORMALISATION_NOTE = ("normalization-global",
+                      "{op}: its global Lipschitz constant ({value:.4g}, of the order max|γ|/√ε) is reached only "
+                      "where a normalised slice has zero variance — huge and rarely relevant; a bound on a box "
+                      "of inputs (which bounds the variance from below) is what you want")
+
+
+def _note(node, bound: Bound):
+    code, text = NORMALISATION_NOTE
+    return [(code, text.format(op=node.op_type, value=bound.value))]
+
+
+def _normalise(x, dims, eps):
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps), mean, var
+
+
+def _check_stats(node, *indices):
+    require_constant(node, *indices)
+    if any(o for o in node.outputs[1:]):
+        raise RuleNotApplicable(f"{node.op_type}'s Mean/InvStdDev outputs are not analysed")
+
+
+@rule("LayerNormalization", versions=(17,), kind=Kind.NONLINEAR)
+class LayerNormalization(Rule):
+    """LayerNormalization: L = ‖diag(γ)·P‖₂/√ε ≤ max|γ|/√ε, P = I − 11ᵀ/n (exact supremum).
+
+    Bound: per slice of n = Π shape[axis:] entries, J(x) = (1/s)Γ(P − ẑẑᵀ/n) with s = √(var+ε);
+      0 ⪯ P − ẑẑᵀ/n ⪯ P, so ‖J(x)‖ ≤ ‖ΓP‖/s ≤ ‖ΓP‖/√ε (proof in the comment above the rules in
+      rules/normalization.py); γ broadcast to the slice; 0 for n = 1.
+    Exactness: certified, equal to the supremum up to rounding: at a constant slice J = ΓP/√ε,
+      so a pair (c1, c1 + tv), v the top singular vector of ΓP, realises it as t → 0. (With more
+      than 2048 distinct |γ| values the closed form max|γ|/√ε is used: sound, maybe loose.)
+    Assumptions: scale and bias constant (scale omitted = 1); the Mean and InvStdDev outputs
+      are not analysed (not applicable when named); stash_type ignored (real arithmetic).
+    References: ONNX LayerNormalization; Ba et al. 2016; design §9.
+    """
+
+    def check(self, node):
+        _check_stats(node, 1, 2)
+
+    def forward(self, node, x, scale=None, bias=None):
+        axis = node.attr("axis", -1) % x.dim()
+        dims = tuple(range(axis, x.dim()))
+        z, mean, var = _normalise(x, dims, node.attr("epsilon", 1e-5))
+        y = z if scale is None else z * scale.to(x.dtype)
+        y = y if bias is None else y + bias.to(x.dtype)
+        if any(node.outputs[1:]):
+            return y, mean.to(x.dtype), (1.0 / torch.sqrt(var + node.attr("epsilon", 1e-5))).to(x.dtype)
+        return y
+
+    def bounds(self, node):
+        shape = node.input_shapes[0]
+        block = tuple(shape[node.attr("axis", -1) % len(shape):])
+        scale = node.const(1) if node.has_input(1) else None
+        gamma = np.ones(block) if scale is None else np.broadcast_to(np.asarray(scale, np.float64), block)
+        return {0: normalisation_bound([gamma], node.attr("epsilon", 1e-5), "layernorm-jacobian")}
+
+    def notes(self, node):
+        return _note(node, self.bounds(node)[0])
+
+
+@rule("InstanceNormalization", versions=(6, 22), kind=Kind.NONLINEAR)
+class InstanceNormalization(Rule):
+    """InstanceNormalization: L = max_c |scale_c|/√ε (0 with one spatial entry; exact supremum).
+
+    Bound: a LayerNorm over each (n, c) plane of m spatial entries with Γ = scale_c·I, so
+      ‖ΓP‖ = |scale_c| for m ≥ 2 (see LayerNormalization and the proof in the source).
+    Exactness: certified, equal to the supremum up to rounding (constant plane, as LayerNorm).
+    Assumptions: scale and B constant.
+    References: ONNX InstanceNormalization; Ulyanov et al. 2016; design §9.
+    """
+
+    def check(self, node):
+        require_constant(node, 1, 2)
+
+    def forward(self, node, x, scale, bias):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        z, _, _ = _normalise(x, tuple(range(2, x.dim())), node.attr("epsilon", 1e-5))
+        return z * scale.to(x.dtype).reshape(shape) + bias.to(x.dtype).reshape(shape)
+
+    def bounds(self, node):
+        m = math.prod(node.input_shapes[0][2:])
+        gammas = [np.full(m, c) for c in np.unique(np.asarray(node.const(1), np.float64))]
+        return {0: normalisation_bound(gammas, node.attr("epsilon", 1e-5), "layernorm-jacobian")}
+
+    def notes(self, node):
+        return _note(node, self.bounds(node)[0])
+
+
+def _group_scale(node, x_shape, scale) -> np.ndarray:
+    """Per-channel scale (C,) of a GroupNormalization: v18 has one value per group, v21 per channel."""
+    c, groups = x_shape[1], node.attr("num_groups")
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    return np.repeat(scale, c // groups) if node.since_version < 21 else scale
+
+
+@rule("GroupNormalization", versions=(18, 21), kind=Kind.NONLINEAR)
+class GroupNormalization(Rule):
+    """GroupNormalization: L = max over groups of ‖diag(γ_g)·P‖₂/√ε ≤ max|scale|/√ε (exact supremum).
+
+    Bound: a LayerNorm over each group of C/G channels × spatial entries, γ_g the channel scales
+      repeated over the spatial entries (see LayerNormalization and the proof in the source).
+    Exactness: certified, equal to the supremum up to rounding (constant group, as LayerNorm).
+    Assumptions: scale and bias constant; v18 has one scale/bias per group, v21 one per channel;
+      stash_type ignored (real arithmetic). Torch exporters often write GroupNorm as Reshape →
+      InstanceNormalization → Reshape → Mul/Add instead, which the other rules bound.
+    References: ONNX GroupNormalization; Wu & He 2018; design §9.
+    """
+
+    def check(self, node):
+        require_constant(node, 1, 2)
+
+    def forward(self, node, x, scale, bias):
+        n, c, groups = x.shape[0], x.shape[1], node.attr("num_groups")
+        g = x.reshape(n, groups, -1)
+        z, _, _ = _normalise(g, (2,), node.attr("epsilon", 1e-5))
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        return (z.reshape(x.shape) * torch.as_tensor(_group_scale(node, x.shape, scale.cpu()), dtype=x.dtype,
+                                                      device=x.device).reshape(shape)
+                + torch.as_tensor(_group_scale(node, x.shape, bias.cpu()), dtype=x.dtype,
+                                  device=x.device).reshape(shape))
+
+    def bounds(self, node):
+        shape = node.input_shapes[0]
+        groups, m = node.attr("num_groups"), math.prod(shape[2:])
+        per_channel = _group_scale(node, shape, node.const(1)).reshape(groups, -1)
+        return {0: normalisation_bound([np.repeat(g, m) for g in per_channel], node.attr("epsilon", 1e-5),
+                                       "layernorm-jacobian")}
+
+    def notes(self, node):
+        return _note(node, self.bounds(node)[0])

@@ -261,10 +261,11 @@ class GlobalAveragePool(Rule):
         return _mean_norm(math.prod(_spatial(node)))
 
 
-def _reduce_axes(node, rank: int, axes_input=None) -> tuple[int, ...] | None:
-    """Axes reduced by a ReduceMean node (normalised, sorted); None means identity
-    (noop_with_empty_axes with no axes)."""
-    if node.since_version >= 18:
+def reduce_axes(node, rank: int, axes_input=None, input_since: int = 18) -> tuple[int, ...] | None:
+    """Axes reduced by a Reduce* node (normalised, sorted); None means identity
+    (noop_with_empty_axes with no axes). Axes are an attribute before ``input_since`` (18 for
+    most Reduce ops, 13 for ReduceSum) and an optional input from then on."""
+    if node.since_version >= input_since:
         axes = axes_input if axes_input is not None else node.const(1)
         axes = [] if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
         if not axes and node.attr("noop_with_empty_axes", 0):
@@ -292,12 +293,12 @@ class ReduceMean(Rule):
             require_constant(node, 1)
 
     def forward(self, node, x, axes=None):
-        dims = _reduce_axes(node, x.dim(), None if axes is None else axes.cpu().numpy())
+        dims = reduce_axes(node, x.dim(), None if axes is None else axes.cpu().numpy())
         if dims is None:
             return x
         return x.mean(dim=dims, keepdim=bool(node.attr("keepdims", 1))) if dims else x
 
     def certified_norm(self, node):
         shape = node.input_shapes[0]
-        dims = _reduce_axes(node, len(shape))
+        dims = reduce_axes(node, len(shape))
         return _mean_norm(1 if dims is None else math.prod(shape[a] for a in dims))

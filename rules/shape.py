@@ -418,3 +418,64 @@ class Expand(Rule):
         n_in = node.numel_in(0)
         out = np.broadcast_shapes(tuple(node.input_shapes[0]), tuple(ints(node.const(1))))
         return copies_bound(math.prod(out) / n_in if n_in else 0)
+
+
+@rule("Tile", versions=(6, 13), kind=Kind.STRUCTURAL)
+class Tile(Rule):
+    """Tile copies every entry Π repeats times: norm √(Π repeats) (0 for an empty output).
+
+    Bound: √(Π_a repeats_a). Exactness: exact (every entry has the same number of copies).
+    Assumptions: repeats constant.
+    References: ONNX Tile.
+    """
+
+    def check(self, node):
+        require_constant(node, 1)
+
+    def forward(self, node, x, repeats):
+        return x.repeat(*ints(repeats)) if x.dim() else x
+
+    def certified_norm(self, node):
+        if node.numel_out() == 0 or node.numel_in(0) == 0:
+            return copies_bound(0, "empty")
+        return copies_bound(math.prod(ints(node.const(1))), "tile")
+
+
+def depth_to_space(x, bs: int, mode: str):
+    """ONNX DepthToSpace on (N, C, H, W): DCR reads the channel as (bs, bs, C/bs²), CRD as (C/bs², bs, bs)."""
+    n, c, h, w = x.shape
+    if mode == "CRD":
+        t = x.reshape(n, c // (bs * bs), bs, bs, h, w).permute(0, 1, 4, 2, 5, 3)
+    else:
+        t = x.reshape(n, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2)
+    return t.reshape(n, c // (bs * bs), h * bs, w * bs)
+
+
+@rule("DepthToSpace", versions=(11, 13, 28), kind=Kind.STRUCTURAL)
+class DepthToSpace(_Structural):
+    """DepthToSpace permutes entries: norm 1.
+
+    Bound: 1. Exactness: exact (a permutation).
+    Assumptions: a 4-D (N, C, H, W) input; DCR (default) and CRD modes.
+    References: ONNX DepthToSpace.
+    """
+
+    def forward(self, node, x):
+        return depth_to_space(x, node.attr("blocksize"), node.attr("mode", "DCR"))
+
+
+@rule("SpaceToDepth", versions=(1, 13, 28), kind=Kind.STRUCTURAL)
+class SpaceToDepth(_Structural):
+    """SpaceToDepth permutes entries: norm 1.
+
+    Bound: 1. Exactness: exact (a permutation; the inverse of DepthToSpace in the same mode).
+    Assumptions: a 4-D (N, C, H, W) input; DCR (default) and CRD (mode attribute, v28) modes.
+    References: ONNX SpaceToDepth.
+    """
+
+    def forward(self, node, x):
+        n, c, h, w = x.shape
+        bs = node.attr("blocksize")
+        t = x.reshape(n, c, h // bs, bs, w // bs, bs)
+        t = t.permute(0, 1, 3, 5, 2, 4) if node.attr("mode", "DCR") == "CRD" else t.permute(0, 3, 5, 1, 2, 4)
+        return t.reshape(n, c * bs * bs, h // bs, w // bs)

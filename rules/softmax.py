@@ -1,4 +1,4 @@
-"""Softmax: ℓ2 Lipschitz constant 1/2 (0 over slices of length 1)."""
+"""Softmax: ℓ2 Lipschitz constant 1/2 (0 over slices of length 1); LogSoftmax: √n."""
 from __future__ import annotations
 
 import math
@@ -49,3 +49,34 @@ class Softmax(Rule):
         start, end = _slices(node, shape)
         n = math.prod(shape[start:end])
         return {0: Bound(0.5 if n >= 2 else 0.0, Label.EXACT, "softmax-jacobian")}
+
+
+@rule("LogSoftmax", versions=(1, 11, 13), kind=Kind.NONLINEAR)
+class LogSoftmax(Rule):
+    """LogSoftmax: L = √n (ℓ2), n the length of each normalised slice (0 when n = 1).
+
+    Bound: on one slice, y = x − logsumexp(x)·1 has Jacobian J = I − 1pᵀ, p = softmax(x). Since
+      pᵀ1 = 1, Q = 1pᵀ is idempotent (Q² = 1(pᵀ1)pᵀ = Q), neither 0 nor I for n ≥ 2, and for
+      such a projection ‖I − Q‖₂ = ‖Q‖₂ (Szyld 2006); Q has rank one, so ‖J‖ = ‖1‖‖p‖ = √n‖p‖₂
+      < √n (‖p‖₂ < ‖p‖₁ = 1 with every p_i > 0). Mean value inequality on the convex domain:
+      √n-Lipschitz. Slices are independent (block-diagonal Jacobian). Opset < 13 normalises
+      over the flattened block of dims axis…rank−1 (n that block's size), as Softmax.
+    Exactness: exact as a supremum (not attained): at x = (T, 0, …, 0), p → e_1 as T → ∞ and
+      ‖J‖ = √n‖p‖ → √n. For n = 1 the output is identically 0.
+    Assumptions: none.
+    References: ONNX LogSoftmax; D. B. Szyld, "The many proofs of an identity on the norm of
+      oblique projections", Numer. Algorithms 42 (2006).
+    """
+
+    def forward(self, node, x):
+        start, end = _slices(node, x.shape)
+        if end - start == 1:
+            return torch.log_softmax(x, dim=start)
+        flat = x.reshape(*x.shape[:start], -1)
+        return torch.log_softmax(flat, dim=-1).reshape(x.shape)
+
+    def bounds(self, node):
+        shape = node.input_shapes[0]
+        start, end = _slices(node, shape)
+        n = math.prod(shape[start:end])
+        return {0: Bound(math.sqrt(n) if n >= 2 else 0.0, Label.EXACT, "logsoftmax-jacobian")}

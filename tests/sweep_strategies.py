@@ -504,6 +504,116 @@ def softmax(draw, version):
     return make_case("Softmax", [("x", values(draw(rngs()), x_shape, 3.0))], [True], axis=axis)
 
 
+def reduce_op(op):
+    """ReduceSum/Max/Min/L2: axes an attribute before their input version (13 for ReduceSum,
+    18 for the others), an input from it on."""
+    axes_input = 13 if op == "ReduceSum" else 18
+
+    @st.composite
+    def build(draw, version):
+        rng = draw(rngs())
+        x_shape = draw(shapes(1, 4))
+        axes = draw(st.none() | signed_axes(len(x_shape)))
+        keepdims = draw(st.none() | st.sampled_from([0, 1]))
+        x = values(rng, x_shape)
+        if version < axes_input:
+            return make_case(op, [("x", x)], [True], axes=axes or None, keepdims=keepdims)
+        return make_case(op, [("x", x), ("axes", None if axes is None else i64(axes))], [True, False],
+                         keepdims=keepdims, noop_with_empty_axes=draw(st.none() | st.sampled_from([0, 1])))
+    return build
+
+
+@st.composite
+def log_softmax(draw, version):
+    x_shape = draw(shapes(1, 4))
+    axis = draw(st.none() | st.integers(-len(x_shape), len(x_shape) - 1))
+    return make_case("LogSoftmax", [("x", values(draw(rngs()), x_shape, 3.0))], [True], axis=axis)
+
+
+@st.composite
+def pow_(draw, version):
+    rng = draw(rngs())
+    x_shape = draw(shapes(0, 3))
+    exponent = np.asarray(draw(st.sampled_from([0.0, 1.0, 2.0, 3.0, 0.5, -1.0])), dtype=np.float64)
+    x = np.abs(values(rng, x_shape)) + 0.25
+    return make_case("Pow", [("x", x), ("e", exponent)], [True, False])
+
+
+@st.composite
+def layer_norm(draw, version):
+    rng = draw(rngs())
+    x_shape = draw(shapes(1, 4))
+    axis = draw(st.integers(-len(x_shape), len(x_shape) - 1))
+    inner = x_shape[axis:] if axis >= 0 else x_shape[len(x_shape) + axis:]
+    scale = values(rng, inner)
+    bias = draw(st.none() | st.just(values(rng, inner)))
+    return make_case("LayerNormalization", [("x", values(rng, x_shape)), ("scale", scale), ("bias", bias)],
+                     [True, False, False], axis=axis, epsilon=draw(st.none() | floats(1e-5, 0.5)))
+
+
+@st.composite
+def instance_norm(draw, version):
+    rng = draw(rngs())
+    # ≥ 2 entries per instance: over one entry the output is constant and onnxruntime's
+    # rounding (x·(1/√ε) − μ·(1/√ε)) is all a ratio would measure
+    x_shape = (*draw(shapes(2, 3)), draw(st.integers(2, 4)))
+    c = x_shape[1]
+    return make_case("InstanceNormalization", [("x", values(rng, x_shape)), ("scale", values(rng, (c,))),
+                                               ("b", values(rng, (c,)))], [True, False, False],
+                     epsilon=draw(st.none() | floats(1e-5, 0.5)))
+
+
+@st.composite
+def group_norm(draw, version):
+    rng = draw(rngs())
+    groups = draw(st.integers(1, 3))
+    x_shape = (draw(st.integers(1, 2)), groups * draw(st.integers(1, 2)), *draw(shapes(1, 2)))
+    side = groups if version < 21 else x_shape[1]
+    return make_case("GroupNormalization", [("x", values(rng, x_shape)), ("scale", values(rng, (side,))),
+                                            ("bias", values(rng, (side,)))], [True, False, False],
+                     num_groups=groups, epsilon=draw(st.none() | floats(1e-5, 0.5)))
+
+
+@st.composite
+def tile(draw, version):
+    rng = draw(rngs())
+    x_shape = draw(shapes(1, 3))
+    repeats = i64(draw(st.lists(st.integers(1, 3), min_size=len(x_shape), max_size=len(x_shape))))
+    return make_case("Tile", [("x", values(rng, x_shape)), ("repeats", repeats)], [True, False])
+
+
+def block_op(op):
+    @st.composite
+    def build(draw, version):
+        rng = draw(rngs())
+        b = draw(st.integers(1, 3))
+        n, c, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        shape = (n, c * b * b, h, w) if op == "DepthToSpace" else (n, c, h * b, w * b)
+        mode = draw(st.none() | st.sampled_from(["DCR", "CRD"])) if op == "DepthToSpace" else None
+        return make_case(op, [("x", values(rng, shape))], [True], blocksize=b, mode=mode)
+    return build
+
+
+@st.composite
+def resize(draw, version):
+    rng = draw(rngs())
+    x_shape = (1, draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    mode = draw(st.sampled_from(["nearest", "linear", "cubic"]))
+    ctm = draw(st.sampled_from(["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"]))
+    x = values(rng, x_shape)
+    roi = np.zeros(0, dtype=np.float64)
+    attrs = dict(mode=mode, coordinate_transformation_mode=ctm,
+                 nearest_mode=draw(st.none() | st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor",
+                                                                "ceil"])) if mode == "nearest" else None)
+    if draw(st.booleans()):
+        scales = np.array([1.0, 1.0, *draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]), min_size=2,
+                                                       max_size=2))])
+        return make_case("Resize", [("x", x), ("roi", roi), ("scales", scales)], [True, False, False], **attrs)
+    sizes = i64([1, x_shape[1], *draw(st.lists(st.integers(1, 6), min_size=2, max_size=2))])
+    return make_case("Resize", [("x", x), ("roi", roi), ("scales", None if version >= 13 else np.zeros(0)),
+                                ("sizes", sizes)], [True, False, False, False], **attrs)
+
+
 SLOPE = floats(-2, 3)
 CASES = {
     "Relu": unary("Relu"), "Sigmoid": unary("Sigmoid"), "Tanh": unary("Tanh"), "Softplus": unary("Softplus"), "Mish": unary("Mish"),
@@ -524,4 +634,14 @@ CASES = {
     "MaxPool": pool("MaxPool"), "AveragePool": pool("AveragePool"),
     "GlobalMaxPool": global_pool("GlobalMaxPool"), "GlobalAveragePool": global_pool("GlobalAveragePool"),
     "ReduceMean": reduce_mean, "BatchNormalization": batch_norm, "Softmax": softmax,
+    "Abs": unary("Abs"), "Erf": unary("Erf"), "Softsign": unary("Softsign"), "Celu": unary("Celu", alpha=st.none() | floats(-2, 3)),
+    "Exp": unary("Exp"), "Log": unary("Log"), "Sqrt": unary("Sqrt"), "Reciprocal": unary("Reciprocal"),
+    "Floor": unary("Floor"), "Ceil": unary("Ceil"), "Round": unary("Round"), "Sign": unary("Sign"),
+    "ThresholdedRelu": unary("ThresholdedRelu", alpha=st.none() | floats(-1, 2)), "Pow": pow_,
+    "Max": elementwise("Max", 1, 3), "Min": elementwise("Min", 1, 3),
+    "ReduceSum": reduce_op("ReduceSum"), "ReduceMax": reduce_op("ReduceMax"), "ReduceMin": reduce_op("ReduceMin"),
+    "ReduceL2": reduce_op("ReduceL2"), "LogSoftmax": log_softmax,
+    "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
+    "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
+    "Resize": resize,
 }

@@ -113,17 +113,14 @@ ZOO_FUSED = {
     "convnext_ts": {"Gelu": 1}, "convnext_dynamo": {"Gelu": 1}, "vit_block_ts": {"Gelu": 1},
     "vit_block_dynamo": {"Gelu": 1}, "mlp_mish_elu_dynamo": {}, "paddle_cnn": {}, "unet_decoder_ts": {},
 }
-#: What still has no global bound once the activations are fused: SE gates, attention, LayerNorm
-#: spelled out by jax2onnx, and ops without a rule (Resize, LogSoftmax, LayerNormalization).
+#: What still has no global bound once the activations are fused: products of two computed
+#: tensors only — SE gates, attention, and LayerNorm spelled out by jax2onnx (Mul, Sqrt, Div).
 ZOO_BLOCKERS = {
     "mbconv_ts": {"/se/Mul"}, "mbconv_dynamo": {"node_mul"},
     "mobilenetv3_ts": {"/se/Mul"}, "mobilenetv3_dynamo": {"node_mul_2"},
-    "yolo_neck_ts": {"/up/Resize", "/up_1/Resize"}, "yolo_neck_dynamo": {"node_upsample_nearest2d",
-                                                                         "node_upsample_nearest2d_1"},
-    "mlp_mish_elu_ts": {"/net/net.5/LogSoftmax"}, "mlp_mish_elu_dynamo": {"node_log_softmax"},
-    "flax_mlp_gelu": {"node_Mul_8", "node_Mul_10", "node_Max_12", "node_Sqrt_14", "node_Div_15"},
-    "vit_block_dynamo": {"node_MatMul_73", "node_scaled_dot_product_attention", "node_layer_norm",
-                         "node_layer_norm_1"},
+    "yolo_neck_ts": set(), "yolo_neck_dynamo": set(), "mlp_mish_elu_ts": set(), "mlp_mish_elu_dynamo": set(),
+    "flax_mlp_gelu": {"node_Mul_8", "node_Mul_10", "node_Sqrt_14", "node_Div_15"},
+    "vit_block_dynamo": {"node_MatMul_73", "node_scaled_dot_product_attention"},
     "keras_cnn": set(),
 }
 

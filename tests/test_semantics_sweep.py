@@ -39,6 +39,9 @@ EXAMPLES = int(os.environ.get("LIPGRAPH_SWEEP_EXAMPLES", "16"))   # per op, over
 MIN_OPSET = 7                     # the oldest opset onnxruntime loads
 #: Relative tolerance of value comparisons with onnxruntime, by the precision it ran in.
 TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 2e-5}
+#: onnxruntime's float64 Instance/GroupNormalization kernels agree with the formula to ~1e-7
+#: relative only (variance accumulated differently); a semantic misreading is far larger.
+LOOSE_FLOAT64 = {"InstanceNormalization": 1e-6, "GroupNormalization": 1e-6}
 #: How far above the exact norm a certified norm may be, by the method that produced it
 #: (the rules' docstrings): materialised SVDs, closed forms and dense SVDs are tight to rounding
 #: plus the certify margin; the Gram proof is within ≈ 0.02 %. The DFT bound has no
@@ -261,6 +264,8 @@ def check_constant(view, session, arrays, outs):
 def run_case(case, opset, rng):
     session, arrays, outs = ort_reference(case, opset)
     tol = TOL[float_dtype(arrays)]
+    if float_dtype(arrays) == np.float64:
+        tol = max(tol, LOOSE_FLOAT64.get(case.node.op_type, tol))
     view = nodeview(case.node, arrays, case.dynamic, opset, outs=outs)
     rule_obj = rule_for(view)
     try:

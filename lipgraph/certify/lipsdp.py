@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from lipgraph.labels import Bound, Label
+from lipgraph.certify.seqlip import _one_thread
 from lipgraph.certify.margins import UNIT, Proof, frobenius_upper, prove_block_tridiagonal, round_up
 
 DELTAS = (1e-9, 1e-7, 1e-5, 1e-3)
@@ -432,6 +433,7 @@ def _sdp(ch: Chain, variant: str):
 # ---------------------------------------------------------------------------- entry
 
 
+@_one_thread   # one torch thread: the same multipliers, hence the same bound, whatever the thread count
 def lipsdp(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0, *, variant: str = "neuron",
            route: str = "first-order", device="cpu", max_iter: int = 2000, tol: float = 1e-9) -> LipSDPResult:
     """Certified LipSDP bound on ‖f(x) − f(y)‖/‖x − y‖ for the chain ``weights`` (W_1 … W_l,

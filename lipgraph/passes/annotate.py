@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from lipgraph.errors import InputError, RuleNotApplicable
+from lipgraph.errors import InputError, NotLipschitz, RuleNotApplicable
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.graph import Graph
 from lipgraph.registry import Kind, Rule
@@ -28,6 +28,7 @@ class NodeInfo:
     status: str            # "ok" | "unsupported" | "not-applicable" | "assumed"
     reason: str = ""
     assumed: float | None = None
+    code: str = "no-global-bound"   # the diagnostic of a "not-applicable" node
 
 
 def parse_assumptions(specs: list[str] | None) -> dict[str, float]:
@@ -60,7 +61,8 @@ def annotate(graph: Graph, nodes: list[str], assume: dict[str, float]) -> dict[s
             rule.check(view)
             _check_kind_shapes(rule, view)
         except RuleNotApplicable as exc:
-            infos[nid] = NodeInfo(nid, op, rule, rule.kind, "not-applicable", exc.reason)
+            infos[nid] = NodeInfo(nid, op, rule, rule.kind, "not-applicable", exc.reason,
+                                  code="not-lipschitz" if isinstance(exc, NotLipschitz) else "no-global-bound")
             continue
         infos[nid] = NodeInfo(nid, op, rule, rule.kind, "ok")
         graph.diagnostics.extend(Diagnostic(nid, code, text) for code, text in rule.notes(view))
@@ -84,7 +86,7 @@ def _summarise(infos: dict[str, NodeInfo], graph: Graph) -> list[Diagnostic]:
         diags.append(Diagnostic("", "unsupported-op", f"no rule for {sum(unsupported.values())} node(s): {listed}; {HOW_TO_ADD}"))
     for info in infos.values():
         if info.status == "not-applicable":
-            diags.append(Diagnostic(info.node, "no-global-bound", f"{info.op}: {info.reason}"))
+            diags.append(Diagnostic(info.node, info.code, f"{info.op}: {info.reason}"))
         elif info.status == "assumed":
             diags.append(Diagnostic(info.node, "assumed", f"{info.op}: Lipschitz constant {info.assumed:g} assumed by the user (--assume)"))
     return diags
