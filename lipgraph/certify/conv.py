@@ -54,10 +54,9 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
+from lipgraph.certify.margins import banded_cholesky_slack, banded_cholesky_succeeds
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 
-_U = 2.0**-53  # unit roundoff of float64
-_MIN_SLACK = 1e-6  # relative positive-definiteness slack demanded of every Cholesky proof
 _GRAM_DELTA = 2e-4  # first θ′ = θ(1+δ) tried by the gram proof; multiplied by 8 on failure
 _GRAM_TRIES = 3
 _GRAM_FLOPS = 1e10  # default budget (≈ n·b²) of the banded factorisation (≈ 2 s)
@@ -240,18 +239,6 @@ def _basis(n: int, start: int, stop: int) -> torch.Tensor:
     return rows
 
 
-def _cholesky_slack(width: int, terms: int) -> float:
-    """Relative slack ρ making a successful Cholesky of (1−ρ)θ′²I − Ĝ prove λ_max(G) < θ′².
-
-    ``width``: entries per row of the factored matrix (2b+1 for band b; 4b+2 leaves room for
-    the block algorithm's longer inner products); ``terms``:
-    products per entry of the computed Gram matrix Ĝ. The budget bounds ‖ΔM‖/θ′² from the
-    Cholesky backward error plus ‖Ĝ − G‖/θ′² (module docstring), with a factor 8 to spare.
-    """
-    budget = _U * ((width + 2) * width + (terms + 2) * width + 4)
-    return max(_MIN_SLACK, 8 * budget)
-
-
 # --------------------------------------------------------------------------- gram proof
 def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -> tuple[float, float] | None:
     """(θ′, δ): the smallest θ′ = θ(1 + δ) of a few tries with θ′²I − AᵀA proven ≻ 0 by a banded
@@ -265,13 +252,13 @@ def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -
         return None
     ab = _banded_gram(conv, order, band)
     terms = conv.weight.shape[0] * math.prod(conv.weight.shape[2:])
-    slack = _cholesky_slack(4 * band + 2, terms)  # block tridiagonal: ≤ 2b terms per product
+    slack = banded_cholesky_slack(4 * band + 2, terms)  # block tridiagonal: ≤ 2b terms per product
     delta = _GRAM_DELTA
     for _ in range(_GRAM_TRIES):
         bound = theta * (1 + delta)
         if bound >= cap:
             return None
-        if _banded_cholesky_succeeds(ab, (1 - slack) * bound * bound):
+        if banded_cholesky_succeeds(ab, (1 - slack) * bound * bound):
             return bound, delta
         delta *= 8
     return None
@@ -377,31 +364,6 @@ def _lanczos_norm(conv: _Conv) -> float | None:
     except scipy.sparse.linalg.ArpackError:
         return None
     return math.sqrt(max(float(np.max(lam)), 0.0))
-
-
-def _banded_cholesky_succeeds(ab: np.ndarray, shift: float) -> bool:
-    """Whether a block Cholesky of shift·I − G (G in lower band storage, band b) completes.
-
-    With blocks of size b the band matrix is block tridiagonal: L_i L_iᵀ = D_i − S_i S_iᵀ with
-    S_i = B_i L_{i−1}⁻ᵀ. Torch's level-3 kernels are used rather than LAPACK ``pbtrf``, whose
-    threaded small-block updates were measured 100× slower on a loaded 2-core machine.
-    """
-    band, n = ab.shape[0] - 1, ab.shape[1]
-    size, previous = max(band, 1), None
-    for start in range(0, n, size):
-        stop, first = min(n, start + size), max(0, start - size)
-        diff = np.arange(start, stop)[:, None] - np.arange(first, stop)[None, :]
-        cols = np.broadcast_to(np.arange(first, stop), diff.shape)
-        slab = -torch.as_tensor(np.where((diff >= 0) & (diff <= band), ab[diff.clip(0, band), cols], 0.0))
-        block = slab[:, start - first:]
-        block.diagonal().add_(shift)
-        if previous is not None:
-            coupling = torch.linalg.solve_triangular(previous.mT, slab[:, :start - first], upper=True, left=False)
-            block = block - coupling @ coupling.mT
-        previous, info = torch.linalg.cholesky_ex(block)
-        if info != 0:
-            return False
-    return True
 
 
 # ------------------------------------------------------------------------------ pooling

@@ -52,6 +52,14 @@ size n_i + n_{i+1} per block: the full matrix is never formed.
 
 **Outward rounding** (``round_up``, ``round_down``, ``frobenius_upper``): a float64 result
 moved two ulps outwards covers the rounding of the one or two operations that produced it.
+
+**Banded proof** (``banded_cholesky_succeeds`` at a shift reduced by ``banded_cholesky_slack``):
+θ′²I − AᵀA for a convolution, whose Gram matrix is banded; the argument is in
+``lipgraph.certify.conv``'s module docstring. **Batched proof** (``batched_gram_below``): one
+Cholesky per matrix of a batch of small Gram matrices (SeqLip vertices). **Moment slack**
+(``moment_slack``): the rounding bound of SeqLip's exact moment computations. The certify
+margin of float64 results (``labels.CERT_MARGIN``, ``labels.certify``) stays beside ``Bound``,
+where rules import it.
 """
 from __future__ import annotations
 
@@ -61,6 +69,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.linalg
+import torch
 
 UNIT = 2.0 ** -53
 ETA = 2.0 ** -1074
@@ -214,3 +223,70 @@ def _pivot(a: np.ndarray, a_err: float, c: np.ndarray, c_err: float, d_next: np.
         if proof:
             return proof, q
     return proof, None
+
+
+# ------------------------------------------------ banded, batched and moment proofs (conv, SeqLip)
+#: Relative positive-definiteness slack demanded of every banded Cholesky proof.
+MIN_SLACK = 1e-6
+
+
+def banded_cholesky_slack(width: int, terms: int) -> float:
+    """Relative slack ρ making a successful Cholesky of (1−ρ)θ′²I − Ĝ prove λ_max(G) < θ′².
+
+    ``width``: entries per row of the factored matrix (2b+1 for band b; 4b+2 leaves room for
+    the block algorithm's longer inner products); ``terms``:
+    products per entry of the computed Gram matrix Ĝ. The budget bounds ‖ΔM‖/θ′² from the
+    Cholesky backward error plus ‖Ĝ − G‖/θ′² (``lipgraph.certify.conv``'s module docstring), with a factor 8 to spare.
+    """
+    budget = UNIT * ((width + 2) * width + (terms + 2) * width + 4)
+    return max(MIN_SLACK, 8 * budget)
+
+
+def banded_cholesky_succeeds(ab: np.ndarray, shift: float) -> bool:
+    """Whether a block Cholesky of shift·I − G (G in lower band storage, band b) completes.
+
+    With blocks of size b the band matrix is block tridiagonal: L_i L_iᵀ = D_i − S_i S_iᵀ with
+    S_i = B_i L_{i−1}⁻ᵀ. Torch's level-3 kernels are used rather than LAPACK ``pbtrf``, whose
+    threaded small-block updates were measured 100× slower on a loaded 2-core machine.
+    """
+    band, n = ab.shape[0] - 1, ab.shape[1]
+    size, previous = max(band, 1), None
+    for start in range(0, n, size):
+        stop, first = min(n, start + size), max(0, start - size)
+        diff = np.arange(start, stop)[:, None] - np.arange(first, stop)[None, :]
+        cols = np.broadcast_to(np.arange(first, stop), diff.shape)
+        slab = -torch.as_tensor(np.where((diff >= 0) & (diff <= band), ab[diff.clip(0, band), cols], 0.0))
+        block = slab[:, start - first:]
+        block.diagonal().add_(shift)
+        if previous is not None:
+            coupling = torch.linalg.solve_triangular(previous.mT, slab[:, :start - first], upper=True, left=False)
+            block = block - coupling @ coupling.mT
+        previous, info = torch.linalg.cholesky_ex(block)
+        if info != 0:
+            return False
+    return True
+
+
+def batched_gram_below(G, c: float, xmax2: float):
+    """Per matrix of the batch G (N, p, p), whether λ_max(G_i) ≤ c is proven (a bool tensor).
+
+    A successful float Cholesky of (c − δ)I − Ĝ proves λ_max(G) ≤ c when δ exceeds the error
+    of Ĝ (≤ 2γ_n‖X‖_F², ‖X‖_F² ≤ ``xmax2`` for the factor X with G = XXᵀ) plus Cholesky's
+    backward error (≤ γ_{p+1}·tr); δ = 1e-10·(p·c + xmax²) is far above both.
+    """
+    p = G.shape[-1]
+    delta = 1e-10 * (p * c + xmax2)
+    _, info = torch.linalg.cholesky_ex((c - delta) * torch.eye(p, dtype=G.dtype) - G)
+    return info == 0
+
+
+def moment_slack(A, B, s: float, k: int) -> float:
+    """Absolute rounding slack for every computed m_k: 1e-11 · s^{2k} tr((|A|ᵀ|A| |B||B|ᵀ)^k).
+
+    Every float operation on the way (Ga, Gb, features, the matrix product) sums terms whose
+    absolute values are dominated by the same polynomial evaluated with |A|, |B| and
+    s = max|d_j|, so the error is at most γ_K times that value with K ≲ 4kn + #features ≪ 10⁴
+    operations in a chain (γ_K ≈ K·2⁻⁵³ < 1e-12); 1e-11 leaves an order of magnitude.
+    """
+    Z = (A.abs().T @ A.abs()) @ (B.abs() @ B.abs().T)
+    return 1e-11 * s ** (2 * k) * float(torch.linalg.matrix_power(Z, k).trace())

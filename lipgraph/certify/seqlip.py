@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from lipgraph.diagnostics import Diagnostic
+from lipgraph.certify.margins import batched_gram_below, moment_slack
 from lipgraph.labels import Bound, Label, certify
 
 __all__ = [
@@ -396,18 +397,6 @@ def _moment_features(Ga, Gb, H, L, dH, dL, k: int) -> tuple[torch.Tensor, torch.
     return Fh, Fl
 
 
-def _moment_slack(A, B, s: float, k: int) -> float:
-    """Absolute rounding slack for every computed m_k: 1e-11 · s^{2k} tr((|A|ᵀ|A| |B||B|ᵀ)^k).
-
-    Every float operation on the way (Ga, Gb, features, the matrix product) sums terms whose
-    absolute values are dominated by the same polynomial evaluated with |A|, |B| and
-    s = max|d_j|, so the error is at most γ_K times that value with K ≲ 4kn + #features ≪ 10⁴
-    operations in a chain (γ_K ≈ K·2⁻⁵³ < 1e-12); 1e-11 leaves an order of magnitude.
-    """
-    Z = (A.abs().T @ A.abs()) @ (B.abs() @ B.abs().T)
-    return 1e-11 * s ** (2 * k) * float(torch.linalg.matrix_power(Z, k).trace())
-
-
 def _prune_m12(m1, m2, r, c, e1, e2):
     """Mask of vertices NOT proven λ_max(G) ≤ c from m1 = tr G, m2 = tr G² (± e1, e2), rank ≤ r.
 
@@ -455,21 +444,13 @@ def _rows_product(Fh: torch.Tensor, Fl: torch.Tensor, ih: torch.Tensor, il: torc
 
 
 def _check_vertices(D, A, B, c: float, xmax2: float) -> float:
-    """Largest λ_max(G(d)) over the rows of D that a Cholesky cannot prove ≤ c; else 0.
-
-    A successful float Cholesky of (c − δ)I − Ĝ proves λ_max(G) ≤ c when δ exceeds the error
-    of Ĝ (≤ 2γ_n‖X‖_F², ‖X‖_F ≤ Σ|d_j|‖a_j‖‖b_j‖ = xmax) plus Cholesky's backward error
-    (≤ γ_{p+1}·tr); δ = 1e-10·(p·c + xmax²) is far above both. Failures get an exact eigvalsh.
-    """
+    """Largest λ_max(G(d)) over the rows of D that ``margins.batched_gram_below`` cannot prove
+    ≤ c (exact eigvalsh for those); 0 when all are proven."""
     if D.shape[0] == 0:
         return 0.0
     X = A[None] * D[:, None, :] @ B
     G = X @ X.transpose(1, 2)
-    p = G.shape[-1]
-    delta = 1e-10 * (p * c + xmax2)
-    eye = torch.eye(p, dtype=_DT)
-    _, info = torch.linalg.cholesky_ex((c - delta) * eye - G)
-    bad = info != 0
+    bad = ~batched_gram_below(G, c, xmax2)
     if not bool(bad.any()):
         return 0.0
     return float(torch.linalg.eigvalsh(G[bad])[:, -1].max())
@@ -506,7 +487,7 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
     Vertices with n ≤ ``direct_max`` all go to step 3.
 
     Rank ≤ min(p, #nonzero d_j) sharpens both moment tests. Every prune is a proof for the
-    exact moments, and the computed moments carry the slack of :func:`_moment_slack`.
+    exact moments, and the computed moments carry the slack of ``margins.moment_slack``.
     Result: the best realised vertex value, rounded up by ``certify``. Label ``certified``.
     Raises :class:`BudgetExhausted` when ``time_budget`` seconds pass first.
     """
@@ -532,7 +513,7 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
     dL, dH = _all_vertices(lo[:l], hi[:l]), _all_vertices(lo[l:], hi[l:])
     Ga, Gb = A.T @ A, B @ B.T
     feats = {k: _moment_features(Ga, Gb, Hidx, Lidx, dH, dL, k) for k in (1, 2, 3)}
-    slack = {k: _moment_slack(A, B, s, k) for k in (1, 2, 3)}
+    slack = {k: moment_slack(A, B, s, k) for k in (1, 2, 3)}
     nzL, nzH = (dL != 0).sum(1).to(_DT), (dH != 0).sum(1).to(_DT)
     nL = dL.shape[0]
     rows = max(1, chunk // nL)

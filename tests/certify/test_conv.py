@@ -248,7 +248,8 @@ def test_global_avgpool():
 
 def test_gram_proof_band_matches_dense_and_rejects_low_theta():
     """The probed band equals AᵀA of the reference matrix; the Cholesky proof fails below ‖A‖."""
-    from lipgraph.certify.conv import _as_conv, _band_order, _banded_cholesky_succeeds, _banded_gram
+    from lipgraph.certify.conv import _as_conv, _band_order, _banded_gram
+    from lipgraph.certify.margins import banded_cholesky_succeeds
 
     w = np.random.default_rng(5).standard_normal((3, 2, 3, 2))
     spatial, s, d, pads = (7, 6), (2, 1), (1, 2), (1, 0, 2, 1)
@@ -264,8 +265,8 @@ def test_gram_proof_band_matches_dense_and_rejects_low_theta():
     np.testing.assert_allclose(ab[rows[inside] - cols[inside], cols[inside]], gram[rows[inside], cols[inside]], atol=1e-12)
     assert np.all(gram[rows[~inside], cols[~inside]] == 0)
     lam = np.linalg.norm(a, 2) ** 2
-    assert _banded_cholesky_succeeds(ab, lam * 1.001)
-    assert not _banded_cholesky_succeeds(ab, lam * 0.999)
+    assert banded_cholesky_succeeds(ab, lam * 1.001)
+    assert not banded_cholesky_succeeds(ab, lam * 0.999)
 
 
 def test_avgpool_ceil_mode_window_wider_than_input():
