@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", "lower")
 BOUND_LABELS = ("exact", "certified", "assumed")
 
 

@@ -15,7 +15,7 @@ from . import networks as N
 from . import report
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lower")
+METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", "lower")
 SEQLIP = ("seqlip", "seqlip-greedy")
 BOUND_LABELS = ("exact", "certified", "assumed")
 
