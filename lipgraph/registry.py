@@ -127,6 +127,12 @@ class Rule:
     def certified_norm(self, node: NodeView) -> Bound | None:
         return None
 
+    def accepts_infinite(self, node: NodeView, i: int) -> bool:
+        """Whether constant input ``i`` may hold ±inf without the output ever being infinite
+        (a bound that never binds, e.g. Max(−inf, x)); everywhere else an infinite constant on
+        the analysed path is bad input."""
+        return False
+
     def cost(self, node: NodeView) -> float:
         """Multiply-adds of one evaluation, for sizing searches. Default: one per entry of the
         first output (elementwise and data-movement ops); rules with a weight override it."""

@@ -346,6 +346,11 @@ class Clip(Rule):
     def check(self, node):
         require_constant(node, 1, 2)
 
+    def accepts_infinite(self, node, i):
+        """A −inf min or +inf max clips nothing."""
+        value = node.const(i)
+        return value is not None and bool(np.all(value == (-np.inf if i == 1 else np.inf)))
+
     def forward(self, node, x, lo=None, hi=None):
         if node.since_version < 11:
             lo, hi = node.attr("min"), node.attr("max")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from lipgraph.labels import Bound, Label
@@ -32,6 +33,12 @@ class _Elementwise(Rule):
 
     def bounds(self, node):
         return {i: Bound(broadcast_gain(node, i), Label.EXACT, "max-broadcast") for i in node.dynamic_indices}
+
+    def accepts_infinite(self, node, i):
+        """−inf in a Max operand (+inf in a Min operand) never wins: the jax2tf idiom Max(−inf, x)."""
+        value = node.const(i)
+        never_wins = -np.inf if type(self).reduce is torch.maximum else np.inf
+        return value is not None and bool(np.all(np.isfinite(value) | (value == never_wins)))
 
 
 @rule("Max", versions=(8, 12, 13), kind=Kind.NONLINEAR)

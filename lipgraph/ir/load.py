@@ -138,17 +138,16 @@ def _initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     for tensor in proto.graph.initializer:
         values[tensor.name] = numpy_helper.to_array(tensor)
     for name, value in values.items():
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            bad = "NaN" if np.isnan(value).any() else "Inf"
-            raise InputError(f"weight '{name}' contains {bad} values")
+        if value.dtype.kind == "f" and np.isnan(value).any():
+            raise InputError(f"weight '{name}' contains NaN values")
     for node in proto.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.HasField("t"):
                     value = numpy_helper.to_array(attr.t)
-                    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                        raise InputError(f"constant '{node.output[0]}' contains NaN or Inf values")
-    return values
+                    if value.dtype.kind == "f" and np.isnan(value).any():
+                        raise InputError(f"constant '{node.output[0]}' contains NaN values")
+    return values  # ±inf is checked where it is used (passes/annotate): fine as Max(−inf, x), not as a weight
 
 
 def _sort_nodes(proto: onnx.ModelProto, path: Path) -> None:

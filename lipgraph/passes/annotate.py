@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from lipgraph.errors import InputError, NotLipschitz, RuleNotApplicable
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.graph import Graph
@@ -49,6 +51,7 @@ def annotate(graph: Graph, nodes: list[str], assume: dict[str, float]) -> dict[s
     infos: dict[str, NodeInfo] = {}
     for nid in nodes:
         view, rule = graph.views[nid], graph.rules[nid]
+        _check_constants(nid, view, rule)
         op = view.op_type if not view.domain else f"{view.domain}::{view.op_type}"
         if view.op_type in assume:
             infos[nid] = NodeInfo(nid, op, rule, Kind.NONLINEAR, "assumed", assumed=assume[view.op_type])
@@ -68,6 +71,19 @@ def annotate(graph: Graph, nodes: list[str], assume: dict[str, float]) -> dict[s
         graph.diagnostics.extend(Diagnostic(nid, code, text) for code, text in rule.notes(view))
     graph.diagnostics.extend(_summarise(infos, graph))
     return infos
+
+
+def _check_constants(nid: str, view, rule: Rule | None) -> None:
+    """A constant on the analysed path with NaN, or with ±inf where the rule does not accept it
+    (``Rule.accepts_infinite``), is bad input naming the tensor (folded constants included)."""
+    for i, value in view.constants.items():
+        if value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        if np.isnan(value).any():
+            raise InputError(f"constant '{view.inputs[i]}' (input {i} of node '{nid}', {view.op_type}) contains NaN")
+        if rule is not None and not rule.accepts_infinite(view, i):
+            raise InputError(f"weight '{view.inputs[i]}' contains ±inf and feeds node '{nid}' ({view.op_type}) on "
+                             "the analysed path: its output would not be finite")
 
 
 def _check_kind_shapes(rule: Rule, view) -> None:
