@@ -157,9 +157,8 @@ def test_guard_checks_shapes_and_reports_its_cost(capsys):
     code, report, err = cli(MODELS / "lenet.onnx", capsys)
     assert code == 0, err
     guard = report["checks"]["onnxruntime"]
+    # its cost is measured by the bench (an onnxruntime-check column), not asserted here
     assert guard["status"] == "passed" and guard["tensors"] >= 8 and guard["samples"] >= 2
-    total = sum(m["seconds"] for m in report["methods"])
-    assert guard["seconds"] < max(total, 1.0)
 
 
 def test_guard_is_skipped_with_a_note_for_custom_domains(tmp_path, capsys, monkeypatch, isolated_registry):
