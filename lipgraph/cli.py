@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="bound the Lipschitz constant of a model")
     a.add_argument("model", help="path to an .onnx file")
     a.add_argument("--input", help="analysed input (default: the first graph input)")
+    a.add_argument("--fix", action="append", metavar="NAME=VALUE|FILE.npy",
+                   help="hold a non-analysed input at a value (float inputs default to zeros; integer and "
+                        "bool inputs must be given)")
     a.add_argument("--output", help="analysed output (default: the first graph output)")
     a.add_argument("--input-shape", action="append", metavar="NAME:d1,d2,…", help="pin dynamic dims")
     a.add_argument("--methods", default=",".join(DEFAULT_METHODS),
@@ -129,7 +132,7 @@ def cmd_analyze(args) -> int:
     from lipgraph.pipeline import analyze
     from lipgraph.report import FORMATS
     from lipgraph.passes.annotate import parse_assumptions
-    from lipgraph.ir.load import parse_input_shapes
+    from lipgraph.ir.inputs import parse_fixes, parse_input_shapes
     from lipgraph.progress import Progress
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -141,6 +144,7 @@ def cmd_analyze(args) -> int:
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
+                      fixed=parse_fixes(args.fix),
                       methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,

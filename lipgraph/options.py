@@ -49,6 +49,7 @@ class Options:
     input: str | None = None
     output: str | None = None
     input_shapes: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE or FILE.npy (--fix)
     methods: tuple[str, ...] = DEFAULT_METHODS
     device: str = "auto"
     seed: int = 0

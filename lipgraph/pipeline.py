@@ -58,7 +58,7 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     options = options or Options()
     load_plugins(options.plugins)
     progress("loading")
-    model = fuse(load_model(path, options.input_shapes))
+    model = fuse(load_model(path, options.input_shapes, input=options.input, fixed=options.fixed))
     graph = build_graph(model, options.input, options.output)
     ctx = Context(graph, options, resolve_device(options.device))
     nodes = graph.nodes_between()

@@ -18,7 +18,7 @@ from lipgraph.registry import REGISTRY, load_builtin_rules, missing_hooks
 load_builtin_rules()
 PACKAGE = ROOT / "lipgraph"
 #: IR work may name ops: loading and folding (Constant, control flow) — design §8.
-OP_NAMES_ALLOWED = {"load.py", "graph.py"}
+OP_NAMES_ALLOWED = {"load.py", "graph.py", "inputs.py", "controlflow.py"}
 #: ... and fusion: its pattern table and matcher name the ops of the subgraphs they rewrite.
 OP_NAMES_ALLOWED_DIRS = ("lipgraph/ir/fuse/",)
 SECTIONS = ("Bound:", "Exactness:", "Assumptions:", "References:")

@@ -28,10 +28,10 @@ import onnx
 import torch
 
 from lipgraph.errors import InputError, SemanticMismatch
-from lipgraph.ir.execute import Executor, default_free_values
+from lipgraph.ir.execute import Executor
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.graph import Graph
-from lipgraph.ir.load import FLOAT_TYPES
+from lipgraph.ir.inputs import FLOAT_TYPES
 
 #: Domains onnxruntime's CPU provider implements.
 ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
@@ -81,8 +81,7 @@ def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: in
     types = graph.model.elem_types
     dynamic = [o for n in nodes for o in graph.views[n].outputs if o]
     folded = sorted({t for n in nodes for i, t in enumerate(graph.views[n].inputs)
-                     if t and i in graph.views[n].constants and t not in graph.model.initializers
-                     and t not in graph.free})
+                     if t and i in graph.views[n].constants and t not in graph.model.initializers})
     exposed = [(t, types[t]) for t in dynamic + folded if types.get(t)]
     try:
         sess = ort_session(graph.model.ort_proto, exposed)
@@ -102,7 +101,6 @@ def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: in
 
 def _feeds(graph: Graph, sess, box, seed: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng([seed, 0x6a7d])
-    free = default_free_values(graph)
     out = []
     for _ in range(SAMPLES):
         feeds = {}
@@ -113,8 +111,6 @@ def _feeds(graph: Graph, sess, box, seed: int) -> list[dict[str, np.ndarray]]:
             if i.name == graph.analysed and elem in FLOAT_TYPES:
                 x = rng.uniform(box[0], box[1], shape) if box else rng.standard_normal(shape)
                 feeds[i.name] = x.astype(dtype)
-            elif i.name in free:
-                feeds[i.name] = np.asarray(free[i.name], dtype=dtype)
             else:  # a non-float analysed input (redirected): held at zero
                 feeds[i.name] = np.zeros(shape, dtype=dtype)
         out.append(feeds)

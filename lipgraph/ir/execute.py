@@ -29,13 +29,11 @@ def resolve_device(device: str) -> torch.device:
 class Executor:
     """Runs nodes of ``graph`` in torch with floats in ``dtype`` on ``device``."""
 
-    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-                 free_values: dict[str, np.ndarray] | None = None):
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
         self.graph = graph
         self.dtype = dtype
         self.device = torch.device(device)
         self._consts = {name: self._tensor(v) for name, v in graph.constants.items()}
-        self._free = {name: self._tensor(v) for name, v in (free_values or default_free_values(graph)).items()}
 
     def _tensor(self, value: np.ndarray) -> torch.Tensor:
         t = torch.as_tensor(np.array(value))
@@ -46,7 +44,6 @@ class Executor:
     def run_nodes(self, nodes: Iterable[str], feeds: dict[str, torch.Tensor], smooth: float | None = None,
                   keep: set[str] | None = None) -> dict[str, torch.Tensor]:
         env: dict[str, torch.Tensor] = {}
-        env.update(self._free)
         env.update(feeds)
         for nid in nodes:
             view, rule = self.graph.views[nid], self.graph.rules[nid]
@@ -73,12 +70,3 @@ class Executor:
         """The analysed input ↦ the analysed output."""
         return self.function(self.graph.nodes_between(), self.graph.analysed, self.graph.output, smooth)
 
-
-def default_free_values(graph: Graph) -> dict[str, np.ndarray]:
-    """Free (non-analysed) inputs are held at a fixed value: zeros of their shape and type."""
-    import onnx
-    values = {}
-    for name in graph.free:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.model.elem_types.get(name, onnx.TensorProto.FLOAT))
-        values[name] = np.zeros(graph.model.shapes[name], dtype=dtype)
-    return values

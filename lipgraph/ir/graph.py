@@ -1,9 +1,9 @@
 """The model as a networkx DAG of nodes, with dependency on the analysed input marked and
 value-independent subgraphs folded to constants.
 
-A tensor is *dynamic* when its value depends on a graph input (the analysed one or another,
-"free", input held fixed). Nodes with no dynamic input are evaluated once and become
-constants; so are outputs of CONSTANT-kind rules (Shape, Size), which depend on shapes only.
+A tensor is *dynamic* when its value depends on the analysed input (every other graph input
+was made a constant by ``lipgraph.ir.inputs``). Nodes with no dynamic input are evaluated once
+and become constants; so are outputs of CONSTANT-kind rules (Shape, Size), which depend on shapes only.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import onnx
 
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.errors import InputError
-from lipgraph.ir.load import FLOAT_TYPES, LoadedModel
+from lipgraph.ir.inputs import FLOAT_TYPES
+from lipgraph.ir.load import LoadedModel
 from lipgraph.nodeview import NodeView, make_nodeview
 from lipgraph.registry import REGISTRY, Kind, Registry, Rule
 
@@ -35,7 +36,6 @@ class Graph:
     dynamic: set[str]                            # tensors depending on a graph input
     analysed: str                                # the analysed input tensor
     output: str
-    free: set[str] = field(default_factory=set)  # inputs held fixed (not analysed)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     def kind(self, node_id: str) -> Kind | None:
@@ -50,7 +50,7 @@ class Graph:
         return (nx.ancestors(self.dag, out_node) | {out_node}) if out_node else set()
 
     def nodes_between(self) -> list[str]:
-        """Nodes needed to compute the output from the analysed tensor (and free inputs), in order."""
+        """Nodes needed to compute the output from the analysed tensor, in order."""
         needed = self.ancestors_of_output()
         producer = self.producer.get(self.analysed)
         upstream = (nx.ancestors(self.dag, producer) | {producer}) if producer is not None else set()
@@ -106,7 +106,6 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
 
     analysed, notes = _redirect_non_float_input(analysed, order, nodes, model, dynamic)
     diagnostics += [Diagnostic("", "input-redirected", m) for m in notes]
-    free = (set(model.inputs) - {analysed})
     views = {nid: make_nodeview(
         nodes[nid], versions[nid] or 0,
         [model.shapes.get(t) if t else None for t in nodes[nid].input],
@@ -125,7 +124,7 @@ def build_graph(model: LoadedModel, input_name: str | None = None, output_name: 
     return Graph(model=model, dag=dag, order=order, views=views, rules={k: rules[k] for k in order},
                  versions={k: versions[k] for k in order}, producer={t: p for t, p in producer.items() if p in views},
                  consumers={t: [c for c in cs if c in views] for t, cs in consumers.items()},
-                 constants=constants, dynamic=dynamic, analysed=analysed, output=output, free=free,
+                 constants=constants, dynamic=dynamic, analysed=analysed, output=output,
                  diagnostics=diagnostics)
 
 

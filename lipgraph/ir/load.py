@@ -17,10 +17,9 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference
 
 from lipgraph.errors import InputError
+from lipgraph.ir.controlflow import outer_reads, inline_functions, take_constant_branches
+from lipgraph.ir.inputs import analysed_input, prepare_inputs
 
-CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
-FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-               onnx.TensorProto.BFLOAT16}
 
 
 @dataclass
@@ -47,22 +46,10 @@ class LoadedModel:
         return self.original_proto if self.original_proto is not None else self.proto
 
 
-def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """``NAME:d1,d2,…`` → {NAME: (d1, d2, …)}."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for spec in specs or []:
-        name, sep, dims = spec.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or min(shape) < 1:
-            raise InputError(f"--input-shape '{spec}': expected NAME:d1,d2,… with positive integers")
-        shapes[name] = shape
-    return shapes
-
-
-def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
+               input: str | None = None, fixed: dict[str, str] | None = None) -> LoadedModel:
+    """Load ``path`` for analysing ``input`` (default: the first graph input) with every other input
+    held at its ``fixed`` value (``lipgraph.ir.inputs``) and dims pinned by ``input_shapes``."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -70,12 +57,18 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
         raise InputError(f"{path}: not a file")
     proto = _parse(path)
     _load_external_data(proto, path)
-    _refuse_control_flow(proto.graph)
-    initializers = _initializers(proto)
+    proto = inline_functions(proto)
+    stored = {t.name for t in proto.graph.initializer}
+    graph_inputs = [i.name for i in proto.graph.input if i.name not in stored]
+    analysed = analysed_input(graph_inputs, input)
+    notes = prepare_inputs(proto, graph_inputs, analysed, input_shapes or {}, fixed or {})
     _sort_nodes(proto, path)
+    notes += take_constant_branches(proto)
+    _sort_nodes(proto, path)
+    initializers = _initializers(proto)
     inputs = [i.name for i in proto.graph.input if i.name not in initializers]
-    _pin_shapes(proto, inputs, input_shapes or {})
-    shapes, elem_types, notes = _infer_shapes(proto, path)
+    shapes, elem_types, inferred_notes = _infer_shapes(proto, path)
+    notes += inferred_notes
     return LoadedModel(
         path=path, proto=proto,
         opsets={(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import},
@@ -125,14 +118,6 @@ def _all_tensors(graph: onnx.GraphProto):
                 yield attr.t
 
 
-def _refuse_control_flow(graph: onnx.GraphProto) -> None:
-    for node in graph.node:
-        if node.op_type in CONTROL_FLOW or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                                               for a in node.attribute):
-            raise InputError(f"control flow is not supported: {node.op_type} node '{node.name}' "
-                             "(export the model with the branch or loop unrolled)")
-
-
 def _initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     values = {}
     for tensor in proto.graph.initializer:
@@ -160,7 +145,7 @@ def _sort_nodes(proto: onnx.ModelProto, path: Path) -> None:
     consumers: dict[int, list[int]] = {}
     for k, node in enumerate(graph.node):
         deps = set()
-        for t in node.input:
+        for t in [*node.input, *sorted(outer_reads(node))]:
             if t in provided:
                 continue
             if t not in producer:
@@ -190,35 +175,6 @@ def _sort_nodes(proto: onnx.ModelProto, path: Path) -> None:
             c.CopyFrom(n)
         del graph.node[:]
         graph.node.extend(copies)
-
-
-def _pin_shapes(proto: onnx.ModelProto, inputs: list[str], pinned: dict[str, tuple[int, ...]]) -> None:
-    unknown = sorted(set(pinned) - set(inputs))
-    if unknown:
-        raise InputError(f"--input-shape names unknown input(s) {', '.join(unknown)}; inputs are: {', '.join(inputs)}")
-    for value in proto.graph.input:
-        if value.name not in inputs:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if value.name in pinned:
-            shape = pinned[value.name]
-            if len(dims) and len(shape) != len(dims):
-                raise InputError(f"--input-shape {value.name}: rank {len(shape)} given, the model says {len(dims)}")
-            for dim, size in zip(dims, shape):
-                if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
-                    raise InputError(f"--input-shape {value.name}: dim {dim.dim_value} is fixed by the model, got {size}")
-            value.type.tensor_type.shape.Clear()
-            for size in shape:
-                value.type.tensor_type.shape.dim.add().dim_value = size
-            continue
-        if not value.type.tensor_type.HasField("shape"):
-            raise InputError(f"input '{value.name}' has no shape: pin it with --input-shape {value.name}:d1,d2,…")
-        for k, dim in enumerate(dims):
-            if not (dim.HasField("dim_value") and dim.dim_value > 0):
-                label = f" ('{dim.dim_param}')" if dim.dim_param else ""
-                example = ",".join(str(d.dim_value) if d.dim_value > 0 else "1" for d in dims)
-                raise InputError(f"input '{value.name}' has a dynamic dim {k}{label}: pin it with "
-                                 f"--input-shape {value.name}:{example}")
 
 
 def _static(value_info) -> tuple[int, ...] | None:

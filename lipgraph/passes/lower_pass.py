@@ -29,7 +29,6 @@ import torch
 from lipgraph.errors import InputError
 from lipgraph.context import Context, MethodResult, PassResult
 from lipgraph.ir.differential import ort_session
-from lipgraph.ir.execute import default_free_values
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.labels import Label
 from lipgraph.lower.search import PROGRESS, LowerResult, _Domain, _realise, search_lower
@@ -140,7 +139,7 @@ def _ratio(fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
 
 def _ort_function(g, notes: list[str]):
     """x (float64 array, float32-representable) ↦ the analysed output by onnxruntime on the model
-    file, free inputs held at the values lipgraph holds them at; None (with a note) when impossible."""
+    file (the other inputs are its initializers now: ``lipgraph.ir.inputs``); None (with a note) when impossible."""
     import onnx
     if g.analysed not in g.model.inputs:
         notes.append(f"no onnxruntime check of the lower bound: the analysed tensor '{g.analysed}' is not a "
@@ -156,10 +155,9 @@ def _ort_function(g, notes: list[str]):
         notes.append(f"no onnxruntime check of the lower bound: onnxruntime cannot load the model "
                      f"({str(exc).splitlines()[0][:200]})")
         return None
-    free = {k: v for k, v in default_free_values(g).items() if k in {i.name for i in sess.get_inputs()}}
 
     def run(x: np.ndarray) -> np.ndarray:
-        return sess.run([g.output], {g.analysed: np.asarray(x).astype(dtype), **free})[0]
+        return sess.run([g.output], {g.analysed: np.asarray(x).astype(dtype)})[0]
 
     return run
 
