@@ -128,17 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from lipgraph.options import ALL_METHODS, LipSDPOptions, LowerOptions, NormOptions, Options, SeqLipOptions
+    from lipgraph.options import LipSDPOptions, LowerOptions, NormOptions, Options, SeqLipOptions, check_methods
     from lipgraph.pipeline import analyze
     from lipgraph.report import FORMATS
     from lipgraph.passes.annotate import parse_assumptions
     from lipgraph.ir.inputs import parse_fixes, parse_input_shapes
     from lipgraph.progress import Progress
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown:
-        raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    methods = check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     if args.lower_restarts is not None and args.lower_restarts < 1:
         raise InputError("--lower-restarts must be ≥ 1")
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:

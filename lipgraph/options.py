@@ -9,6 +9,15 @@ ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", 
 DEFAULT_METHODS = ALL_METHODS
 
 
+def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """``methods`` if every one is known, else an ``InputError`` naming the unknown ones."""
+    from lipgraph.errors import InputError
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    return methods
+
+
 @dataclass
 class NormOptions:
     materialize_limit: int = 1 << 24   # largest affine segment (matrix entries) certified by materialising it
@@ -49,7 +58,7 @@ class Options:
     input: str | None = None
     output: str | None = None
     input_shapes: dict = field(default_factory=dict)
-    fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE or FILE.npy (--fix)
+    fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE, FILE.npy or an array (--fix)
     methods: tuple[str, ...] = DEFAULT_METHODS
     device: str = "auto"
     seed: int = 0
