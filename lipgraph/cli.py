@@ -1,4 +1,5 @@
-"""The command line: ``lipgraph analyze``, ``lipgraph rules``, ``lipgraph rule OP``.
+"""The command line: ``lipgraph analyze``, ``lipgraph certify``, ``lipgraph rules``, ``lipgraph codes``,
+``lipgraph rule OP``.
 
 Exit codes: 0 — analysis done and the certified bound is finite (and ≤ --fail-above);
 1 — done but not certified, or above the threshold; 2 — bad usage or bad input (one line
@@ -82,6 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
+    c = sub.add_parser("certify", help="certified ℓ2 robustness of a classifier on a data set")
+    c.add_argument("model", help="path to an .onnx file (a classifier: the output holds the logits)")
+    c.add_argument("--data", required=True, metavar="X.npy", help="inputs, stacked along the first axis")
+    c.add_argument("--labels", required=True, metavar="y.npy", help="their class indices (1-D integers)")
+    c.add_argument("--eps", metavar="E1,E2,…", help="radii of the accuracy table (default: 5 up to the largest "
+                                                     "certified radius)")
+    c.add_argument("--attack", action="store_true", help="also run an ℓ2 PGD attack at each eps (fixed seed)")
+    c.add_argument("--methods", default="autolip,seqlip",
+                   help="methods bounding the model and each margin (default: %(default)s)")
+    for flag, kw in (("--input", {}), ("--output", {}), ("--input-shape", {"action": "append"}),
+                     ("--fix", {"action": "append"}), ("--input-box", {"metavar": "LO,HI"})):
+        c.add_argument(flag, **kw)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--format", choices=["text", "json"], default="text")
+    c.add_argument("-o", "--out", metavar="FILE", help="write the report to FILE (written only when complete)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
     sub.add_parser("rules", help="list every rule: op, domain, versions, kind, origin").add_argument(
         "--plugin", action="append", default=[], metavar="MODULE")
     sub.add_parser("codes", help="list every diagnostic code: severity and meaning")
@@ -96,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             return cmd_analyze(args)
+        if args.command == "certify":
+            return cmd_certify(args)
         if args.command == "rules":
             return cmd_rules(args)
         if args.command == "codes":
@@ -168,6 +188,32 @@ def cmd_analyze(args) -> int:
         print(f"lipgraph: certified bound {up.value:.6g} is above --fail-above {args.fail_above:g}", file=sys.stderr)
         return EXIT_NOT_CERTIFIED
     return EXIT_OK
+
+
+def cmd_certify(args) -> int:
+    from lipgraph.ir.inputs import parse_fixes, parse_input_shapes
+    from lipgraph.options import LowerOptions, NormOptions, Options, check_methods
+    from lipgraph.progress import Progress
+    from lipgraph.report.certify_text import render
+    from lipgraph.report.document import dumps
+    from lipgraph.robust import certify
+
+    eps = None
+    if args.eps:
+        try:
+            eps = [float(e) for e in args.eps.split(",")]
+        except ValueError:
+            raise InputError(f"--eps '{args.eps}': expected comma-separated numbers") from None
+        if any(not e >= 0 for e in eps):
+            raise InputError(f"--eps '{args.eps}': radii must be ≥ 0")
+    options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
+                      fixed=parse_fixes(args.fix), seed=args.seed, norms=NormOptions(seed=args.seed),
+                      methods=check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip())),
+                      lower=LowerOptions(box=parse_box(args.input_box)))
+    doc = certify(args.model, args.data, args.labels, options, eps=eps, attack=args.attack,
+                  progress=Progress(enabled=not args.quiet))
+    emit(dumps(doc) + "\n" if args.format == "json" else render(doc), args.out)
+    return EXIT_OK if doc["model_bound"] is not None else EXIT_NOT_CERTIFIED
 
 
 def parse_box(spec: str | None) -> tuple[float, float] | None:
