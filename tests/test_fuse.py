@@ -4,7 +4,6 @@ wrong claim, onnxruntime runs the original model (so it checks every fused node)
 whose only blockers were these activations get a finite certified bound above sampled ratios."""
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections import Counter
@@ -18,9 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import lipgraph.ir.fuse as fusion
 from conftest import ROOT
+from fusecheck import assert_torch_matches_ort_on_original, fused_ops
 from lipgraph.errors import SemanticMismatch
 from lipgraph.ir.differential import ort_session
-from lipgraph.ir.execute import Executor
 from lipgraph.ir.fuse import fuse
 from lipgraph.ir.fuse.match import X, Op, Pattern
 from lipgraph.ir.fuse.verify import disagreement, subgraph_model
@@ -34,25 +33,6 @@ from lipgraph.registry import FUSED_DOMAIN, load_builtin_rules
 load_builtin_rules()
 ZOO = ROOT / "models" / "zoo"
 C = math.sqrt(2 / math.pi)
-
-
-def _fused_ops(model) -> list[tuple]:
-    return [(n.op_type, {a.name: helper.get_attribute_value(a) for a in n.attribute})
-            for n in model.proto.graph.node if n.domain == FUSED_DOMAIN]
-
-
-def _assert_torch_matches_ort_on_original(model, shape, seed=0):
-    """The fused graph run by lipgraph's rules (float32) against onnxruntime on the original."""
-    g = build_graph(model)
-    fn = Executor(g, torch.float32).model_function()
-    sess = ort_session(model.ort_proto)
-    rng = np.random.default_rng(seed)
-    for scale in (0.3, 3.0, 30.0):
-        x = (rng.standard_normal(shape) * scale).astype(np.float32)
-        want = sess.run([g.output], {g.analysed: x})[0]
-        with torch.no_grad():
-            got = fn(torch.as_tensor(x)).numpy()
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 # --- the TorchScript exporter's spellings (dynamo's are in the zoo) ---------------------------
@@ -98,10 +78,10 @@ def test_torchscript_spellings(name, tmp_path):
                           input_names=["x"], output_names=["y"])
     model = fuse(load_model(path))
     got = [(op, {k: pytest.approx(v) if isinstance(v, float) else v for k, v in a.items()})
-           for op, a in _fused_ops(model)]
+           for op, a in fused_ops(model)]
     assert got == expect
     if expect:   # a near miss keeps ops lipgraph may have no rule for (Erf)
-        _assert_torch_matches_ort_on_original(model, (1, 6))
+        assert_torch_matches_ort_on_original(model, (1, 6))
 
 
 # --- the zoo: every decomposed activation fused, only the genuine blockers left ---------------
@@ -132,7 +112,7 @@ def _zoo(name):
 @pytest.mark.parametrize("name", list(ZOO_FUSED))
 def test_zoo_activations_fused(name):
     model = _zoo(name)
-    assert Counter(op for op, _ in _fused_ops(model)) == Counter(ZOO_FUSED[name])
+    assert Counter(op for op, _ in fused_ops(model)) == Counter(ZOO_FUSED[name])
     notes = [n for n in model.notes if n[0] == "fused"]
     assert len(notes) == sum(ZOO_FUSED[name].values()) and not [n for n in model.notes if n[0] == "fusion-rejected"]
     fused_names = {n.name for n in model.proto.graph.node if n.domain == FUSED_DOMAIN}
@@ -189,9 +169,9 @@ def test_handbuilt(name, tmp_path):
     nodes, consts, outputs, expect = HANDBUILT[name]
     model = _load(_model(nodes, consts, outputs), tmp_path)
     assert [(op, {k: pytest.approx(v) if isinstance(v, float) else v for k, v in a.items()})
-            for op, a in _fused_ops(model)] == expect
+            for op, a in fused_ops(model)] == expect
     if expect:
-        _assert_torch_matches_ort_on_original(model, (2, 5))
+        assert_torch_matches_ort_on_original(model, (2, 5))
 
 
 def test_proof_rejects_swish2_declared_as_silu():
@@ -208,7 +188,7 @@ def test_wrong_claim_is_rejected_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(fusion, "PATTERNS", [wrong])
     nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
     model = _load(_model(nodes, {}), tmp_path)
-    assert _fused_ops(model) == [] and [n[0] for n in model.notes] == ["fusion-rejected"]
+    assert fused_ops(model) == [] and [n[0] for n in model.notes] == ["fusion-rejected"]
     assert model.notes[0][3]["nodes"] == ["Sigmoid", "Mul"] and "Mish gives" in model.notes[0][3]["reason"]
 
 

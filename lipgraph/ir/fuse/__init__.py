@@ -47,7 +47,7 @@ def fuse(model: LoadedModel) -> LoadedModel:
             why = _disproof(model, nodes, m, fused)
             if why is not None:
                 notes.append((root, "fusion-rejected", f"nodes {listed} look like {pattern.spelling} but are not "
-                              f"{fused.op_type} ({why}); analysed as they are", fused.name,
+                              f"{fused.op_type} ({why}); not rewritten into it", fused.name,
                               {"pattern": pattern.name, "nodes": names, "reason": why}))
                 continue
             used.update(m.nodes)
