@@ -33,10 +33,13 @@ def fuse(model: LoadedModel) -> LoadedModel:
     used: set[int] = set()
     accepted: dict[int, onnx.NodeProto] = {}
     notes = []
+    by_root: dict[str, list] = {}   # the table by root op type, in table order
+    for pattern in PATTERNS:
+        by_root.setdefault(pattern.root.op_type, []).append(pattern)
     for root in reversed(range(len(graph.node))):   # from the outputs back: larger matches first
         if root in used:
             continue
-        for pattern in PATTERNS:
+        for pattern in by_root.get(graph.node[root].op_type, ()):
             m = match_at(index, pattern, root)
             if m is None or used & set(m.nodes) or not _same_shape(model, m):
                 continue
