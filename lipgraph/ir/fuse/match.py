@@ -102,7 +102,7 @@ def _any_reduce(pat: Any) -> bool:
 @dataclass
 class Match:
     pattern: Pattern
-    x: str                                   # the activation's input tensor
+    x: str                                   # the fused op's input tensor
     output: str                              # the root's output tensor
     nodes: list[int]                         # indices of the matched nodes in the graph
     params: dict[str, Any]                   # Param values (float) and Reduce axes (tuple of ints)
