@@ -40,8 +40,10 @@ CODES: dict[str, Code] = {
     "input-redirected": Code("note", "a non-float input is analysed from the first float tensor computed from it"),
     "guard-skipped": Code("note", "the onnxruntime cross-check could not run on this model"),
     "declared-shapes": Code("note", "some shapes come from the model's value_info (no inference knows their ops)"),
-    "fused": Code("note", "a decomposed activation (x·Sigmoid(x), GELU, hard-swish, Mish) was recognised and analysed as one op"),
-    "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation but is not one numerically; analysed as it is"),
+    "fused": Code("note", "a decomposed activation (x·Sigmoid(x), GELU, hard-swish, Mish) or normalisation (LayerNorm, "
+                          "RMSNorm, softmax, log-softmax) was recognised and analysed as one op"),
+    "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation or normalisation but is not one "
+                                    "numerically; not rewritten into it"),
     "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
     "low-precision-cast": Code("note", "a cast to float16/bfloat16: rounding jumps are outside the bound"),
 }

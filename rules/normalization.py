@@ -1,6 +1,8 @@
 """Normalisation layers: BatchNormalization in inference form (affine with constant statistics),
 and LayerNormalization, InstanceNormalization, GroupNormalization (statistics computed from the
-input: NONLINEAR, with the exact global constant ‖diag(γ)P‖/√ε and a note that it is huge)."""
+input: NONLINEAR, with the exact global constant ‖diag(γ)P‖/√ε and a note that it is huge).
+The fused LayerNorm and RMSNorm (rules/fused.py) use the same maths: ``slice_scales``,
+``normalisation_bound``, ``normalise``, ``normalisation_note``."""
 from __future__ import annotations
 
 import math
@@ -72,6 +74,11 @@ class BatchNormalization(Rule):
 # m_k − 1, eigenvectors ⊥ 1 inside class k) and those of the k×k matrix diag(a²) − wwᵀ,
 # w_k = a_k√(m_k/n) (vectors constant on classes, orthonormal basis 1_k/√m_k).
 # For n = 1, P = 0: the output is constant (β), constant 0.
+#
+# RMSNorm (no centring): y = γ ⊙ x/s with s = √(‖x‖²/n + ε) has J = (1/s)·Γ·(I − x̂x̂ᵀ/n), x̂ = x/s.
+# ‖x̂‖²/n = (s² − ε)/s² < 1, so I − x̂x̂ᵀ/n has eigenvalues 1 (⊥ x) and ε/s² ∈ (0, 1] (on x):
+# ‖J(x)‖ ≤ ‖Γ‖/s ≤ max|γ|/√ε, and at x = 0, J = Γ/√ε exactly: the constant is max|γ|/√ε, for
+# every n (n = 1 included).
 
 NORM_EIG_LIMIT = 2048   # distinct scale values up to which ‖ΓP‖ is computed; beyond, max|γ|
 
@@ -93,12 +100,25 @@ def projected_scale_norm(gamma: np.ndarray) -> tuple[float, bool]:
     return math.sqrt(max(top, 0.0)), True
 
 
-def normalisation_bound(gammas, eps: float, method: str) -> Bound:
-    """Certified max over slices of ‖Γ_s P‖/√ε (see the comment above); ``gammas`` yields the
-    per-entry scale vector of each distinct kind of slice."""
+def slice_scales(shape, dims, scale) -> list[np.ndarray]:
+    """The distinct per-entry scale vectors γ_s of the slices over ``dims`` of a tensor of
+    ``shape``, the scale broadcast against it as numpy does (aligned right); one vector of ones
+    when ``scale`` is None."""
+    rank, dims = len(shape), sorted(dims)
+    g = np.ones(()) if scale is None else np.asarray(scale, np.float64)
+    g = g.reshape((1,) * (rank - g.ndim) + g.shape)
+    g = np.broadcast_to(g, [shape[d] if d in dims else g.shape[d] for d in range(rank)])
+    rows = np.moveaxis(g, dims, range(rank - len(dims), rank)).reshape(-1, math.prod(shape[d] for d in dims))
+    return list(np.unique(rows, axis=0))
+
+
+def normalisation_bound(gammas, eps: float, method: str, centred: bool = True) -> Bound:
+    """Certified max over slices of ‖Γ_s P‖/√ε (``centred``, LayerNorm) or ‖Γ_s‖/√ε (RMSNorm),
+    see the comment above; ``gammas`` yields the per-entry scale vector of each distinct kind of
+    slice."""
     best, exact = 0.0, True
     for g in gammas:
-        value, ok = projected_scale_norm(g)
+        value, ok = projected_scale_norm(g) if centred else (float(np.abs(g).max(initial=0.0)), True)
         best, exact = max(best, value), exact and ok
     if best == 0.0:   # every slice has one entry (or γ = 0): the output is constant
         return Bound(0.0, Label.EXACT, method)
@@ -114,15 +134,22 @@ NORMALISATION_NOTE = ("normalization-global",
                       "of inputs (which bounds the variance from below) is what you want")
 
 
-def _note(node, bound: Bound):
+def normalisation_note(node, bound: Bound):
     code, text = NORMALISATION_NOTE
     return [(code, text.format(op=node.op_type, value=bound.value))]
 
 
-def _normalise(x, dims, eps):
+def normalise(x, dims, eps):
+    """((x − mean)/√(var + ε), mean, var) over ``dims``."""
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
     return (x - mean) / torch.sqrt(var + eps), mean, var
+
+
+def scale_shift(y, scale=None, bias=None):
+    """y·scale + bias, either omitted (None), broadcast as numpy does."""
+    y = y if scale is None else y * scale.to(y.dtype)
+    return y if bias is None else y + bias.to(y.dtype)
 
 
 def _check_stats(node, *indices):
@@ -152,22 +179,20 @@ class LayerNormalization(Rule):
     def forward(self, node, x, scale=None, bias=None):
         axis = node.attr("axis", -1) % x.dim()
         dims = tuple(range(axis, x.dim()))
-        z, mean, var = _normalise(x, dims, node.attr("epsilon", 1e-5))
-        y = z if scale is None else z * scale.to(x.dtype)
-        y = y if bias is None else y + bias.to(x.dtype)
+        z, mean, var = normalise(x, dims, node.attr("epsilon", 1e-5))
+        y = scale_shift(z, scale, bias)
         if any(node.outputs[1:]):
             return y, mean.to(x.dtype), (1.0 / torch.sqrt(var + node.attr("epsilon", 1e-5))).to(x.dtype)
         return y
 
     def bounds(self, node):
         shape = node.input_shapes[0]
-        block = tuple(shape[node.attr("axis", -1) % len(shape):])
-        scale = node.const(1) if node.has_input(1) else None
-        gamma = np.ones(block) if scale is None else np.broadcast_to(np.asarray(scale, np.float64), block)
-        return {0: normalisation_bound([gamma], node.attr("epsilon", 1e-5), "layernorm-jacobian")}
+        dims = range(node.attr("axis", -1) % len(shape), len(shape))
+        gammas = slice_scales(shape, dims, node.const(1) if node.has_input(1) else None)
+        return {0: normalisation_bound(gammas, node.attr("epsilon", 1e-5), "layernorm-jacobian")}
 
     def notes(self, node):
-        return _note(node, self.bounds(node)[0])
+        return normalisation_note(node, self.bounds(node)[0])
 
 
 @rule("InstanceNormalization", versions=(6, 22), kind=Kind.NONLINEAR)
@@ -186,7 +211,7 @@ class InstanceNormalization(Rule):
 
     def forward(self, node, x, scale, bias):
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        z, _, _ = _normalise(x, tuple(range(2, x.dim())), node.attr("epsilon", 1e-5))
+        z, _, _ = normalise(x, tuple(range(2, x.dim())), node.attr("epsilon", 1e-5))
         return z * scale.to(x.dtype).reshape(shape) + bias.to(x.dtype).reshape(shape)
 
     def bounds(self, node):
@@ -195,7 +220,7 @@ class InstanceNormalization(Rule):
         return {0: normalisation_bound(gammas, node.attr("epsilon", 1e-5), "layernorm-jacobian")}
 
     def notes(self, node):
-        return _note(node, self.bounds(node)[0])
+        return normalisation_note(node, self.bounds(node)[0])
 
 
 def _group_scale(node, x_shape, scale) -> np.ndarray:
@@ -224,7 +249,7 @@ class GroupNormalization(Rule):
     def forward(self, node, x, scale, bias):
         n, c, groups = x.shape[0], x.shape[1], node.attr("num_groups")
         g = x.reshape(n, groups, -1)
-        z, _, _ = _normalise(g, (2,), node.attr("epsilon", 1e-5))
+        z, _, _ = normalise(g, (2,), node.attr("epsilon", 1e-5))
         shape = (1, c) + (1,) * (x.dim() - 2)
         return (z.reshape(x.shape) * torch.as_tensor(_group_scale(node, x.shape, scale.cpu()), dtype=x.dtype,
                                                       device=x.device).reshape(shape)
@@ -239,4 +264,4 @@ class GroupNormalization(Rule):
                                        "layernorm-jacobian")}
 
     def notes(self, node):
-        return _note(node, self.bounds(node)[0])
+        return normalisation_note(node, self.bounds(node)[0])

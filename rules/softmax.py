@@ -1,4 +1,6 @@
-"""Softmax: ℓ2 Lipschitz constant 1/2 (0 over slices of length 1); LogSoftmax: √n."""
+"""Softmax: ℓ2 Lipschitz constant 1/2 (0 over slices of length 1); LogSoftmax: √n. The fused
+Softmax and LogSoftmax (rules/fused.py) use the same maths: ``softmax_over``, ``softmax_bound``,
+``logsoftmax_bound``."""
 from __future__ import annotations
 
 import math
@@ -17,6 +19,26 @@ def _slices(node, shape) -> tuple[int, int]:
         axis = node.attr("axis", -1) % rank
         return axis, axis + 1
     return node.attr("axis", 1) % rank, rank
+
+
+def softmax_over(x, dims, log: bool = False):
+    """Softmax (log-softmax) of ``x`` over the block of ``dims`` taken together, contiguous or not."""
+    dims = sorted(dims)
+    end = list(range(x.dim() - len(dims), x.dim()))
+    moved = torch.movedim(x, dims, end)
+    flat = moved.reshape(*moved.shape[:x.dim() - len(dims)], -1)
+    y = torch.log_softmax(flat, dim=-1) if log else torch.softmax(flat, dim=-1)
+    return torch.movedim(y.reshape(moved.shape), end, dims)
+
+
+def softmax_bound(n: int) -> Bound:
+    """Softmax over slices of n entries (the Softmax rule's docstring proves it)."""
+    return Bound(0.5 if n >= 2 else 0.0, Label.EXACT, "softmax-jacobian")
+
+
+def logsoftmax_bound(n: int) -> Bound:
+    """LogSoftmax over slices of n entries (the LogSoftmax rule's docstring proves it)."""
+    return Bound(math.sqrt(n) if n >= 2 else 0.0, Label.EXACT, "logsoftmax-jacobian")
 
 
 @rule("Softmax", versions=(1, 11, 13), kind=Kind.NONLINEAR)
@@ -38,17 +60,12 @@ class Softmax(Rule):
     """
 
     def forward(self, node, x):
-        start, end = _slices(node, x.shape)
-        if end - start == 1:
-            return torch.softmax(x, dim=start)
-        flat = x.reshape(*x.shape[:start], -1)
-        return torch.softmax(flat, dim=-1).reshape(x.shape)
+        return softmax_over(x, range(*_slices(node, x.shape)))
 
     def bounds(self, node):
         shape = node.input_shapes[0]
         start, end = _slices(node, shape)
-        n = math.prod(shape[start:end])
-        return {0: Bound(0.5 if n >= 2 else 0.0, Label.EXACT, "softmax-jacobian")}
+        return {0: softmax_bound(math.prod(shape[start:end]))}
 
 
 @rule("LogSoftmax", versions=(1, 11, 13), kind=Kind.NONLINEAR)
@@ -69,14 +86,9 @@ class LogSoftmax(Rule):
     """
 
     def forward(self, node, x):
-        start, end = _slices(node, x.shape)
-        if end - start == 1:
-            return torch.log_softmax(x, dim=start)
-        flat = x.reshape(*x.shape[:start], -1)
-        return torch.log_softmax(flat, dim=-1).reshape(x.shape)
+        return softmax_over(x, range(*_slices(node, x.shape)), log=True)
 
     def bounds(self, node):
         shape = node.input_shapes[0]
         start, end = _slices(node, shape)
-        n = math.prod(shape[start:end])
-        return {0: Bound(math.sqrt(n) if n >= 2 else 0.0, Label.EXACT, "logsoftmax-jacobian")}
+        return {0: logsoftmax_bound(math.prod(shape[start:end]))}
