@@ -14,9 +14,7 @@ import tempfile
 from pathlib import Path
 
 from lipgraph import __version__
-from lipgraph.errors import InputError, SemanticMismatch
-
-EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+from lipgraph.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, InputError, SemanticMismatch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     a = sub.add_parser("analyze", help="bound the Lipschitz constant of a model")
-    a.add_argument("model", help="path to an .onnx file")
+    a.add_argument("model", nargs="+", help="an .onnx file; several files or folders audit them all (a summary table)")
     a.add_argument("--input", help="analysed input (default: the first graph input)")
     a.add_argument("--fix", action="append", metavar="NAME=VALUE|FILE.npy",
                    help="hold a non-analysed input at a value (float inputs default to zeros; integer and "
@@ -82,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    a.add_argument("--jobs", type=int, default=1, metavar="N", help="many models: N worker processes (default 1)")
+    a.add_argument("--ray", metavar="ADDRESS", help="many models: run them on this Ray cluster (pip install "
+                                                    "'lipgraph[ray]')")
+    a.add_argument("--reports", metavar="DIR", help="many models: write each model's report (in --format) to DIR")
 
     c = sub.add_parser("certify", help="certified ℓ2 robustness of a classifier on a data set")
     c.add_argument("model", help="path to an .onnx file (a classifier: the output holds the logits)")
@@ -174,8 +176,11 @@ def cmd_analyze(args) -> int:
                                          box=parse_box(args.input_box), data=args.data,
                                          restarts=args.lower_restarts),
                       verbose=args.verbose)
-    analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
-    emit(FORMATS[args.format](analysis, args.model, verbose=args.verbose), args.out)
+    if len(args.model) > 1 or Path(args.model[0]).is_dir() or args.ray or args.reports:
+        return _analyze_many(args, options)
+    model = args.model[0]
+    analysis = analyze(model, options, progress=Progress(enabled=not args.quiet))
+    emit(FORMATS[args.format](analysis, model, verbose=args.verbose), args.out)
     if analysis.inconsistent:
         print("lipgraph: internal error: a realised lower bound exceeds a certified upper bound (see "
               "[lower-above-upper]); one of them is wrong (a bug in lipgraph: please report it with the model)",
@@ -188,6 +193,29 @@ def cmd_analyze(args) -> int:
         print(f"lipgraph: certified bound {up.value:.6g} is above --fail-above {args.fail_above:g}", file=sys.stderr)
         return EXIT_NOT_CERTIFIED
     return EXIT_OK
+
+
+def _analyze_many(args, options) -> int:
+    """``analyze`` of several models: a summary table (or JSON), per-model reports on request."""
+    from lipgraph.batch import collect, run_batch, table
+    from lipgraph.progress import Progress
+    from lipgraph.report.document import dumps
+
+    if args.jobs < 1:
+        raise InputError("--jobs must be ≥ 1")
+    reports = Path(args.reports) if args.reports else None
+    if reports is not None and not reports.is_dir():
+        raise InputError(f"--reports {args.reports}: no such folder")
+    rows = run_batch(collect(args.model), options, jobs=args.jobs, ray_address=args.ray,
+                     fmt=args.format if reports else None, fail_above=args.fail_above,
+                     progress=Progress(enabled=not args.quiet))
+    if reports is not None:
+        suffix = {"text": ".txt", "json": ".json", "html": ".html"}[args.format]
+        for k, row in enumerate(rows):
+            if row.report is not None:
+                emit(row.report, str(reports / f"{k:03d}-{Path(row.model).stem}{suffix}"))
+    emit(dumps({"models": [r.to_json() for r in rows]}) + "\n" if args.format == "json" else table(rows), args.out)
+    return max(r.code for r in rows)
 
 
 def cmd_certify(args) -> int:
