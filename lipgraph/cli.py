@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lipgraph import __version__
+from lipgraph.version import __version__
 from lipgraph.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, InputError, SemanticMismatch
 
 

@@ -87,15 +87,20 @@ def test_margin_bounds_hold_and_beat_the_product(capsys, digits):
     assert min(b["value"] for b in doc["margin_bounds"]) < math.sqrt(2) * model_bound * 0.99
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in MODELS.glob("*.onnx") if p.stem != "unsupported"))
 def test_margin_network_bound_is_at_most_sqrt2_times_the_model_bound(name):
+    """Every bundled model read as a classifier (each has ≥ 2 outputs): the margin network's own
+    certified bound, before any min with √2·L."""
     proto = onnx.load(MODELS / f"{name}.onnx")
-    options = lipgraph.options.Options(methods=("autolip", "seqlip"))
+    options = lipgraph.options.Options(methods=("autolip", "seqlip") if name in ("mlp", "anchor_lipsdp")
+                                       else ("autolip",))
     model_bound = lipgraph.analyze(proto, options=options).upper.value
     classes = int(np.prod([d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]))
     for i, j in [(0, 1), (classes - 2, classes - 1)]:
         margin = lipgraph.analyze(margin_model(proto, proto.graph.output[0].name, classes, i, j), options=options)
-        assert margin.upper.value <= math.sqrt(2) * model_bound * (1 + 1e-9)
+        # (equal up to the certified rounding of ‖e_i − e_j‖ = √2 where the logits come out of a sum
+        # of branches, as in concat: the row then cannot fold into an affine segment)
+        assert margin.upper.value <= math.sqrt(2) * model_bound * (1 + 1e-7)
 
 
 @pytest.mark.parametrize("case, words", [

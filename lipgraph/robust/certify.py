@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lipgraph import __version__
+from lipgraph.version import __version__
 from lipgraph.errors import InputError, SemanticMismatch
 from lipgraph.options import Options
 from lipgraph.robust.attack import pgd
