@@ -614,6 +614,38 @@ def resize(draw, version):
                                 ("sizes", sizes)], [True, False, False, False], **attrs)
 
 
+def recurrent(op):
+    """RNN/GRU/LSTM: direction, hidden size, any subset of the optional inputs (B, sequence_lens,
+    initial_h, initial_c, P), linear_before_reset, any subset of the outputs named; layout 0 (onnxruntime
+    refuses layout 1: tests/test_rules_recurrent.py checks it against layout 0 on transposed tensors)."""
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+
+    @st.composite
+    def build(draw, version):
+        rng = draw(rngs())
+        direction = draw(st.none() | st.sampled_from(["forward", "reverse", "bidirectional"]))
+        d = 2 if direction == "bidirectional" else 1
+        steps, batch, width, hidden = (draw(st.integers(1, 4)) for _ in range(4))
+        scale = draw(st.sampled_from([0.3, 1.0, 2.0]))
+        optional = {"B": values(rng, (d, 2 * gates * hidden), scale),
+                    "sequence_lens": np.asarray(rng.integers(1, steps + 1, size=batch), dtype=np.int32),
+                    "initial_h": values(rng, (d, batch, hidden)), "initial_c": values(rng, (d, batch, hidden)),
+                    "P": values(rng, (d, 3 * hidden), scale)}
+        names = ["B", "sequence_lens", "initial_h"] + (["initial_c", "P"] if op == "LSTM" else [])
+        given = [n for n in names if draw(st.booleans())]
+        inputs = [("x", values(rng, (steps, batch, width))), ("w", values(rng, (d, gates * hidden, width), scale)),
+                  ("r", values(rng, (d, gates * hidden, hidden), scale))] + \
+                 [(n, optional[n] if n in given else None) for n in names]
+        n_out = 3 if op == "LSTM" else 2
+        case = make_case(op, inputs, [True] + [False] * (len(inputs) - 1), n_outputs=n_out, hidden_size=hidden, direction=direction,
+                         linear_before_reset=draw(st.none() | st.sampled_from([0, 1])) if op == "GRU" else None)
+        outputs = [o if k == 0 or draw(st.booleans()) else "" for k, o in enumerate(case.node.output)]
+        del case.node.output[:]
+        case.node.output.extend(outputs)
+        return case
+    return build
+
+
 SLOPE = floats(-2, 3)
 CASES = {
     "Relu": unary("Relu"), "Sigmoid": unary("Sigmoid"), "Tanh": unary("Tanh"), "Softplus": unary("Softplus"), "Mish": unary("Mish"),
@@ -644,4 +676,5 @@ CASES = {
     "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
     "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
     "Resize": resize,
+    "RNN": recurrent("RNN"), "GRU": recurrent("GRU"), "LSTM": recurrent("LSTM"),
 }
