@@ -614,6 +614,19 @@ def resize(draw, version):
                                 ("sizes", sizes)], [True, False, False, False], **attrs)
 
 
+@st.composite
+def upsample(draw, version):
+    """Scales ≥ 1 (onnxruntime refuses smaller ones), any axis for nearest, the last two for linear."""
+    rng = draw(rngs())
+    x = values(rng, (draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4))))
+    mode = draw(st.none() | st.sampled_from(["nearest", "linear"]))
+    factor = st.sampled_from([1.0, 1.5, 2.0, 3.0, 1.7])
+    scales = [draw(factor) if mode in (None, "nearest") else 1.0 for _ in range(2)] + [draw(factor) for _ in range(2)]
+    if version < 9:
+        return make_case("Upsample", [("x", x)], [True], mode=mode, scales=scales)
+    return make_case("Upsample", [("x", x), ("scales", np.array(scales))], [True, False], mode=mode)
+
+
 def recurrent(op):
     """RNN/GRU/LSTM: direction, hidden size, any subset of the optional inputs (B, sequence_lens,
     initial_h, initial_c, P), linear_before_reset, any subset of the outputs named; layout 0 (onnxruntime
@@ -675,6 +688,6 @@ CASES = {
     "ReduceL2": reduce_op("ReduceL2"), "LogSoftmax": log_softmax,
     "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
     "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
-    "Resize": resize,
+    "Resize": resize, "Upsample": upsample,
     "RNN": recurrent("RNN"), "GRU": recurrent("GRU"), "LSTM": recurrent("LSTM"),
 }
