@@ -627,6 +627,41 @@ def upsample(draw, version):
     return make_case("Upsample", [("x", x), ("scales", np.array(scales))], [True, False], mode=mode)
 
 
+def boolean_valued(op, n_inputs=2, logical=False):
+    """Comparisons (small integers as floats, so ties occur) and logical ops (bools) over broadcast
+    shapes; any subset analysed, none included (the rules refuse analysed inputs: only then is the
+    forward compared)."""
+    @st.composite
+    def build(draw, version):
+        rng = draw(rngs())
+        _, ins = draw(broadcast_family(n_inputs))
+        ints = op == "Equal" and (version < 11 or draw(st.booleans()))     # Equal-7 compares integers only
+        dtype = np.int64 if ints else np.float64
+        arrays = [rng.random(s) > 0.5 if logical else np.asarray(rng.integers(-2, 3, size=s), dtype=dtype)
+                  for s in ins]
+        dyn = draw(st.lists(st.booleans(), min_size=n_inputs, max_size=n_inputs))
+        return make_case(op, [(f"x{i}", a) for i, a in enumerate(arrays)], dyn)
+    return build
+
+
+@st.composite
+def arg_extreme(draw, version, op="ArgMax"):
+    x = np.asarray(draw(rngs()).integers(0, 3, size=draw(shapes(1, 4))), dtype=np.float64)   # ties
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    last = draw(st.none() | st.sampled_from([0, 1])) if version >= 12 else None
+    return make_case(op, [("x", x)], [draw(st.booleans())], axis=axis, keepdims=draw(st.none() | st.sampled_from([0, 1])),
+                     select_last_index=last)
+
+
+@st.composite
+def where(draw, version):
+    """Broadcast condition and branches; either branch (or both) analysed, the condition sometimes."""
+    rng = draw(rngs())
+    _, (c, x, y) = draw(broadcast_family(3))
+    dyn = [draw(st.booleans())] + draw(st.sampled_from([[True, False], [False, True], [True, True], [False, False]]))
+    return make_case("Where", [("c", rng.random(c) > 0.4), ("x", values(rng, x)), ("y", values(rng, y))], dyn)
+
+
 def recurrent(op):
     """RNN/GRU/LSTM: direction, hidden size, any subset of the optional inputs (B, sequence_lens,
     initial_h, initial_c, P), linear_before_reset, any subset of the outputs named; layout 0 (onnxruntime
@@ -689,5 +724,8 @@ CASES = {
     "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
     "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
     "Resize": resize, "Upsample": upsample,
+    **{op: boolean_valued(op) for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
+    **{op: boolean_valued(op, logical=True) for op in ("And", "Or", "Xor")}, "Not": boolean_valued("Not", 1, True),
+    "ArgMax": arg_extreme, "ArgMin": lambda version: arg_extreme(version, op="ArgMin"), "Where": where,
     "RNN": recurrent("RNN"), "GRU": recurrent("GRU"), "LSTM": recurrent("LSTM"),
 }
