@@ -627,6 +627,16 @@ def upsample(draw, version):
     return make_case("Upsample", [("x", x), ("scales", np.array(scales))], [True, False], mode=mode)
 
 
+@st.composite
+def cumsum(draw, version):
+    rng = draw(rngs())
+    x = values(rng, draw(shapes(1, 4, 0, 5)))
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    return make_case("CumSum", [("x", x), ("axis", np.asarray(axis, dtype=draw(st.sampled_from([np.int64, np.int32]))))],
+                     [True, False], exclusive=draw(st.none() | st.sampled_from([0, 1])),
+                     reverse=draw(st.none() | st.sampled_from([0, 1])))
+
+
 def boolean_valued(op, n_inputs=2, logical=False):
     """Comparisons (small integers as floats, so ties occur) and logical ops (bools) over broadcast
     shapes; any subset analysed, none included (the rules refuse analysed inputs: only then is the
@@ -723,7 +733,7 @@ CASES = {
     "ReduceL2": reduce_op("ReduceL2"), "LogSoftmax": log_softmax,
     "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
     "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
-    "Resize": resize, "Upsample": upsample,
+    "Resize": resize, "Upsample": upsample, "CumSum": cumsum,
     **{op: boolean_valued(op) for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
     **{op: boolean_valued(op, logical=True) for op in ("And", "Or", "Xor")}, "Not": boolean_valued("Not", 1, True),
     "ArgMax": arg_extreme, "ArgMin": lambda version: arg_extreme(version, op="ArgMin"), "Where": where,
