@@ -637,6 +637,26 @@ def cumsum(draw, version):
                      reverse=draw(st.none() | st.sampled_from([0, 1])))
 
 
+EINSUMS = ["ij,jk->ik", "ij,kj->ik", "bij,bjk->bik", "i,i->", "i,j->ij", "ij->ji", "ij->", "ii->i", "ij,jk",
+           "...ij,jk->...ik", "ijk,kj->i", "ij,j->i", "i,ij,j->", "ab,bc,cd->ad", "ij,ij->ij", "bij,jk->bik", "iij,j->i"]
+
+
+@st.composite
+def einsum(draw, version):
+    """Equations of every kind (matmul, batch, dot, outer, transpose, sums, diagonals, implicit output,
+    ellipsis, three operands) with letter sizes drawn; one operand analysed, sometimes two."""
+    rng = draw(rngs())
+    equation = draw(st.sampled_from(EINSUMS))
+    size = {c: draw(st.integers(1, 4)) for c in "abcdijk"}
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    terms = equation.split("->")[0].split(",")
+    arrays = [values(rng, (batch if t.startswith("...") else ()) + tuple(size[c] for c in t.replace("...", "")))
+              for t in terms]
+    analysed = draw(st.lists(st.integers(0, len(terms) - 1), min_size=1, max_size=2, unique=True))
+    return make_case("Einsum", [(f"x{k}", a) for k, a in enumerate(arrays)], [k in analysed for k in range(len(arrays))],
+                     equation=equation)
+
+
 def boolean_valued(op, n_inputs=2, logical=False):
     """Comparisons (small integers as floats, so ties occur) and logical ops (bools) over broadcast
     shapes; any subset analysed, none included (the rules refuse analysed inputs: only then is the
@@ -733,7 +753,7 @@ CASES = {
     "ReduceL2": reduce_op("ReduceL2"), "LogSoftmax": log_softmax,
     "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
     "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
-    "Resize": resize, "Upsample": upsample, "CumSum": cumsum,
+    "Resize": resize, "Upsample": upsample, "CumSum": cumsum, "Einsum": einsum,
     **{op: boolean_valued(op) for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
     **{op: boolean_valued(op, logical=True) for op in ("And", "Or", "Xor")}, "Not": boolean_valued("Not", 1, True),
     "ArgMax": arg_extreme, "ArgMin": lambda version: arg_extreme(version, op="ArgMin"), "Where": where,
