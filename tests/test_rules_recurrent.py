@@ -118,7 +118,7 @@ def test_computed_weights_or_state_are_not_applicable(computed):
 
 
 # ------------------------------------------------------------------------------ soundness
-def ascend_pair(view, arrays, output, steps=60, seed=0):
+def ascend_pair(view, arrays, output, steps=40, seed=0):
     """A pair (x, y) found by gradient ascent on ‖f(x) − f(y)‖/‖x − y‖ through the rule's float64
     forward, from a random start near the origin (where the slopes are largest)."""
     gen = torch.Generator().manual_seed(seed)
@@ -196,11 +196,11 @@ def test_bound_grows_with_sequence_length_and_covers_each_length():
     assert b[(2, 2)] < b[(4, 4)] == b[(4, 2)]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lstm_ts", "lstm_dynamo", "bigru_ts", "bigru_dynamo"])
 def test_zoo_recurrent_models_certified_and_sound(name):
-    """The zoo's LSTM and bidirectional GRU models: finite certified bound, above the realised
-    lower bound and above onnxruntime's ratios on random pairs of the whole model."""
+    """The zoo's LSTM and bidirectional GRU models: finite certified bound, no unsupported op or
+    node without a global bound, above the realised lower bound (its search ascends a smoothed
+    surrogate) and above onnxruntime's ratios on random pairs of the whole model."""
     from pathlib import Path
 
     import onnxruntime as ort
@@ -209,7 +209,7 @@ def test_zoo_recurrent_models_certified_and_sound(name):
     from lipgraph.pipeline import analyze
 
     path = Path(__file__).resolve().parents[1] / "models" / "zoo" / f"{name}.onnx"
-    options = Options(methods=("autolip", "lower"), lower=LowerOptions(budget=1.0, restarts=1))
+    options = Options(methods=("autolip", "lower"), lower=LowerOptions(budget=0.3))   # a gradient-based search
     result = analyze(path, options)
     assert result.certified and np.isfinite(result.upper.value)
     assert not any(d.code in ("unsupported-op", "no-global-bound") for d in result.diagnostics)
