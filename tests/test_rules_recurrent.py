@@ -222,3 +222,38 @@ def test_zoo_recurrent_models_certified_and_sound(name):
         y = (x + rng.normal(size=shape) * s).astype(np.float32)
         fx, fy = (session.run(None, {"x": v})[0].astype(np.float64) for v in (x, y))
         assert np.linalg.norm(fx - fy) / np.linalg.norm(x.astype(np.float64) - y) <= result.upper.value
+
+
+def _single_lstm(tmp_path, **attrs):
+    from onnx import TensorProto, numpy_helper
+    node, arrays, _ = make("LSTM", steps=3, batch=1, **attrs)
+    inits = [numpy_helper.from_array(a, n) for n, a in zip(node.input[1:], arrays[1:]) if n]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, arrays[0].shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    del node.output[1:]
+    path = tmp_path / "lstm.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString())
+    return path
+
+
+def test_refused_configuration_is_reported_not_a_crash(tmp_path):
+    """An LSTM with clip: onnxruntime runs it, lipgraph's forward does not implement it and the rule
+    refuses it — the onnxruntime cross-check skips the node (no bound rests on it) and the report says
+    why, with no certified bound."""
+    from lipgraph.options import Options
+    from lipgraph.pipeline import analyze
+    result = analyze(_single_lstm(tmp_path, clip=1.0), Options(methods=("autolip",)))
+    assert not result.certified
+    assert any(d.code == "no-global-bound" and "clip is not supported" in d.message for d in result.diagnostics)
+
+
+def test_guard_refuses_an_admitted_configuration_that_does_not_execute(tmp_path, monkeypatch):
+    """The skip above needs the rule to refuse the node: a rule that admits a configuration its forward
+    does not implement is a bug, reported as a mismatch with onnxruntime."""
+    from lipgraph.errors import SemanticMismatch
+    from lipgraph.options import Options
+    from lipgraph.pipeline import analyze
+    from lipgraph.registry import REGISTRY
+    monkeypatch.setattr(type(REGISTRY.resolve("", "LSTM", 14)[0]), "check", lambda self, node: None)
+    with pytest.raises(SemanticMismatch, match="does not implement"):
+        analyze(_single_lstm(tmp_path, clip=1.0), Options(methods=("autolip",)))
