@@ -31,7 +31,8 @@ norm (float64 eigenvalues plus a margin, ``rules.linear.spectral_norm``): ‖W_k
 Each recursion has non-negative coefficients, so η_t = Σ_s A_ts δ_s and γ_t = Σ_s G_ts δ_s with
 lower-triangular non-negative T×T matrices A, G over the processed steps. For the output Y
 (every h_t): ‖ΔY‖² = Σ_t η_t² ≤ ‖A δ‖² ≤ ‖A‖₂² ‖δ‖² = ‖A‖₂² ‖ΔX‖² (Cauchy–Schwarz in the
-matrix form: ‖A‖₂ ≤ the Frobenius norm of the per-step rows). Y_h = h_T: the row A_T; Y_c:
+matrix form: ‖A‖₂ ≤ the Frobenius norm of the per-step rows); beyond ``ROWS_LIMIT`` steps
+‖A‖₂ ≤ √(‖A‖₁‖A‖_∞) (Hölder), from column and row sums. Y_h = h_T: the row A_T; Y_c:
 G_T. Both directions of a bidirectional layer see the same δ (the reverse one in reverse
 order), so the rows of both are stacked into one matrix before its norm. Batch entries are
 independent sequences: the bound of the batch is the largest over its sequence lengths. One
@@ -205,42 +206,45 @@ def _step_coefficients(node, d: int):
     return lstm
 
 
-def _rows(step, steps: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The matrices A (rows η_t) and G (rows γ_t) over input steps 1…steps, in processing order."""
-    eta, gam = np.zeros(steps), np.zeros(steps)
-    a_rows, g_rows = [], []
-    for k in range(steps):
-        e = np.zeros(steps)
-        e[steps - 1 - k if reverse else k] = 1.0
-        eta, gam = step(k + 1, e, eta, gam)
-        a_rows.append(eta)
-        g_rows.append(gam)
-    return np.array(a_rows).reshape(steps, steps), np.array(g_rows).reshape(steps, steps)
+#: Sequence lengths up to which ‖A‖₂ is computed from A itself (T×T floats); beyond, the
+#: Hölder bound ‖A‖₂ ≤ √(‖A‖₁‖A‖_∞) from column and row sums, in O(T) memory.
+ROWS_LIMIT = 2048
 
 
-def _matrix_norm(m: np.ndarray) -> float:
-    return spectral_norm(m) if m.size else 0.0
+def _length_bound(node, steppers, n: int) -> float:
+    """The bound of the node's named outputs for sequences of n steps: the rows η_t (γ_t) of every
+    direction, each a function of the input steps in their original order."""
+    reverse = node.attr("direction", "forward") == "reverse"
+    rows, col_sums, max_row, last_h, last_c = [], np.zeros(n), 0.0, [], []
+    for d, step in enumerate(steppers):
+        eta = gam = np.zeros(n)
+        for k in range(n):
+            e = np.zeros(n)
+            e[n - 1 - k if reverse or d == 1 else k] = 1.0
+            eta, gam = step(k + 1, e, eta, gam)
+            if not (np.isfinite(eta).all() and np.isfinite(gam).all()):
+                return math.inf
+            if n <= ROWS_LIMIT:
+                rows.append(eta)
+            col_sums += eta
+            max_row = max(max_row, float(eta.sum()))
+        last_h.append(eta)
+        last_c.append(gam)
+    every = spectral_norm(np.array(rows)) if n <= ROWS_LIMIT else math.sqrt(float(col_sums.max(initial=0.0)) * max_row)
+    named = {0: every, 1: spectral_norm(np.array(last_h)), 2: spectral_norm(np.array(last_c))}   # Y, Y_h, Y_c
+    return max(named[k] for k, name in enumerate(node.outputs) if name)
 
 
 def recurrent_bound(node) -> float:
-    """The certified constant of the node's named outputs in X (module docstring)."""
-    layout = node.attr("layout", 0)
-    steps = node.input_shapes[0][1 if layout else 0]
+    """The certified constant of the node's named outputs in X (module docstring): the largest over
+    the sequence lengths present; ∞ when it overflows float64."""
+    steps = node.input_shapes[0][1 if node.attr("layout", 0) else 0]
     lens = node.const(4) if node.has_input(4) else None
     lengths = {steps} if lens is None else {min(max(int(v), 0), steps) for v in np.asarray(lens).reshape(-1)}
-    dirs = _directions(node)
-    steppers = [_step_coefficients(node, d) for d in range(dirs)]
-    best = 0.0
-    for n in lengths:
-        per_dir = [_rows(steppers[d], n, node.attr("direction", "forward") == "reverse" or d == 1)
-                   for d in range(dirs)]
-        wanted = {0: np.concatenate([a for a, _ in per_dir]),                 # Y: every h_t
-                  1: np.stack([a[-1] for a, _ in per_dir]) if n else np.zeros((0, 0)),   # Y_h
-                  2: np.stack([g[-1] for _, g in per_dir]) if n else np.zeros((0, 0))}   # Y_c
-        for k, name in enumerate(node.outputs):
-            if name:
-                best = max(best, _matrix_norm(wanted[k]))
-    return certify(best, 4 * CERT_MARGIN)
+    steppers = [_step_coefficients(node, d) for d in range(_directions(node))]
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = max(_length_bound(node, steppers, n) for n in lengths)
+    return certify(value, 4 * CERT_MARGIN) if value < math.inf else math.inf
 
 
 class _Recurrent(Rule):
@@ -251,6 +255,10 @@ class _Recurrent(Rule):
             raise RuleNotApplicable(reason)
         if node.input_shapes[0] is None:
             raise RuleNotApplicable(f"{node.op_type}: the shape of X (sequence length) is unknown")
+        if recurrent_bound(node) == math.inf:
+            raise RuleNotApplicable(f"{node.op_type}: the unrolled product-rule bound exceeds float64 over "
+                                    f"{node.input_shapes[0][1 if node.attr('layout', 0) else 0]} steps; only a bound on "
+                                    "a box of inputs can help")
 
     def forward(self, node, *inputs):
         return recurrent_forward(node, *inputs)
@@ -275,7 +283,8 @@ class RNN(_Recurrent):
     Exactness: certified (certified block norms, non-negative float64 recursion, margin); not
       tight in general (‖W‖·‖R‖^k along each path, tanh slope 1).
     Assumptions: W, R, B, sequence_lens, initial_h constant; default activation (Tanh) only;
-      activation_alpha/beta, clip refused (not applicable).
+      activation_alpha/beta, clip refused, and a bound
+      beyond float64 (long sequences) — not applicable.
     References: ONNX RNN; Virmaux & Scaman 2018 (AutoLip); design §9.
     """
 
@@ -291,7 +300,8 @@ class GRU(_Recurrent):
       rules/recurrent.py's docstring.
     Exactness: certified; loose (a product-rule bound, growing with the sequence length).
     Assumptions: W, R, B, sequence_lens, initial_h constant; default activations (Sigmoid, Tanh);
-      activation_alpha/beta, clip refused (not applicable).
+      activation_alpha/beta, clip refused, and a bound
+      beyond float64 (long sequences) — not applicable.
     References: ONNX GRU; Cho et al. 2014; design §9 (products with bounded factors).
     """
 
@@ -307,6 +317,7 @@ class LSTM(_Recurrent):
       γ (Y_c: last rows); derivation in rules/recurrent.py's docstring.
     Exactness: certified; loose (a product-rule bound, growing with the sequence length).
     Assumptions: W, R, B, sequence_lens, initial_h, initial_c, P constant; default activations
-      (Sigmoid, Tanh, Tanh); activation_alpha/beta, clip, input_forget refused (not applicable).
+      (Sigmoid, Tanh, Tanh); activation_alpha/beta, clip, input_forget refused, and a
+      bound beyond float64 (long sequences) — not applicable.
     References: ONNX LSTM; Hochreiter & Schmidhuber 1997; design §9 (products with bounded factors).
     """

@@ -279,3 +279,23 @@ def test_guard_refuses_an_admitted_configuration_that_does_not_execute(tmp_path,
     monkeypatch.setattr(type(REGISTRY.resolve("", "LSTM", 14)[0]), "check", lambda self, node: None)
     with pytest.raises(SemanticMismatch, match="does not implement"):
         analyze(_single_lstm(tmp_path, clip=1.0), Options(methods=("autolip",)))
+
+
+def test_long_sequences_use_the_hoelder_bound(monkeypatch):
+    """Past ROWS_LIMIT steps ‖A‖₂ is bounded by √(‖A‖₁‖A‖_∞): never below the exact route, and
+    above the realised one-step pair's ratio."""
+    import lipgraph.rules.recurrent as recurrent
+    node, arrays, dyn = make("LSTM", "bidirectional", optional=ALL, steps=5)
+    view = nodeview(node, arrays, dyn, 14)
+    exact = recurrent.recurrent_bound(view)
+    monkeypatch.setattr(recurrent, "ROWS_LIMIT", 0)
+    hoelder = recurrent.recurrent_bound(view)
+    assert exact <= hoelder < 10 * exact
+
+
+def test_overflowing_bound_is_not_applicable():
+    """A long RNN with ‖R‖ ≈ 6: the bound ~6^600 exceeds float64 — not applicable, said so."""
+    node, arrays, dyn = make("RNN", steps=600, batch=1, inputs=1, hidden=2, scale=4.0)
+    view = nodeview(node, arrays, dyn, 14)
+    with pytest.raises(RuleNotApplicable, match="exceeds float64 over 600 steps"):
+        rule_for(view).check(view)
