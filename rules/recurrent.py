@@ -120,7 +120,7 @@ def recurrent_forward(node, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=
         raise NotImplementedError(reason)
     op, layout = node.op_type, node.attr("layout", 0)
     x, h0, c0 = (_to_layout0(t, layout) for t in (x, h0, c0))
-    steps, batch, hidden = x.shape[0], x.shape[1], node.attr("hidden_size")
+    steps, batch, hidden = x.shape[0], x.shape[1], r.shape[-1]     # R: [D, gates·H, H]
     dirs, gates = _directions(node), GATES[op]
     zeros = x.new_zeros((dirs, batch, hidden))
     h0 = zeros if h0 is None else h0.to(x.dtype)
@@ -168,7 +168,7 @@ def _state_max(node, i: int, d: int) -> float:
 def _step_coefficients(node, d: int):
     """A function (t, δ-row e_t, η_{t−1}, γ_{t−1}) → (η_t, γ_t) of one direction's recursion
     (module docstring), with every weight norm certified."""
-    op, hidden = node.op_type, node.attr("hidden_size")
+    op, hidden = node.op_type, node.input_shapes[2][-1]
     w, r = _blocks(node.const(1)[d], GATES[op]), _blocks(node.const(2)[d], GATES[op])
     wn, rn = [_norm(m) for m in w], [_norm(m) for m in r]
     if op == "RNN":
@@ -268,7 +268,7 @@ class _Recurrent(Rule):
 
     def cost(self, node):
         shape = node.input_shapes[0] or (1, 1, 1)
-        hidden = node.attr("hidden_size", 1)
+        hidden = node.input_shapes[2][-1] if node.input_shapes[2] else 1
         return float(math.prod(shape[:2]) * _directions(node) * GATES[node.op_type] * hidden * (shape[2] + hidden))
 
 

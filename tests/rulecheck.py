@@ -144,14 +144,16 @@ def conformance(op_type: str, dynamic_inputs=(0,), atol=1e-5, skip=()) -> tuple[
                     full.append(None)
             dyn = [i in dynamic_inputs and full[i] is not None for i in range(len(full))]
             constants = {i: np.asarray(a) for i, a in enumerate(full) if a is not None and not dyn[i]}
+            shapes = iter([np.shape(o) for o in outputs])      # the case's outputs: the named ones
             view = make_nodeview(node, version, [np.shape(a) if a is not None else None for a in full],
-                                 [np.shape(o) for o in outputs], dyn, constants)
+                                 [next(shapes) if name else None for name in node.output], dyn, constants)
             try:
                 rule_obj.check(view)
             except RuleNotApplicable as exc:
                 skipped.append(f"{case.name} ({exc.reason})")
                 break
-            got = torch_forward(view, full, dtype=torch.float64 if full[0].dtype == np.float64 else torch.float32)
+            got = named(view, torch_forward(view, full, dtype=torch.float64 if full[0].dtype == np.float64
+                                            else torch.float32))
             for e, g in zip(outputs, got):
                 np.testing.assert_allclose(g.detach().numpy(), e, atol=max(atol, case.atol), rtol=max(1e-4, case.rtol),
                                            err_msg=case.name)

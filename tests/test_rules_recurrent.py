@@ -11,7 +11,7 @@ import torch
 from onnx import helper
 
 from lipgraph.errors import RuleNotApplicable
-from rulecheck import (OrtNode, assert_matches_ort, assert_versions_covered, make_nodeview, nodeview, rule_for,
+from rulecheck import (OrtNode, assert_matches_ort, assert_versions_covered, conformance, make_nodeview, nodeview, rule_for,
                        torch_forward)
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -299,3 +299,11 @@ def test_overflowing_bound_is_not_applicable():
     view = nodeview(node, arrays, dyn, 14)
     with pytest.raises(RuleNotApplicable, match="exceeds float64 over 600 steps"):
         rule_for(view).check(view)
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_conformance(op):
+    """ONNX's node test cases (expected outputs from its reference), the batchwise (layout 1) ones included."""
+    checked, skipped = conformance(op, dynamic_inputs=(0,))
+    assert checked >= 3, skipped
+    assert not [s for s in skipped if "batchwise" in s], skipped
