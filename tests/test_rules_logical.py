@@ -168,3 +168,17 @@ def test_constant_condition_where_is_certified(tmp_path):
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
     result = _analyze(tmp_path, [helper.make_node("Where", ["cond", "x", "zero"], ["y"], name="where")], [cond, zero])
     assert result.certified and result.upper.value == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("op,node_args", [("Greater", (["x", "zero"], {})), ("ArgMax", (["x"], {"axis": 0}))])
+def test_the_jump_is_real(op, node_args):
+    """Two inputs 2e-9 apart whose outputs (through a Cast to float) differ by 1 in onnxruntime:
+    the ratio 5e8 shows that no Lipschitz constant exists."""
+    names, attrs = node_args
+    x = np.array([-1e-9, 1e-9], np.float64) if op == "Greater" else np.array([1.0, 1.0 - 1e-9], np.float64)
+    y = np.array([1e-9, 1e-9], np.float64) if op == "Greater" else np.array([1.0, 1.0 + 1e-9], np.float64)
+    node = helper.make_node(op, names, ["y"], **attrs)
+    arrays = [x] + ([np.array(0.0)] if len(names) == 2 else [])
+    session = OrtNode(node, arrays, 13)
+    fx, fy = (np.asarray(session([v] + arrays[1:])[0], dtype=np.float64) for v in (x, y))
+    assert np.linalg.norm(fx - fy) / np.linalg.norm(x - y) >= 1e8
