@@ -20,7 +20,7 @@ class Code:
 CODES: dict[str, Code] = {
     "unsupported-op": Code("error", "ops without a rule: the bound is not certified (∞); add a rule or --assume"),
     "no-global-bound": Code("error", "a rule cannot bound this node globally (e.g. a product of two computed tensors)"),
-    "not-lipschitz": Code("error", "an op is discontinuous (Sign, Round, Floor, Ceil, …): no Lipschitz bound exists"),
+    "not-lipschitz": Code("error", "an op is discontinuous (Sign, Round, Floor, Ceil, comparisons, ArgMax, Where on a computed condition, …): no Lipschitz bound exists"),
     "no-bound": Code("error", "a rule gives no bound for one of the node's analysed inputs"),
     "no-certified-norm": Code("error", "an affine segment has no certified norm (too large to materialise, no closed form)"),
     "not-certified": Code("error", "no finite certified upper bound for the model"),
