@@ -180,3 +180,27 @@ def test_model_local_functions_are_inlined(capsys, tmp_path):
     path = save(tmp_path, graph, functions=[scale])
     upper, _ = analysed(capsys, ["analyze", str(path)])
     assert upper == pytest.approx(2 * np.linalg.norm(w.astype(np.float64), 2), rel=1e-6)
+
+
+def test_recurrent_state_input_is_held_fixed(capsys, tmp_path):
+    """An RNN whose initial state is a second graph input (an exporter's ``h0``): held at zeros by
+    default, at a given value with --fix; either way a constant for the RNN rule, and each bound
+    holds for sampled onnxruntime ratios with the state at that value."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(1, 4, 3)).astype(np.float32) * 0.5, "W")
+    r = numpy_helper.from_array(rng.normal(size=(1, 4, 4)).astype(np.float32) * 0.5, "R")
+    graph = helper.make_graph([helper.make_node("RNN", ["x", "W", "R", "", "", "h0"], ["y"], hidden_size=4)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 3]),
+                               helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, 4])], [w, r])
+    path = save(tmp_path, graph)
+    state = np.full((1, 1, 4), 0.7, np.float32)
+    np.save(tmp_path / "h0.npy", state)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for extra, h0 in (([], np.zeros_like(state)), (["--fix", f"h0={tmp_path / 'h0.npy'}"], state)):
+        upper, notes = analysed(capsys, ["analyze", str(path), *extra])
+        assert "input-fixed" in notes and np.isfinite(upper)
+        for _ in range(50):
+            a, b = rng.normal(size=(2, 5, 1, 3)).astype(np.float32)
+            ya, yb = (sess.run(None, {"x": v, "h0": h0})[0] for v in (a, b))
+            assert np.linalg.norm(ya - yb) <= upper * np.linalg.norm(a - b) * (1 + 1e-5)
