@@ -28,6 +28,7 @@ class PowerResult:
     iterations: int
     converged: bool
     vector: torch.Tensor
+    met_target: bool = False   # stopped because σ came within ``agree`` of the caller's ``target``
 
 
 def linear_part(fn: TorchFn, shape, dtype, device) -> TorchFn:
@@ -47,7 +48,7 @@ def gram_apply(lin: TorchFn, v: torch.Tensor) -> torch.Tensor:
 
 def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", tol: float = 1e-6,
                     max_iter: int = 500, seed: int = 0, init: torch.Tensor | None = None,
-                    method: str = "lanczos") -> PowerResult:
+                    method: str = "lanczos", target: float | None = None, agree: float = 0.0) -> PowerResult:
     """σ_max of the linear part of the affine ``fn`` through autograd, without forming A.
 
     ``method="power"`` is the paper's power iteration v ← AᵀA v / ‖AᵀA v‖, stopping when σ
@@ -58,7 +59,9 @@ def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", to
     ResNet stem convolution: ~40 products instead of ~400).
 
     Both approach σ_max from below: the result is an *estimate*. ``iterations`` counts
-    AᵀA products; at most ``max_iter``.
+    AᵀA products; at most ``max_iter``. With ``target`` (a certified upper bound on σ_max, e.g.
+    a convolution's DFT bound) the iteration also stops as soon as σ·(1 + ``agree``) ≥ target:
+    the estimate then proves the certificate tight to ``agree`` and more steps buy nothing.
     """
     lin = linear_part(fn, shape, dtype, device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -66,13 +69,14 @@ def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", to
         torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
     v = v / torch.linalg.vector_norm(v)
     run = _lanczos if method == "lanczos" else _power
-    sigma, v, it, converged = run(lin, v, tol, max_iter)
+    floor = target / (1 + agree) if target is not None and math.isfinite(target) else math.inf
+    sigma, v, it, converged = run(lin, v, tol, max_iter, floor)
     with torch.no_grad():  # ‖A v‖ with ‖v‖ = 1 is a realised value, ≤ σ_max
         sigma = max(sigma, float(torch.linalg.vector_norm(lin(v))))
-    return PowerResult(sigma, it, converged, v.detach())
+    return PowerResult(sigma, it, converged, v.detach(), met_target=sigma >= floor)
 
 
-def _power(lin, v, tol, max_iter):
+def _power(lin, v, tol, max_iter, floor=math.inf):
     sigma = 0.0
     for it in range(1, max_iter + 1):
         grad = gram_apply(lin, v)
@@ -81,13 +85,13 @@ def _power(lin, v, tol, max_iter):
         if norm == 0:
             return 0.0, v, it, True
         v = grad / norm
-        if it > 1 and abs(new_sigma - sigma) <= tol * max(new_sigma, 1e-300):
+        if (it > 1 and abs(new_sigma - sigma) <= tol * max(new_sigma, 1e-300)) or new_sigma >= floor:
             return new_sigma, v, it, True
         sigma = new_sigma
     return sigma, v, max_iter, False
 
 
-def _lanczos(lin, v, tol, max_iter, basis: int = 64):
+def _lanczos(lin, v, tol, max_iter, floor=math.inf, basis: int = 64):
     shape, used, theta = v.shape, 0, 0.0
     while used < max_iter:
         steps = min(basis, max_iter - used)
@@ -104,7 +108,8 @@ def _lanczos(lin, v, tol, max_iter, basis: int = 64):
             beta = float(torch.linalg.vector_norm(w))
             evals, evecs = scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas))
             theta, y = float(evals[-1]), evecs[:, -1]
-            if beta <= 1e-12 * max(theta, 1e-300) or beta * abs(y[-1]) <= 2 * tol * max(theta, 1e-300):
+            if beta <= 1e-12 * max(theta, 1e-300) or beta * abs(y[-1]) <= 2 * tol * max(theta, 1e-300) \
+                    or math.sqrt(max(theta, 0.0)) >= floor:
                 return math.sqrt(max(theta, 0.0)), _ritz(done, y, shape), used, True
             betas.append(beta)
             vecs[j + 1] = w / beta

@@ -105,19 +105,28 @@ class UnitBuilder:
     # ---- segments -------------------------------------------------------------------------
     def segment_unit(self, seg: Segment) -> Unit:
         """min(folded convolution, materialised, product of parts — or the rule's closed form for
-        one node without a conv form). Materialising and the product of parts are skipped once a
-        near-exact certificate exists (a fold certified by gram proof or SVD is within ~1 % of ‖A‖,
-        below any product of parts, which is ≥ ‖A‖)."""
-        estimate = self._power(seg)
+        one node without a conv form).
+
+        Certificate first: the cheap one (the fold's DFT bound or SVD, the rule's closed form),
+        then the estimate, which stops as soon as it comes within ``agree_tol`` of it — the
+        certificate is then proven tight and nothing more is computed. Otherwise the fold's Gram
+        proof (steered by the estimate), and, unless a near-exact certificate exists (within
+        ~1 % of ‖A‖, below any product of parts, which is ≥ ‖A‖), materialising and the product
+        of parts."""
         found: dict[str, Bound] = {}
         form = self.folded_form(seg)
+        limit = min(self.options.materialize_limit, 4_000_000)
+        shape = self.graph.shape(seg.entry)
         if form is not None:
-            found["folded"] = convfold.certified_norm(form, self.graph.shape(seg.entry), estimate=estimate.sigma,
-                                                      materialize_limit=min(self.options.materialize_limit, 4_000_000))
+            found["folded"] = convfold.certified_norm(form, shape, materialize_limit=limit, prove=False)
         elif len(seg.nodes) == 1:
             found["rule"] = self.infos[seg.nodes[0]].rule.certified_norm(self.graph.views[seg.nodes[0]])
-        near_exact = any(b is not None and b.tightness is not None and b.tightness <= LADDER_SLACK
-                         for b in found.values())
+        first = min((b.value for b in found.values() if b is not None), default=None)
+        estimate = self._power(seg, first)
+        if not estimate.met_target and form is not None and "dft" in found["folded"].method:
+            found["folded"] = convfold.certified_norm(form, shape, materialize_limit=limit, estimate=estimate.sigma)
+        near_exact = estimate.met_target or any(b is not None and b.tightness is not None and b.tightness <= LADDER_SLACK
+                                                for b in found.values())
         if not near_exact:
             fn = self.exact.function(list(seg.nodes), seg.entry, seg.exit)
             found["materialised"] = self._materialised(fn, seg.entry, seg.exit, estimate.sigma)
@@ -184,12 +193,13 @@ class UnitBuilder:
         return Unit(id=nid, nodes=(nid,), inputs=tuple(t for _, t in dyn), outputs=(self.graph.views[nid].outputs[0],),
                     bounds=tuple(bound for _ in dyn), estimates=tuple(bound.value for _ in dyn))
 
-    def _power(self, seg: Segment):
+    def _power(self, seg: Segment, target: float | None = None):
         fn = self.fast.function(list(seg.nodes), seg.entry, seg.exit)
         o = self.options
         result = power_iteration(fn, self.graph.shape(seg.entry), dtype=self.fast.dtype, device=self.fast.device,
-                                 tol=o.power_tol, max_iter=o.power_iters, seed=o.seed)
-        if not result.converged:
+                                 tol=o.power_tol, max_iter=o.power_iters, seed=o.seed, target=target,
+                                 agree=o.agree_tol)
+        if not result.converged and not result.met_target:
             self.diagnostics.append(Diagnostic(seg.id, "power-not-converged", f"power iteration stopped after {result.iterations} steps "
                                                      "without reaching the tolerance"))
         return result
