@@ -2,7 +2,8 @@
 
 Exit codes: 0 — analysis done and the certified bound is finite (and ≤ --fail-above);
 1 — done but not certified, or above the threshold; 2 — bad usage or bad input (one line
-on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback).
+on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback); 4 — partial:
+``--time-limit`` fired, the report lists the methods that finished and those that did not.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from lipgraph import __version__
 from lipgraph.errors import InputError, SemanticMismatch
 
-EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_PARTIAL = 0, 1, 2, 3, 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exactly N lower-bound search rounds (reproducible run to run), instead of the budget")
     a.add_argument("--input-box", metavar="LO,HI", help="restrict the lower-bound search to inputs in [LO, HI]")
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
+    a.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop the whole analysis after SECONDS: finished methods are reported, exit code 4")
+    a.add_argument("--memory-limit", type=_memory, metavar="SIZE",
+                   help="largest single allocation (e.g. 512M, 4G; default: half the physical memory); larger "
+                        "steps take a cheaper route or are skipped, with a note")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
@@ -86,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("op")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE")
     return p
+
+
+def _memory(spec: str) -> int:
+    """``--memory-limit``: bytes, or a number with K/M/G/T (binary multiples)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = spec.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{spec}' is not a size (e.g. 512M, 4G)") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"'{spec}' must be at least 1 byte")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +158,8 @@ def cmd_analyze(args) -> int:
         raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
     if args.lower_restarts is not None and args.lower_restarts < 1:
         raise InputError("--lower-restarts must be ≥ 1")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise InputError("--time-limit must be > 0 seconds")
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
@@ -152,7 +174,7 @@ def cmd_analyze(args) -> int:
                       lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,
                                          box=parse_box(args.input_box), data=args.data,
                                          restarts=args.lower_restarts),
-                      verbose=args.verbose)
+                      verbose=args.verbose, time_limit=args.time_limit, memory_limit=args.memory_limit)
     analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
     emit(FORMATS[args.format](analysis, args.model, verbose=args.verbose), args.out)
     if analysis.inconsistent:
@@ -160,6 +182,10 @@ def cmd_analyze(args) -> int:
               "[lower-above-upper]); one of them is wrong (a bug in lipgraph: please report it with the model)",
               file=sys.stderr)
         return EXIT_INTERNAL
+    if analysis.partial:
+        print(f"lipgraph: partial result: --time-limit {args.time_limit:g}s reached before "
+              f"{', '.join(analysis.unfinished)} finished", file=sys.stderr)
+        return EXIT_PARTIAL
     up = analysis.upper
     if up is None:
         return EXIT_NOT_CERTIFIED

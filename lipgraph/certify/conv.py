@@ -54,6 +54,7 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
+from lipgraph import budget
 from lipgraph.certify.margins import banded_cholesky_slack, banded_cholesky_succeeds
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 
@@ -255,6 +256,7 @@ def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -
     slack = banded_cholesky_slack(4 * band + 2, terms)  # block tridiagonal: ≤ 2b terms per product
     delta = _GRAM_DELTA
     for _ in range(_GRAM_TRIES):
+        budget.check()
         bound = theta * (1 + delta)
         if bound >= cap:
             return None

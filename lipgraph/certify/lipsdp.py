@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lipgraph import budget
 from lipgraph.labels import Bound, Label
 from lipgraph.certify.seqlip import _one_thread
 from lipgraph.certify.margins import UNIT, Proof, frobenius_upper, prove_block_tridiagonal, round_up
@@ -291,6 +292,7 @@ def _lbfgs(fun, x, max_iter: int, tol: float, memory: int = 12):
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     quiet, it = 0, 0
     for it in range(1, max_iter + 1):
+        budget.check()
         d = _two_loop(g, pairs)
         slope = float(g @ d)
         if slope >= 0:

@@ -62,6 +62,7 @@ from typing import Callable
 
 import torch
 
+from lipgraph import budget
 from lipgraph.labels import Bound, Label, certify
 from lipgraph.certify.seqlip import (
     _box,
@@ -153,6 +154,7 @@ class _Problem:
         best_lt, target, sign, score = log_t, log_t, None, None
         lt = log_t
         for it in range(iters):
+            budget.check()
             t = lt.exp()
             P = A[None] * (rf * t)[:, None, :] @ A.T
             Q = B.T[None] * (rf / t)[:, None, :] @ B
@@ -222,6 +224,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     if pr.k == 0:  # nothing to branch on: the root is the only vertex
         dc, free, br, log_t, eta, bound = dc[:0], free[:0], br[:0], log_t[:0], eta[:0], bound[:0]
     while True:
+        budget.check()
         keep = bound > inc * (1 + rtol)
         dc, free, br, log_t, eta, bound = dc[keep], free[keep], br[keep], log_t[keep], eta[keep], bound[keep]
         if bound.numel() == 0:

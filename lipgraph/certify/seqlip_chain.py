@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lipgraph import budget
 from lipgraph.certify.dense import materialise
 from lipgraph.certify.seqlip import (_DT, BudgetExhausted, _box, _event, _one_thread, _t, _vertex_estimate,
                                      factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
@@ -177,6 +178,7 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
     reports: list[FactorReport] = []
     cert_prod, greedy_prod = 1.0, 1.0
     for i in range(K - 1):
+        budget.check()
         ts = time.perf_counter()
         prev, nxt = svds[i], svds[i + 1]
         first, last = i == 0, i + 1 == K - 1

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 import torch
 
+from lipgraph import budget
 from lipgraph.errors import InputError, SemanticMismatch
 from lipgraph.ir.execute import Executor, default_free_values
 from lipgraph.diagnostics import Diagnostic
@@ -96,6 +97,7 @@ def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: in
             if t in values:
                 _compare(graph, f"constant '{t}'", t, values[t], graph.constants[t], "folded value")
         for nid in nodes:
+            budget.check()
             compared += _check_node(graph, executor, nid, values)
     return GuardResult("passed", time.perf_counter() - t0, compared // max(len(runs), 1), len(runs))
 
