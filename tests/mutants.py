@@ -1,6 +1,6 @@
 """Mutated copies of ONNX models, the way an auditing tool meets files nobody vouches for.
 
-    from mutants import CORE, WIDE, mutate
+    from mutants import CORE, WIDE, mutate, run, failure
 
 ``mutate(data, kind, rng)`` returns ``(bytes, extra_argv)``: the model's serialised bytes
 changed by one mutation of class ``kind``, and the command-line arguments the run needs (an
@@ -10,18 +10,32 @@ huge finite value, an op renamed, a node input renamed to a missing tensor, a di
 symbolic); ``WIDE`` adds the rest of the validation rules and numerics (duplicate names,
 initializer size, dims ≤ 0, attributes out of range, opsets, zero and subnormal layers, …)
 for ``make fuzz``. Same bytes, same kind, same rng state: same mutant.
+
+``run(path, argv, time_limit)`` analyses a file in-process (``lipgraph.cli.main``, stdout and
+stderr captured) and returns ``(exit code, stdout, stderr, seconds)``; ``failure(...)`` says what
+is wrong with such a run (None when it is fine): an exit code other than 0/1/2/4, an internal
+error or a traceback in the output, or a run past ``time_limit`` plus ``SLACK`` seconds.
 """
 from __future__ import annotations
+
+import contextlib
+import io
+import time
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from lipgraph.cli import main
 
 CORE = ("truncate", "byte-flip", "weight-nan", "weight-inf", "weight-huge", "op-renamed",
         "input-dangling", "dim-symbolic")
 WIDE = CORE + ("weight-huge-all", "weight-zero", "weight-subnormal", "duplicate-output", "initializer-size",
                "dim-nonpositive", "attribute", "opset", "input-is-initializer", "drop-initializer",
                "swap-inputs", "elem-type", "self-loop")
+#: Seconds a run may take past its --time-limit (the last uninterruptible step, output).
+SLACK = 3.0
+ACCEPTED = (0, 1, 2, 4)
 OPS = ("Relu", "Conv", "Gemm", "MatMul", "Add", "Softmax", "Reshape", "Transpose", "Frobnicate", "Loop",
        "MaxPool", "Concat", "Slice", "Sigmoid", "Identity", "Mul", "BatchNormalization", "")
 
@@ -38,6 +52,26 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> tuple[bytes, lis
     model.ParseFromString(data)
     argv = _MUTATIONS[kind](model, rng) or []
     return model.SerializeToString(), argv
+
+
+def run(path, argv: list[str], time_limit: float) -> tuple[int, str, str, float]:
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["analyze", str(path), "--methods", "autolip", "-q", "--time-limit", str(time_limit), *argv])
+    return code, out.getvalue(), err.getvalue(), time.perf_counter() - t0
+
+
+def failure(code: int, out: str, err: str, seconds: float, time_limit: float) -> str | None:
+    if code not in ACCEPTED:
+        return f"exit code {code}: {err.strip()[-300:]}"
+    if "internal error" in err or "Traceback" in out + err:
+        return f"internal error: {err.strip()[-300:]}"
+    if seconds > time_limit + SLACK:
+        return f"{seconds:.1f}s, past --time-limit {time_limit:g} + {SLACK:g}s"
+    if code == 2 and len(err.strip().splitlines()) != 1:
+        return f"exit 2 without exactly one line: {err.strip()[-300:]}"
+    return None
 
 
 def _float_initializers(model):
@@ -118,6 +152,7 @@ def _duplicate_output(model, rng):
 
 def _initializer_size(model, rng):
     tensors = _float_initializers(model)
+    tensors = [t for t in tensors if len(t.dims)]
     if tensors:
         t = tensors[int(rng.integers(0, len(tensors)))]
         t.dims[int(rng.integers(0, len(t.dims)))] += int(rng.choice([1, 5, 1000]))

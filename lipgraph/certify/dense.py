@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
-from lipgraph.certify.margins import UNIT, prove_pd
+from lipgraph.certify.margins import UNIT, pow2_normalise, prove_pd
 from lipgraph import budget
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 
@@ -177,16 +177,12 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
     The matrix is scaled by its largest entry first (σ is homogeneous), so a finite matrix
     never overflows its Gram matrix; the result is ∞ only when σ itself is past float64's range.
     """
-    a = np.asarray(matrix, dtype=np.float64)
-    top = float(np.max(np.abs(a))) if a.size else 0.0
-    if top == 0.0:
-        return 0.0
-    if not math.isfinite(top):
-        return math.inf
-    scale = math.ldexp(1.0, math.frexp(top)[1])   # a power of two: scaling is exact
+    a, scale = pow2_normalise(np.asarray(matrix, dtype=np.float64))
+    if scale in (0.0, math.inf):
+        return scale
     if scale != 1.0:
         with np.errstate(over="ignore"):
-            return float(np.float64(scale) * matrix_norm(a / scale, None if estimate is None else estimate / scale))
+            return float(np.float64(scale) * matrix_norm(a, None if estimate is None else estimate / scale))
     gram = a.T @ a if a.shape[1] <= a.shape[0] else a @ a.T
     if gram.shape[0] <= 512:  # small: the eigendecomposition is cheap and exact
         estimate = None

@@ -40,6 +40,7 @@ labelled ``certified``; if no δ works it is returned labelled ``estimate`` with
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ import torch
 from lipgraph import budget
 from lipgraph.labels import Bound, Label
 from lipgraph.certify.seqlip import _one_thread
-from lipgraph.certify.margins import UNIT, Proof, frobenius_upper, prove_block_tridiagonal, round_up
+from lipgraph.certify.margins import UNIT, Proof, frobenius_upper, pow2_normalise, prove_block_tridiagonal, round_up
 
 DELTAS = (1e-9, 1e-7, 1e-5, 1e-3)
 #: Relative smoothing of λ_max in the first-order route's continuation stages (0: exact).
@@ -449,7 +450,24 @@ def lipsdp(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0, *, variant: str =
     if variant not in ("neuron", "layer") or route not in ("first-order", "sdp"):
         raise ValueError(f"unknown variant {variant!r} or route {route!r}")
     started = time.perf_counter()
-    ch = chain(weights, alpha, beta)
+    # The bound is homogeneous in each W_i (the slope class is closed under rescaling a layer's
+    # input), so it is computed for W_i / c_i (c_i powers of two: exact) and multiplied back.
+    scaled = [pow2_normalise(np.asarray(w, dtype=np.float64)) for w in weights]
+    factor = math.prod(c for _, c in scaled)
+    if factor == 0.0:
+        return LipSDPResult(Bound(0.0, Label.EXACT, "zero"), notes=["a weight matrix is zero: the chain is constant"])
+    if not math.isfinite(factor):
+        return LipSDPResult(Bound(math.inf, Label.CERTIFIED, "overflow"),
+                            notes=["the weights overflow float64 (or are not finite): no LipSDP bound"])
+    result = _lipsdp(chain([w for w, _ in scaled], alpha, beta), variant, route, device, max_iter, tol, started)
+    if result.bound is not None and factor != 1.0:
+        result.bound = dataclasses.replace(result.bound, value=result.bound.value * factor)
+        result.rho *= factor * factor
+        result.notes.append(f"computed on the weights scaled by powers of two (product {factor:.3g})")
+    return result
+
+
+def _lipsdp(ch: Chain, variant: str, route: str, device, max_iter: int, tol: float, started: float) -> LipSDPResult:
     if route == "sdp":
         solved = _sdp(ch, variant)
         if solved is None:

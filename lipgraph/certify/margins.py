@@ -290,3 +290,16 @@ def moment_slack(A, B, s: float, k: int) -> float:
     """
     Z = (A.abs().T @ A.abs()) @ (B.abs() @ B.abs().T)
     return 1e-11 * s ** (2 * k) * float(torch.linalg.matrix_power(Z, k).trace())
+
+
+def pow2_normalise(a):
+    """(a / s, s) with s a power of two such that max|a / s| ∈ [½, 1): the division is exact (barring
+    underflow of entries 2⁵³ times below the largest, below every margin here), so a norm of a / s
+    times s is the norm of a — finite matrices neither overflow nor lose precision as subnormals.
+    s = 0 for a zero (or empty) array, s = ∞ (and a unchanged) when a has a non-finite entry."""
+    empty = (a.size if isinstance(a, np.ndarray) else a.numel()) == 0
+    top = 0.0 if empty else float(abs(a).max())
+    if top == 0.0 or not math.isfinite(top):
+        return a, (0.0 if top == 0.0 else math.inf)
+    scale = math.ldexp(1.0, math.frexp(top)[1])
+    return (a / scale if scale != 1.0 else a), scale

@@ -4,6 +4,7 @@ AutoLip factor) and estimate it greedily; multiply. Graph-free: see :mod:`lipgra
 for the factor maths and :mod:`lipgraph.certify.seqlip_bnb` for the branch and bound."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import torch
 
 from lipgraph import budget
 from lipgraph.certify.dense import materialise
+from lipgraph.certify.margins import pow2_normalise
 from lipgraph.certify.seqlip import (_DT, BudgetExhausted, _box, _event, _one_thread, _t, _vertex_estimate,
                                      factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
 from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
@@ -165,6 +167,10 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         raise ValueError("empty chain")
     if len(slopes) != K - 1:
         raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
+    if not all(bool(torch.isfinite(_t(M)).all()) for M in maps if not isinstance(M, OperatorMap)):
+        diags.append(_event("overflow", "a map of the chain is not finite in float64 (huge weights): no SeqLip bound"))
+        return ChainBounds(Bound(math.inf, Label.CERTIFIED, "overflow"), Bound(math.inf, Label.ESTIMATE, "overflow"),
+                           [], diags)
     svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i, deadline=deadline)
             for i, M in enumerate(maps)]
     if K == 1:
@@ -199,11 +205,16 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         else:
             s_in = prev.S if first else prev.S.sqrt()
             s_out = nxt.S if last else nxt.S.sqrt()
-            A = s_out[:, None] * nxt.V.T
-            B = prev.U * s_in[None, :]
-            g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
-            cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
-                                             bnb_nodes, deadline, progress, diags)
+            # the factor is homogeneous in A and in B: computed on A/a, B/b (powers of two, exact)
+            A, a = pow2_normalise(s_out[:, None] * nxt.V.T)
+            B, b = pow2_normalise(prev.U * s_in[None, :])
+            if a * b == 0:  # a zero map: the factor is exactly 0
+                g, cval, method = Bound(0.0, Label.EXACT, "zero"), 0.0, "zero"
+            else:
+                g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
+                cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
+                                                 bnb_nodes, deadline, progress, diags)
+                g, cval = dataclasses.replace(g, value=g.value * a * b), cval * a * b
             if cap < cval:
                 cval, method = cap, "autolip-factor"
         cert_prod *= cval
