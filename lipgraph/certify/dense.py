@@ -183,7 +183,9 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
     if scale != 1.0:
         with np.errstate(over="ignore"):
             return float(np.float64(scale) * matrix_norm(a, None if estimate is None else estimate / scale))
+    budget.check()
     gram = a.T @ a if a.shape[1] <= a.shape[0] else a @ a.T
+    budget.check()
     if gram.shape[0] <= 512:  # small: the eigendecomposition is cheap and exact
         estimate = None
     else:  # Lanczos refines the estimate so one factorisation usually suffices
@@ -192,6 +194,7 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
     if estimate is not None and estimate > 0:
         for delta in (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
             theta = estimate * (1 + delta)
+            budget.check()
             if proves_gram_below(gram, theta * theta):
                 return theta
     top = float(scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[gram.shape[0] - 1] * 2)[0])
@@ -211,9 +214,13 @@ def proves_gram_below(gram: np.ndarray, bound: float) -> bool:
 
 def certified_materialised_norm(fn: TorchFn, shape, out_numel: int, limit: int, device="cpu",
                                 estimate: float | None = None) -> Bound | None:
-    """Certified σ_max by materialising the operator, or None when in·out entries exceed ``limit``."""
+    """Certified σ_max by materialising the operator, or None when in·out entries exceed ``limit`` or
+    the matrix and its Gram matrix would not fit in the memory limit (``lipgraph.budget``)."""
     n_in = int(np.prod(shape))
     if n_in * out_numel > limit or min(n_in, out_numel) > 4096:
+        return None
+    if not budget.fits(8 * (n_in * out_numel + 4 * min(n_in, out_numel) ** 2), f"materialising a {out_numel}×{n_in} "
+                       "operator and its Gram matrix", "not materialised (other certificates only)"):
         return None
     matrix = materialise(fn, shape, device=device)
     if not np.any(matrix):

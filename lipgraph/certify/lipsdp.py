@@ -461,8 +461,12 @@ def lipsdp(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0, *, variant: str =
                             notes=["the weights overflow float64 (or are not finite): no LipSDP bound"])
     result = _lipsdp(chain([w for w, _ in scaled], alpha, beta), variant, route, device, max_iter, tol, started)
     if result.bound is not None and factor != 1.0:
+        # the congruence x_i → C_i x_i (C_i = c_1⋯c_i) maps 𝕄(ρ′, Λ′) of the scaled chain to (1/C_l²)·𝕄(ρ, Λ) of
+        # this one with ρ = C_l² ρ′ and Λ_i = (C_l / C_i)² Λ′_i
         result.bound = dataclasses.replace(result.bound, value=result.bound.value * factor)
         result.rho *= factor * factor
+        partial = np.cumprod([c for _, c in scaled])
+        result.multipliers = [x * (factor / c) ** 2 for x, c in zip(result.multipliers, partial)]
         result.notes.append(f"computed on the weights scaled by powers of two (product {factor:.3g})")
     return result
 

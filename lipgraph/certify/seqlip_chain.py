@@ -98,7 +98,10 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
                deadline: float | None = None) -> _Svd:
     if isinstance(M, OperatorMap):
         n_in = int(np.prod(M.in_shape))
-        if n_in <= dense_max:
+        with torch.no_grad():
+            n_out = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
+        if n_in <= dense_max and budget.fits(8 * 3 * n_in * n_out, f"materialising map {idx + 1} ({n_out}×{n_in})",
+                                             "top-k triplets instead"):
             M = torch.from_numpy(materialise(M.fn, M.in_shape))
             diags.append(_event("seqlip-factor", f"map {idx + 1}: operator materialised ({tuple(M.shape)})", map=idx + 1))
         else:
@@ -107,9 +110,7 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
             why = _topk_unaffordable(M, n_in, topk, deadline)
             if why:
                 diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
-                with torch.no_grad():
-                    out_dim = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
-                return _Svd(torch.empty((out_dim, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
+                return _Svd(torch.empty((n_out, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
             U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
             diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
                                 + ("" if math.isfinite(norm) else ", no certified norm"), map=idx + 1))

@@ -14,8 +14,9 @@ Rules (one regression test each in tests/ir/test_validate.py):
   sparse initializers;
 * every graph input dim that is fixed is ≥ 1;
 * attributes of ops in the ONNX domains have the type their schema states, are attributes the
-  schema defines, and are in range: sizes, strides, dilations and groups ≥ 1, pads ≥ 0, floats
-  not NaN, epsilons finite and ≥ 0, ``auto_pad`` one of its four values.
+  schema defines, and are in range: sizes, strides, dilations and groups ≥ 1, pads ≥ 0, flags
+  (keepdims, transA, …) 0 or 1, floats not NaN, epsilons finite and ≥ 0, ``auto_pad`` one of
+  its four values.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ MAX_NODES = 500_000
 ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.onnx.training", "ai.onnx.preview"}
 POSITIVE_INTS = {"strides", "dilations", "kernel_shape", "group", "blocksize", "size"}
 NONNEGATIVE_INTS = {"pads", "output_padding"}
+BOOLEAN_INTS = {"keepdims", "transA", "transB", "ceil_mode", "count_include_pad", "noop_with_empty_axes",
+                "select_last_index", "exclusive", "reverse", "largest", "sorted", "training_mode", "allowzero",
+                "detect_negative", "detect_positive", "center_point_box", "exclude_outside", "storage_order"}
 AUTO_PAD = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"}
 _SUBBYTE = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
 _COMPLEX = {TensorProto.COMPLEX64, TensorProto.COMPLEX128}
@@ -147,6 +151,8 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int], path: Path) 
         if attr.name in POSITIVE_INTS and any(v < 1 for v in values):
             raise InputError(f"{where}: attribute {attr.name} = {values if len(values) > 1 else values[0]} "
                              "(must be ≥ 1)")
+        if attr.name in BOOLEAN_INTS and any(v not in (0, 1) for v in values):
+            raise InputError(f"{where}: attribute {attr.name} = {values[0]} (must be 0 or 1)")
         if attr.name in NONNEGATIVE_INTS and any(v < 0 for v in values):
             raise InputError(f"{where}: attribute {attr.name} = {values} (must be ≥ 0)")
         floats = list(attr.floats) if attr.type == AttributeProto.FLOATS else [attr.f] if attr.type == AttributeProto.FLOAT else []
