@@ -52,7 +52,8 @@ import torch
 from lipgraph import budget
 from lipgraph.labels import Bound, Label
 from lipgraph.certify.seqlip import _one_thread
-from lipgraph.certify.margins import UNIT, Proof, frobenius_upper, pow2_normalise, prove_block_tridiagonal, round_up
+from lipgraph.certify.margins import (UNIT, Proof, frobenius_upper, ldexp_up, pow2_normalise,
+                                      prove_block_tridiagonal, round_up)
 
 DELTAS = (1e-9, 1e-7, 1e-5, 1e-3)
 #: Relative smoothing of λ_max in the first-order route's continuation stages (0: exact).
@@ -453,21 +454,22 @@ def lipsdp(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0, *, variant: str =
     # The bound is homogeneous in each W_i (the slope class is closed under rescaling a layer's
     # input), so it is computed for W_i / c_i (c_i powers of two: exact) and multiplied back.
     scaled = [pow2_normalise(np.asarray(w, dtype=np.float64)) for w in weights]
-    factor = math.prod(c for _, c in scaled)
-    if factor == 0.0:
+    scales = [c for _, c in scaled]
+    if 0.0 in scales:
         return LipSDPResult(Bound(0.0, Label.EXACT, "zero"), notes=["a weight matrix is zero: the chain is constant"])
-    if not math.isfinite(factor):
+    if math.inf in scales:
         return LipSDPResult(Bound(math.inf, Label.CERTIFIED, "overflow"),
-                            notes=["the weights overflow float64 (or are not finite): no LipSDP bound"])
+                            notes=["a weight matrix is not finite (float64 overflow): no LipSDP bound"])
     result = _lipsdp(chain([w for w, _ in scaled], alpha, beta), variant, route, device, max_iter, tol, started)
-    if result.bound is not None and factor != 1.0:
-        # the congruence x_i → C_i x_i (C_i = c_1⋯c_i) maps 𝕄(ρ′, Λ′) of the scaled chain to (1/C_l²)·𝕄(ρ, Λ) of
-        # this one with ρ = C_l² ρ′ and Λ_i = (C_l / C_i)² Λ′_i
-        result.bound = dataclasses.replace(result.bound, value=result.bound.value * factor)
-        result.rho *= factor * factor
-        partial = np.cumprod([c for _, c in scaled])
-        result.multipliers = [x * (factor / c) ** 2 for x, c in zip(result.multipliers, partial)]
-        result.notes.append(f"computed on the weights scaled by powers of two (product {factor:.3g})")
+    exps = np.cumsum([math.frexp(c)[1] - 1 for c in scales])   # C_i = c_1⋯c_i = 2^exps[i-1]
+    if result.bound is not None and exps[-1] != 0:
+        # the congruence x_i → C_i x_i maps 𝕄(ρ′, Λ′) of the scaled chain to 𝕄(ρ, Λ)/C_l² of this one
+        # with ρ = C_l² ρ′ and Λ_i = (C_l / C_i)² Λ′_i
+        result.bound = dataclasses.replace(result.bound, value=ldexp_up(result.bound.value, int(exps[-1])))
+        with np.errstate(over="ignore", under="ignore"):
+            result.rho = float(np.ldexp(result.rho, 2 * int(exps[-1])))
+            result.multipliers = [np.ldexp(x, 2 * int(exps[-1] - e)) for x, e in zip(result.multipliers, exps)]
+        result.notes.append(f"computed on the weights scaled by powers of two (product 2^{int(exps[-1])})")
     return result
 
 

@@ -292,14 +292,27 @@ def moment_slack(A, B, s: float, k: int) -> float:
     return 1e-11 * s ** (2 * k) * float(torch.linalg.matrix_power(Z, k).trace())
 
 
-def pow2_normalise(a):
-    """(a / s, s) with s a power of two such that max|a / s| ∈ [½, 1): the division is exact (barring
-    underflow of entries 2⁵³ times below the largest, below every margin here), so a norm of a / s
-    times s is the norm of a — finite matrices neither overflow nor lose precision as subnormals.
-    s = 0 for a zero (or empty) array, s = ∞ (and a unchanged) when a has a non-finite entry."""
+def pow2_normalise(a, even: bool = False):
+    """(a / s, s) with s a power of two such that max|a / s| ∈ [½, 1) (∈ [¼, 1) with ``even``: s a
+    power of four, so that √s is exact too): the division is exact (barring underflow of entries
+    2⁵³ times below the largest, below every margin here), so a norm of a / s times s is the norm
+    of a — finite matrices neither overflow nor lose precision as subnormals. s = 0 for a zero (or
+    empty) array, s = ∞ (and a unchanged) when a has a non-finite entry. Multiply results back with
+    ``ldexp_up`` where a product of scales may leave the normal range."""
     empty = (a.size if isinstance(a, np.ndarray) else a.numel()) == 0
     top = 0.0 if empty else float(abs(a).max())
     if top == 0.0 or not math.isfinite(top):
         return a, (0.0 if top == 0.0 else math.inf)
-    scale = math.ldexp(1.0, math.frexp(top)[1])
+    exponent = math.frexp(top)[1]
+    scale = math.ldexp(1.0, exponent + (exponent % 2 if even else 0))
     return (a / scale if scale != 1.0 else a), scale
+
+
+def ldexp_up(x: float, exponent: int) -> float:
+    """A float64 number ≥ x·2^exponent: exact in the normal range, one ulp up where the product is
+    subnormal (or underflows to 0), ∞ where it overflows."""
+    with np.errstate(over="ignore", under="ignore"):
+        y = float(np.ldexp(np.float64(x), exponent))
+    if x > 0 and y < np.finfo(np.float64).tiny:
+        y = float(np.nextafter(y, np.inf))
+    return y

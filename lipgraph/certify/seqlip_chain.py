@@ -15,7 +15,7 @@ import torch
 
 from lipgraph import budget
 from lipgraph.certify.dense import materialise
-from lipgraph.certify.margins import pow2_normalise
+from lipgraph.certify.margins import ldexp_up, pow2_normalise
 from lipgraph.certify.seqlip import (_DT, BudgetExhausted, _box, _event, _one_thread, _t, _vertex_estimate,
                                      factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
 from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
@@ -168,18 +168,25 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         raise ValueError("empty chain")
     if len(slopes) != K - 1:
         raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
-    if not all(bool(torch.isfinite(_t(M)).all()) for M in maps if not isinstance(M, OperatorMap)):
+    # SeqLip is homogeneous in each map: dense maps are scaled by powers of four (exact, and exact
+    # square roots for the Σ^{1/2} of middle maps) so that huge and subnormal weights stay exact
+    scaled = [(M, 1.0) if isinstance(M, OperatorMap) else pow2_normalise(_t(M), even=True) for M in maps]
+    scales = [c for _, c in scaled]
+    if math.inf in scales:
         diags.append(_event("overflow", "a map of the chain is not finite in float64 (huge weights): no SeqLip bound"))
         return ChainBounds(Bound(math.inf, Label.CERTIFIED, "overflow"), Bound(math.inf, Label.ESTIMATE, "overflow"),
                            [], diags)
+    if 0.0 in scales:
+        return ChainBounds(Bound(0.0, Label.EXACT, "zero"), Bound(0.0, Label.EXACT, "zero"), [], diags)
+    maps, exps = [M for M, _ in scaled], [math.frexp(c)[1] - 1 for c in scales]
     svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i, deadline=deadline)
             for i, M in enumerate(maps)]
     if K == 1:
-        v = svds[0].norm
+        v = ldexp_up(svds[0].norm, exps[0])
         cert = Bound(certify(v), Label.CERTIFIED, "svd") if svds[0].dense else (
             Bound(v, Label.CERTIFIED, "norm-bound") if math.isfinite(v) else
             Bound(math.inf, Label.CERTIFIED, "none"))
-        est = Bound(float(svds[0].S[0]) if svds[0].S.numel() else v, Label.ESTIMATE, "svd")
+        est = Bound(ldexp_up(float(svds[0].S[0]), exps[0]) if svds[0].S.numel() else v, Label.ESTIMATE, "svd")
         return ChainBounds(cert, est, [], diags)
 
     reports: list[FactorReport] = []
@@ -206,18 +213,16 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         else:
             s_in = prev.S if first else prev.S.sqrt()
             s_out = nxt.S if last else nxt.S.sqrt()
-            # the factor is homogeneous in A and in B: computed on A/a, B/b (powers of two, exact)
-            A, a = pow2_normalise(s_out[:, None] * nxt.V.T)
-            B, b = pow2_normalise(prev.U * s_in[None, :])
-            if a * b == 0:  # a zero map: the factor is exactly 0
-                g, cval, method = Bound(0.0, Label.EXACT, "zero"), 0.0, "zero"
-            else:
-                g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
-                cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
-                                                 bnb_nodes, deadline, progress, diags)
-                g, cval = dataclasses.replace(g, value=g.value * a * b), cval * a * b
+            A = s_out[:, None] * nxt.V.T
+            B = prev.U * s_in[None, :]
+            g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
+            cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
+                                             bnb_nodes, deadline, progress, diags)
             if cap < cval:
                 cval, method = cap, "autolip-factor"
+        # back to the maps' own scale: 2^(e_i + e_{i+1}), halved for the middle maps (even exponents)
+        shift = (exps[i] if first else exps[i] // 2) + (exps[i + 1] if last else exps[i + 1] // 2)
+        cval, g = ldexp_up(cval, shift), dataclasses.replace(g, value=ldexp_up(g.value, shift))
         cert_prod *= cval
         greedy_prod *= g.value
         reports.append(FactorReport(n, method, cval, g.value, time.perf_counter() - ts, g.method))
