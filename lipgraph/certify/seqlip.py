@@ -43,6 +43,7 @@ from lipgraph.labels import Bound, Label, certify
 
 __all__ = [
     "BudgetExhausted",
+    "OverMemory",
     "factor_exact",
     "factor_bnb",
     "factor_relaxation",
@@ -84,6 +85,10 @@ class BudgetExhausted(RuntimeError):
     def __init__(self, message: str, best: float = 0.0):
         super().__init__(message)
         self.best = best
+
+
+class OverMemory(BudgetExhausted):
+    """An exact computation's tables would exceed the memory limit (``lipgraph.budget`` noted it)."""
 
 
 # ----------------------------------------------------------------------------- helpers

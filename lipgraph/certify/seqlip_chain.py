@@ -16,7 +16,7 @@ import torch
 from lipgraph import budget
 from lipgraph.certify.dense import materialise
 from lipgraph.certify.margins import ldexp_up, pow2_normalise
-from lipgraph.certify.seqlip import (_DT, BudgetExhausted, _box, _event, _one_thread, _t, _vertex_estimate,
+from lipgraph.certify.seqlip import (_DT, BudgetExhausted, OverMemory, _box, _event, _one_thread, _t, _vertex_estimate,
                                      factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
 from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
 from lipgraph.diagnostics import Diagnostic
@@ -258,6 +258,8 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
         b, done = factor_exact_auto(A, B, lo, hi, enum_max=exact_max if n > bnb_max else min(exact_max, ENUM_MAX),
                                     max_nodes=max(256, n * bnb_nodes * 64 ** 3 // max(64, p + q) ** 3),
                                     time_budget=left(), incumbent=incumbent, progress=progress)
+    except OverMemory:   # the memory guard's note says so
+        return relax.value, relax.method
     except BudgetExhausted:
         diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
                             "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
