@@ -71,6 +71,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from lipgraph import budget
+
 UNIT = 2.0 ** -53
 ETA = 2.0 ** -1074
 
@@ -126,6 +128,7 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
     whose smallest eigenvalue is below ~16n(n+1)·u·max a_ii + err. An empty matrix is
     (vacuously) positive definite.
     """
+    budget.check()
     a, skew = as_symmetric(matrix)
     n = a.shape[0]
     if n == 0:
@@ -149,6 +152,7 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
     trace = float(np.trace(scaled))
     shift = round_up(8 * (n + 1) * UNIT * trace + err_scaled + (8 * n * (n + 2) + n) * ETA)
     scaled[np.diag_indices(n)] -= shift
+    budget.check()   # the factorisation is the one step --time-limit cannot interrupt
     try:
         scipy.linalg.cholesky(scaled, lower=True, check_finite=False, overwrite_a=True)
     except np.linalg.LinAlgError:
