@@ -43,3 +43,37 @@ def test_corpus_covers_every_class_and_300_mutants():
     assert len(CORPUS) * PER_MODEL + LENET >= 300
     assert set(CORE) >= {"truncate", "byte-flip", "weight-nan", "weight-inf", "weight-huge", "op-renamed",
                          "input-dangling", "dim-symbolic"}
+
+
+def _saved(tmp_path, model) -> str:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+def test_regression_fusion_check_that_onnxruntime_cannot_run(tmp_path):
+    """Found by make fuzz: opset 1 on a model with a decomposed GELU made onnxruntime refuse the
+    fusion's check subgraph (an internal error); now the fusion is rejected and the model is bad
+    input (onnxruntime cannot run it)."""
+    import onnx
+    model = onnx.load(MODELS / "zoo" / "flax_mlp_gelu.onnx")
+    model.opset_import[0].version = 1
+    code, _, err, _ = run(_saved(tmp_path, model), [], 20.0)
+    assert code == 2 and "internal error" not in err
+
+
+def test_regression_float32_overflow_is_not_a_semantic_mismatch():
+    """Found by the corpus: a weight near 3e38 made onnxruntime's float32 output ∞ where torch's
+    stayed finite (another summation order); the cross-check reports [overflow] for such a
+    difference instead of an internal error — and still refuses a real mismatch."""
+    from types import SimpleNamespace
+
+    from lipgraph.errors import SemanticMismatch
+    from lipgraph.ir.differential import _compare
+    graph = SimpleNamespace(diagnostics=[])
+    _compare(graph, "node 'g' (Gemm)", "y", np.array([np.inf, 1.0], np.float32),
+             np.array([3.3e38, 1.0], np.float32), "output")
+    assert [d.code for d in graph.diagnostics] == ["overflow"]
+    with pytest.raises(SemanticMismatch):
+        _compare(graph, "node 'g' (Gemm)", "y", np.array([2.0, 1.0], np.float32), np.array([3.0, 1.0], np.float32),
+                 "output")
