@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 JOBS   ?= 2
 
-.PHONY: demo test fuzz-semantics bench models zoo zoo-analyze clean
+.PHONY: demo test fuzz fuzz-semantics bench models zoo zoo-analyze clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 # oversubscribed small float64 kernels run ~10x slower.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) tests
+
+# The long mutation run (tests/fuzz.py): every model, every mutation class, FUZZ_SEEDS seeds;
+# failing mutants land in fuzz-failures/ (git-ignored) with how to rerun them.
+FUZZ_SEEDS ?= 5
+fuzz: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) tests/fuzz.py --seeds $(FUZZ_SEEDS)
 
 # The semantic sweep (tests/test_semantics_sweep.py) with many more examples per op than CI's.
 SWEEP_EXAMPLES ?= 400

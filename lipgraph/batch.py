@@ -13,11 +13,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lipgraph.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, InputError
+from lipgraph.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, EXIT_PARTIAL, InputError
 from lipgraph.options import Options
 
-STATUS = {EXIT_OK: "certified", EXIT_NOT_CERTIFIED: "not certified", EXIT_BAD_INPUT: "bad input",
-          EXIT_INTERNAL: "internal error"}
+STATUS = {EXIT_OK: "certified", EXIT_NOT_CERTIFIED: "not certified", EXIT_PARTIAL: "partial",
+          EXIT_BAD_INPUT: "bad input", EXIT_INTERNAL: "internal error"}
+#: Which code wins when the exit code is the worst of several models' (keys of STATUS, best first).
+SEVERITY = list(STATUS)
 
 
 @dataclass
@@ -36,6 +38,11 @@ class Row:
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "report"}
+
+
+def worst(codes) -> int:
+    """The exit code of several models: the most severe of theirs (SEVERITY order)."""
+    return max(codes, key=SEVERITY.index)
 
 
 def collect(specs: list[str]) -> list[Path]:
@@ -67,6 +74,8 @@ def run_one(path: str, options: Options, fmt: str | None = None, fail_above: flo
                   up.value / lower.value if up and lower and lower.value > 0 else None, report=report)
         if analysis.inconsistent:
             row.code, row.message = EXIT_INTERNAL, "a realised lower bound exceeds a certified upper bound"
+        elif analysis.partial:
+            row.code, row.message = EXIT_PARTIAL, f"--time-limit reached before {', '.join(analysis.unfinished)}"
         elif up is None:
             row.code, row.message = EXIT_NOT_CERTIFIED, "no finite certified upper bound"
         elif fail_above is not None and up.value > fail_above:

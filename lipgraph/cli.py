@@ -3,7 +3,8 @@
 
 Exit codes: 0 — analysis done and the certified bound is finite (and ≤ --fail-above);
 1 — done but not certified, or above the threshold; 2 — bad usage or bad input (one line
-on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback).
+on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback); 4 — partial:
+``--time-limit`` fired, the report lists the methods that finished and those that did not.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lipgraph.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, EXIT_PARTIAL, InputError,
+                             SemanticMismatch)
 from lipgraph.version import __version__
-from lipgraph.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, InputError, SemanticMismatch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exactly N lower-bound search rounds (reproducible run to run), instead of the budget")
     a.add_argument("--input-box", metavar="LO,HI", help="restrict the lower-bound search to inputs in [LO, HI]")
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
+    a.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop the whole analysis after SECONDS: finished methods are reported, exit code 4")
+    a.add_argument("--memory-limit", type=_memory, metavar="SIZE",
+                   help="largest single allocation (e.g. 512M, 4G; default: half the physical memory); larger "
+                        "steps take a cheaper route or are skipped, with a note")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     a.add_argument("--jobs", type=int, default=1, metavar="N", help="many models: N worker processes (default 1)")
@@ -109,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("op")
     r.add_argument("--plugin", action="append", default=[], metavar="MODULE")
     return p
+
+
+def _memory(spec: str) -> int:
+    """``--memory-limit``: bytes, or a number with K/M/G/T (binary multiples)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = spec.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{spec}' is not a size (e.g. 512M, 4G)") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"'{spec}' must be at least 1 byte")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +181,8 @@ def cmd_analyze(args) -> int:
     methods = check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     if args.lower_restarts is not None and args.lower_restarts < 1:
         raise InputError("--lower-restarts must be ≥ 1")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise InputError("--time-limit must be > 0 seconds")
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
@@ -175,7 +198,7 @@ def cmd_analyze(args) -> int:
                       lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,
                                          box=parse_box(args.input_box), data=args.data,
                                          restarts=args.lower_restarts),
-                      verbose=args.verbose)
+                      verbose=args.verbose, time_limit=args.time_limit, memory_limit=args.memory_limit)
     if len(args.model) > 1 or Path(args.model[0]).is_dir() or args.ray or args.reports:
         return _analyze_many(args, options)
     model = args.model[0]
@@ -186,6 +209,10 @@ def cmd_analyze(args) -> int:
               "[lower-above-upper]); one of them is wrong (a bug in lipgraph: please report it with the model)",
               file=sys.stderr)
         return EXIT_INTERNAL
+    if analysis.partial:
+        print(f"lipgraph: partial result: --time-limit {args.time_limit:g}s reached before "
+              f"{', '.join(analysis.unfinished)} finished", file=sys.stderr)
+        return EXIT_PARTIAL
     up = analysis.upper
     if up is None:
         return EXIT_NOT_CERTIFIED
@@ -197,7 +224,7 @@ def cmd_analyze(args) -> int:
 
 def _analyze_many(args, options) -> int:
     """``analyze`` of several models: a summary table (or JSON), per-model reports on request."""
-    from lipgraph.batch import collect, run_batch, table
+    from lipgraph.batch import collect, run_batch, table, worst
     from lipgraph.progress import Progress
     from lipgraph.report.document import dumps
 
@@ -215,7 +242,7 @@ def _analyze_many(args, options) -> int:
             if row.report is not None:
                 emit(row.report, str(reports / f"{k:03d}-{Path(row.model).stem}{suffix}"))
     emit(dumps({"models": [r.to_json() for r in rows]}) + "\n" if args.format == "json" else table(rows), args.out)
-    return max(r.code for r in rows)
+    return worst(r.code for r in rows)
 
 
 def cmd_certify(args) -> int:

@@ -46,6 +46,10 @@ CODES: dict[str, Code] = {
                                     "numerically; not rewritten into it"),
     "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
     "low-precision-cast": Code("note", "a cast to float16/bfloat16: rounding jumps are outside the bound"),
+    "input-initializer": Code("note", "a graph input also has an initializer: it is analysed as that constant"),
+    "overflow": Code("warning", "float arithmetic overflowed on huge weights: the affected bound is ∞ or the estimate is missing"),
+    "time-limit": Code("warning", "--time-limit fired: the methods that had not finished are not reported (partial result)"),
+    "memory-limit": Code("note", "an allocation would exceed --memory-limit: a cheaper route was taken, or the step was skipped"),
 }
 
 

@@ -1,8 +1,8 @@
 """Exceptions with a meaning for the command line, and its exit codes."""
 
 #: 0 certified (and ≤ --fail-above); 1 finished, not certified or above; 2 bad usage or input;
-#: 3 internal error (a bug).
-EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+#: 3 internal error (a bug); 4 partial: --time-limit fired before every method finished.
+EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_PARTIAL = 0, 1, 2, 3, 4
 
 
 class LipgraphError(Exception):

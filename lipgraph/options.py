@@ -70,3 +70,5 @@ class Options:
     lipsdp: LipSDPOptions = field(default_factory=LipSDPOptions)
     lower: LowerOptions = field(default_factory=LowerOptions)
     verbose: bool = False
+    time_limit: float | None = None    # seconds for the whole analysis; past it the result is partial
+    memory_limit: int | None = None    # bytes one allocation may take (None: budget.MEMORY_FRACTION of RAM)

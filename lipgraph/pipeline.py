@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from lipgraph import budget
 from lipgraph.ir import differential
 from lipgraph.passes.annotate import annotate
 from lipgraph.context import Context, MethodResult
@@ -37,6 +38,7 @@ class Analysis:
     guard: differential.GuardResult | None = None  # the onnxruntime cross-check
     lower: object | None = None                  # a LowerResult when the lower pass ran
     chains: list = field(default_factory=list)   # per-chain results of the SeqLip pass
+    unfinished: list[str] = field(default_factory=list)   # methods --time-limit stopped (a partial result)
 
     @property
     def upper(self) -> MethodResult | None:
@@ -49,13 +51,27 @@ class Analysis:
         return self.upper is not None
 
     @property
+    def partial(self) -> bool:
+        """--time-limit stopped some methods before they finished."""
+        return bool(self.unfinished)
+
+    @property
     def inconsistent(self) -> bool:
         """A realised lower bound above a certified upper bound: a bug, the run fails."""
         return any(d.code == "lower-above-upper" for d in self.diagnostics)
 
 
 def analyze(path, options: Options | None = None, progress: Callable[[str], None] = lambda s: None) -> Analysis:
+    """The whole analysis within ``options.time_limit`` and ``options.memory_limit``: when the time
+    limit fires, the passes that finished are reported and the others are listed in ``unfinished``."""
     options = options or Options()
+    with budget.active(budget.Budget.start(options.time_limit, options.memory_limit)) as limits:
+        analysis = _analyze(path, options, progress)
+    analysis.diagnostics += [Diagnostic("", "memory-limit", note) for note in dict.fromkeys(limits.notes)]
+    return analysis
+
+
+def _analyze(path, options: Options, progress: Callable[[str], None]) -> Analysis:
     load_plugins(options.plugins)
     progress("loading")
     model = fuse(load_model(path, options.input_shapes, input=options.input, fixed=options.fixed))
@@ -63,11 +79,21 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     ctx = Context(graph, options, resolve_device(options.device))
     nodes = graph.nodes_between()
     ctx.infos = annotate(graph, nodes, options.assume)
-    progress("cross-checking lipgraph's execution with onnxruntime")
-    checked = differential.check(graph, ctx.fast, nodes, box=options.lower.box, seed=options.seed)
-    for p in scheduled(options.methods):
-        ctx.results[p.name] = p.run(ctx, progress)
+    passes, checked, unfinished = scheduled(options.methods), None, []
+    try:
+        progress("cross-checking lipgraph's execution with onnxruntime")
+        checked = differential.check(graph, ctx.fast, nodes, box=options.lower.box, seed=options.seed)
+        for p in passes:
+            ctx.results[p.name] = p.run(ctx, progress)
+    except budget.TimeUp:
+        unfinished = [m for p in passes if p.name not in ctx.results for m in p.produces
+                      if m in options.methods or m == "autolip"]
     diagnostics = list(graph.diagnostics) + [d for r in ctx.results.values() for d in r.diagnostics]
+    if unfinished:
+        diagnostics.append(Diagnostic("", "time-limit", f"--time-limit {options.time_limit:g}s reached: "
+                                      f"{', '.join(unfinished)} did not finish (partial result)"
+                                      + ("" if checked else "; the onnxruntime cross-check did not finish either"),
+                                      {"unfinished": unfinished}))
     lower = ctx.artefact("lower")
     if lower is not None:
         diagnostics += guard(ctx.methods, lower)
@@ -75,4 +101,4 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
                     node_bounds=ctx.artefact("node_bounds"), autolip=ctx.artefact("autolip"),
                     methods=[m for m in ctx.methods if m.name in options.methods or m.name == "autolip"],
                     device=str(ctx.device), options=options, executor=ctx.fast, diagnostics=diagnostics,
-                    guard=checked, lower=lower, chains=ctx.artefact("chains", []))
+                    guard=checked, lower=lower, chains=ctx.artefact("chains", []), unfinished=unfinished)

@@ -54,6 +54,7 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
+from lipgraph import budget
 from lipgraph.certify.margins import banded_cholesky_slack, banded_cholesky_succeeds
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 
@@ -170,10 +171,14 @@ def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, s
     n_in, n_out = math.prod(conv.in_shape), math.prod(conv.out_shape)
     if n_in * n_out == 0 or not torch.any(conv.weight != 0):
         return Bound(0.0, Label.EXACT, "zero")
-    if n_in * n_out <= materialize_limit:
+    if n_in * n_out <= materialize_limit and budget.fits(
+            8 * (n_in * n_out + min(n_in, n_out) ** 2), f"materialising a {n_out}×{n_in} convolution",
+            "the DFT bound instead"):
         return Bound(certify(_materialized_norm(conv.apply, conv.in_shape)), Label.CERTIFIED, "materialized-svd",
                      slack=CERT_MARGIN)
     value, method, slack = _dft_bound(conv), "dft", None
+    if not math.isfinite(value):
+        return Bound(math.inf, Label.CERTIFIED, "memory-limit")
     proven = _gram_proof(conv, estimate, cap=value, flops=proof_flops)
     if proven is not None and proven[0] < value:
         (value, delta), method = proven, "gram-proof"
@@ -227,9 +232,44 @@ def _dft_bound(conv: _Conv) -> float:
     isometry and P_out (cropping) a projection, and ‖Circ_N‖ = max_ω σ_max(K̂(ω)). FFT, Gram and
     eigenvalue rounding are O(u·(log N + C)) relative, far below the ``certify`` margin.
     """
-    blocks = _frequency_blocks(conv)
+    kernel = _polyphase_kernel(conv)
+    grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
+    c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
+    freqs = math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
+    per_freq = 16 * (c_out * c_in + g * min(c_out // g, c_in) ** 2)      # K̂(ω) and its Gram matrices
+    if budget.fits(3 * per_freq * freqs):
+        return _top_singular(_frequency_blocks(conv))
+    if not budget.fits(3 * per_freq, f"the DFT bound of a {c_out}×{c_in} convolution (even one frequency)",
+                       "no DFT bound (∞)"):
+        return math.inf
+    budget.fits(3 * per_freq * freqs, f"the DFT bound's {freqs} frequencies at once", "computed in chunks")
+    chunk = max(1, int(budget.memory_limit() // (3 * per_freq)))
+    taps = torch.as_tensor(list(itertools.product(*(range(k) for k in kernel.shape[2:]))), dtype=torch.float64)
+    flat = kernel.reshape(c_out, c_in, -1).to(torch.complex128)
+    axes = [torch.arange(n) for n in grid[:-1]] + [torch.arange(grid[-1] // 2 + 1)]
+    top = 0.0
+    for start in range(0, freqs, chunk):
+        budget.check()
+        idx = torch.arange(start, min(start + chunk, freqs))
+        omega = torch.stack([a[i] for a, i in zip(axes, _unravel(idx, [len(a) for a in axes]))], 1).to(torch.float64)
+        phase = torch.exp(-2j * math.pi * ((omega / torch.tensor(grid, dtype=torch.float64)) @ taps.T))  # (F_c, T)
+        khat = torch.einsum("oct,ft->foc", flat, phase)                                          # (F_c, c_out, c_in)
+        top = max(top, _top_singular(khat.reshape(-1, g, c_out // g, c_in).reshape(-1, c_out // g, c_in)))
+    return top
+
+
+def _top_singular(blocks: torch.Tensor) -> float:
+    """max over a batch of complex matrices of σ_max, from float64 eigenvalues of their Gram matrices."""
     gram = blocks.mH @ blocks if blocks.shape[-1] <= blocks.shape[-2] else blocks @ blocks.mH
     return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[..., -1].max()), 0.0))
+
+
+def _unravel(index: torch.Tensor, shape: list[int]) -> list[torch.Tensor]:
+    out = []
+    for n in reversed(shape):
+        out.append(index % n)
+        index = index // n
+    return out[::-1]
 
 
 def _basis(n: int, start: int, stop: int) -> torch.Tensor:
@@ -247,6 +287,9 @@ def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -
     n = math.prod(conv.in_shape)
     if n < 3 or n * band * band > flops or n * (band + 1) > _GRAM_MEMORY:
         return None
+    if not budget.fits(8 * n * (band + 1) * 2, f"the banded Gram matrix of a convolution ({n}×{band + 1})",
+                       "no gram proof (the DFT bound)"):
+        return None
     theta = estimate if estimate is not None else _lanczos_norm(conv)
     if theta is None or theta * (1 + _GRAM_DELTA) >= cap:
         return None
@@ -255,6 +298,7 @@ def _gram_proof(conv: _Conv, estimate: float | None, cap: float, flops: float) -
     slack = banded_cholesky_slack(4 * band + 2, terms)  # block tridiagonal: ≤ 2b terms per product
     delta = _GRAM_DELTA
     for _ in range(_GRAM_TRIES):
+        budget.check()
         bound = theta * (1 + delta)
         if bound >= cap:
             return None

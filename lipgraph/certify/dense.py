@@ -16,10 +16,13 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
-from lipgraph.certify.margins import UNIT, prove_pd
+from lipgraph.certify.margins import UNIT, pow2_normalise, prove_pd
+from lipgraph import budget
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
+#: The method of a bound that is ∞ because float64 arithmetic overflowed (huge weights).
+OVERFLOW = "overflow"
 
 
 @dataclass
@@ -62,6 +65,8 @@ def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", to
     AᵀA products; at most ``max_iter``. With ``target`` (a certified upper bound on σ_max, e.g.
     a convolution's DFT bound) the iteration also stops as soon as σ·(1 + ``agree``) ≥ target:
     the estimate then proves the certificate tight to ``agree`` and more steps buy nothing.
+    Arithmetic that overflows (huge weights) gives σ = ∞, not converged. The analysis's time
+    limit (``lipgraph.budget``) is checked every step.
     """
     lin = linear_part(fn, shape, dtype, device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -70,18 +75,35 @@ def power_iteration(fn: TorchFn, shape, *, dtype=torch.float32, device="cpu", to
     v = v / torch.linalg.vector_norm(v)
     run = _lanczos if method == "lanczos" else _power
     floor = target / (1 + agree) if target is not None and math.isfinite(target) else math.inf
-    sigma, v, it, converged = run(lin, v, tol, max_iter, floor)
+    try:
+        sigma, v, it, converged = run(lin, v, tol, max_iter, floor)
+    except Overflow:
+        return PowerResult(math.inf, 0, False, v.detach())
     with torch.no_grad():  # ‖A v‖ with ‖v‖ = 1 is a realised value, ≤ σ_max
-        sigma = max(sigma, float(torch.linalg.vector_norm(lin(v))))
+        realised = float(torch.linalg.vector_norm(lin(v)))
+    if not math.isfinite(realised):
+        return PowerResult(math.inf, it, False, v.detach())
+    sigma = max(sigma, realised)
     return PowerResult(sigma, it, converged, v.detach(), met_target=sigma >= floor)
+
+
+class Overflow(ArithmeticError):
+    """A norm computation met a non-finite value: the weights are too large for the float type."""
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise Overflow
+    return x
 
 
 def _power(lin, v, tol, max_iter, floor=math.inf):
     sigma = 0.0
     for it in range(1, max_iter + 1):
+        budget.check()
         grad = gram_apply(lin, v)
-        new_sigma = math.sqrt(max(float(torch.vdot(v.reshape(-1), grad.reshape(-1))), 0.0))
-        norm = torch.linalg.vector_norm(grad)
+        new_sigma = math.sqrt(max(_finite(float(torch.vdot(v.reshape(-1), grad.reshape(-1)))), 0.0))
+        norm = _finite(float(torch.linalg.vector_norm(grad)))
         if norm == 0:
             return 0.0, v, it, True
         v = grad / norm
@@ -101,11 +123,11 @@ def _lanczos(lin, v, tol, max_iter, floor=math.inf, basis: int = 64):
         for j in range(steps):
             w = gram_apply(lin, vecs[j].reshape(shape)).reshape(-1)
             used += 1
-            alphas.append(float(torch.vdot(vecs[j], w)))
+            alphas.append(_finite(float(torch.vdot(vecs[j], w))))
             done = vecs[: j + 1]
             for _ in range(2):  # full reorthogonalisation, twice is enough
                 w = w - done.T @ (done @ w)
-            beta = float(torch.linalg.vector_norm(w))
+            beta = _finite(float(torch.linalg.vector_norm(w)))
             evals, evecs = scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas))
             theta, y = float(evals[-1]), evecs[:, -1]
             if beta <= 1e-12 * max(theta, 1e-300) or beta * abs(y[-1]) <= 2 * tol * max(theta, 1e-300) \
@@ -113,6 +135,7 @@ def _lanczos(lin, v, tol, max_iter, floor=math.inf, basis: int = 64):
                 return math.sqrt(max(theta, 0.0)), _ritz(done, y, shape), used, True
             betas.append(beta)
             vecs[j + 1] = w / beta
+            budget.check()
         v = _ritz(vecs[:steps], y, shape)
     return math.sqrt(max(theta, 0.0)), v, used, False
 
@@ -134,6 +157,7 @@ def materialise(fn: TorchFn, shape, *, device="cpu", chunk: int = 256) -> np.nda
     try:
         batched = torch.func.vmap(lambda e: lin(e.reshape(shape)).reshape(-1))
         for start in range(0, n, chunk):
+            budget.check()
             eye = torch.zeros((min(chunk, n - start), n), dtype=torch.float64, device=device)
             eye[torch.arange(eye.shape[0]), torch.arange(start, start + eye.shape[0])] = 1.0
             with torch.no_grad():
@@ -156,11 +180,19 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
     refined by Lanczos on G), then a proof that θ′² I − G ≻ 0 for the smaller Gram matrix G
     by a Cholesky factorisation at θ′ = θ(1 + δ), δ = 1e-7, 1e-6, … (a fraction of the work of
     one eigendecomposition); if no δ ≤ 1e-2 works, the largest eigenvalue of G.
+
+    The matrix is scaled by its largest entry first (σ is homogeneous), so a finite matrix
+    never overflows its Gram matrix; the result is ∞ only when σ itself is past float64's range.
     """
-    a = np.asarray(matrix, dtype=np.float64)
-    if a.size == 0:
-        return 0.0
+    a, scale = pow2_normalise(np.asarray(matrix, dtype=np.float64))
+    if scale in (0.0, math.inf):
+        return scale
+    if scale != 1.0:
+        with np.errstate(over="ignore"):
+            return float(np.float64(scale) * matrix_norm(a, None if estimate is None else estimate / scale))
+    budget.check()
     gram = a.T @ a if a.shape[1] <= a.shape[0] else a @ a.T
+    budget.check()
     if gram.shape[0] <= 512:  # small: the eigendecomposition is cheap and exact
         estimate = None
     else:  # Lanczos refines the estimate so one factorisation usually suffices
@@ -169,6 +201,7 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
     if estimate is not None and estimate > 0:
         for delta in (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
             theta = estimate * (1 + delta)
+            budget.check()
             if proves_gram_below(gram, theta * theta):
                 return theta
     top = float(scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[gram.shape[0] - 1] * 2)[0])
@@ -188,11 +221,17 @@ def proves_gram_below(gram: np.ndarray, bound: float) -> bool:
 
 def certified_materialised_norm(fn: TorchFn, shape, out_numel: int, limit: int, device="cpu",
                                 estimate: float | None = None) -> Bound | None:
-    """Certified σ_max by materialising the operator, or None when in·out entries exceed ``limit``."""
+    """Certified σ_max by materialising the operator, or None when in·out entries exceed ``limit`` or
+    the matrix and its Gram matrix would not fit in the memory limit (``lipgraph.budget``)."""
     n_in = int(np.prod(shape))
     if n_in * out_numel > limit or min(n_in, out_numel) > 4096:
+        return None
+    if not budget.fits(8 * (n_in * out_numel + 4 * min(n_in, out_numel) ** 2), f"materialising a {out_numel}×{n_in} "
+                       "operator and its Gram matrix", "not materialised (other certificates only)"):
         return None
     matrix = materialise(fn, shape, device=device)
     if not np.any(matrix):
         return Bound(0.0, Label.EXACT, "zero")
+    if not np.all(np.isfinite(matrix)):
+        return Bound(math.inf, Label.CERTIFIED, OVERFLOW)
     return Bound(certify(matrix_norm(matrix, estimate)), Label.CERTIFIED, "materialised", slack=LADDER_SLACK)

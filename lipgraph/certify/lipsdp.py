@@ -40,6 +40,7 @@ labelled ``certified``; if no δ works it is returned labelled ``estimate`` with
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,9 +49,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lipgraph import budget
 from lipgraph.labels import Bound, Label
 from lipgraph.certify.seqlip import _one_thread
-from lipgraph.certify.margins import UNIT, Proof, frobenius_upper, prove_block_tridiagonal, round_up
+from lipgraph.certify.margins import (UNIT, Proof, frobenius_upper, ldexp_up, pow2_normalise,
+                                      prove_block_tridiagonal, round_up)
 
 DELTAS = (1e-9, 1e-7, 1e-5, 1e-3)
 #: Relative smoothing of λ_max in the first-order route's continuation stages (0: exact).
@@ -291,6 +294,7 @@ def _lbfgs(fun, x, max_iter: int, tol: float, memory: int = 12):
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     quiet, it = 0, 0
     for it in range(1, max_iter + 1):
+        budget.check()
         d = _two_loop(g, pairs)
         slope = float(g @ d)
         if slope >= 0:
@@ -447,7 +451,29 @@ def lipsdp(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0, *, variant: str =
     if variant not in ("neuron", "layer") or route not in ("first-order", "sdp"):
         raise ValueError(f"unknown variant {variant!r} or route {route!r}")
     started = time.perf_counter()
-    ch = chain(weights, alpha, beta)
+    # The bound is homogeneous in each W_i (the slope class is closed under rescaling a layer's
+    # input), so it is computed for W_i / c_i (c_i powers of two: exact) and multiplied back.
+    scaled = [pow2_normalise(np.asarray(w, dtype=np.float64)) for w in weights]
+    scales = [c for _, c in scaled]
+    if 0.0 in scales:
+        return LipSDPResult(Bound(0.0, Label.EXACT, "zero"), notes=["a weight matrix is zero: the chain is constant"])
+    if math.inf in scales:
+        return LipSDPResult(Bound(math.inf, Label.CERTIFIED, "overflow"),
+                            notes=["a weight matrix is not finite (float64 overflow): no LipSDP bound"])
+    result = _lipsdp(chain([w for w, _ in scaled], alpha, beta), variant, route, device, max_iter, tol, started)
+    exps = np.cumsum([math.frexp(c)[1] - 1 for c in scales])   # C_i = c_1⋯c_i = 2^exps[i-1]
+    if result.bound is not None and exps[-1] != 0:
+        # the congruence x_i → C_i x_i maps 𝕄(ρ′, Λ′) of the scaled chain to 𝕄(ρ, Λ)/C_l² of this one
+        # with ρ = C_l² ρ′ and Λ_i = (C_l / C_i)² Λ′_i
+        result.bound = dataclasses.replace(result.bound, value=ldexp_up(result.bound.value, int(exps[-1])))
+        with np.errstate(over="ignore", under="ignore"):
+            result.rho = float(np.ldexp(result.rho, 2 * int(exps[-1])))
+            result.multipliers = [np.ldexp(x, 2 * int(exps[-1] - e)) for x, e in zip(result.multipliers, exps)]
+        result.notes.append(f"computed on the weights scaled by powers of two (product 2^{int(exps[-1])})")
+    return result
+
+
+def _lipsdp(ch: Chain, variant: str, route: str, device, max_iter: int, tol: float, started: float) -> LipSDPResult:
     if route == "sdp":
         solved = _sdp(ch, variant)
         if solved is None:

@@ -71,6 +71,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from lipgraph import budget
+
 UNIT = 2.0 ** -53
 ETA = 2.0 ** -1074
 
@@ -126,6 +128,7 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
     whose smallest eigenvalue is below ~16n(n+1)·u·max a_ii + err. An empty matrix is
     (vacuously) positive definite.
     """
+    budget.check()
     a, skew = as_symmetric(matrix)
     n = a.shape[0]
     if n == 0:
@@ -149,6 +152,7 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
     trace = float(np.trace(scaled))
     shift = round_up(8 * (n + 1) * UNIT * trace + err_scaled + (8 * n * (n + 2) + n) * ETA)
     scaled[np.diag_indices(n)] -= shift
+    budget.check()   # the factorisation is the one step --time-limit cannot interrupt
     try:
         scipy.linalg.cholesky(scaled, lower=True, check_finite=False, overwrite_a=True)
     except np.linalg.LinAlgError:
@@ -290,3 +294,29 @@ def moment_slack(A, B, s: float, k: int) -> float:
     """
     Z = (A.abs().T @ A.abs()) @ (B.abs() @ B.abs().T)
     return 1e-11 * s ** (2 * k) * float(torch.linalg.matrix_power(Z, k).trace())
+
+
+def pow2_normalise(a, even: bool = False):
+    """(a / s, s) with s a power of two such that max|a / s| ∈ [½, 1) (∈ [¼, 1) with ``even``: s a
+    power of four, so that √s is exact too): the division is exact (barring underflow of entries
+    2⁵³ times below the largest, below every margin here), so a norm of a / s times s is the norm
+    of a — finite matrices neither overflow nor lose precision as subnormals. s = 0 for a zero (or
+    empty) array, s = ∞ (and a unchanged) when a has a non-finite entry. Multiply results back with
+    ``ldexp_up`` where a product of scales may leave the normal range."""
+    empty = (a.size if isinstance(a, np.ndarray) else a.numel()) == 0
+    top = 0.0 if empty else float(abs(a).max())
+    if top == 0.0 or not math.isfinite(top):
+        return a, (0.0 if top == 0.0 else math.inf)
+    exponent = math.frexp(top)[1]
+    scale = math.ldexp(1.0, exponent + (exponent % 2 if even else 0))
+    return (a / scale if scale != 1.0 else a), scale
+
+
+def ldexp_up(x: float, exponent: int) -> float:
+    """A float64 number ≥ x·2^exponent: exact in the normal range, one ulp up where the product is
+    subnormal (or underflows to 0), ∞ where it overflows."""
+    with np.errstate(over="ignore", under="ignore"):
+        y = float(np.ldexp(np.float64(x), exponent))
+    if x > 0 and y < np.finfo(np.float64).tiny:
+        y = float(np.nextafter(y, np.inf))
+    return y

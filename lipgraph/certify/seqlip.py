@@ -36,12 +36,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from lipgraph import budget
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.certify.margins import batched_gram_below, moment_slack
 from lipgraph.labels import Bound, Label, certify
 
 __all__ = [
     "BudgetExhausted",
+    "OverMemory",
     "factor_exact",
     "factor_bnb",
     "factor_relaxation",
@@ -83,6 +85,10 @@ class BudgetExhausted(RuntimeError):
     def __init__(self, message: str, best: float = 0.0):
         super().__init__(message)
         self.best = best
+
+
+class OverMemory(BudgetExhausted):
+    """An exact computation's tables would exceed the memory limit (``lipgraph.budget`` noted it)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -186,6 +192,7 @@ def _greedy_from(A, B, lo, hi, d, *, candidates: int, max_steps: int) -> tuple[f
     X = torch.einsum("j,jpq->pq", d, K)
     cur = _norm2(X)
     for _ in range(max_steps):
+        budget.check()
         delta = torch.where(d == hi, lo - hi, hi - lo)  # flip to the other end
         if candidates < n:  # rank flips by the first-order gain u_1ᵀ δ_j a_j b_jᵀ v_1
             U, _, Vh = torch.linalg.svd(X)
@@ -259,6 +266,7 @@ def factor_ascent(A, B, lo, hi, *, seed: int = 0, restarts: int = 1, max_iter: i
         v = torch.randn(q, generator=gen, dtype=_DT)
         v = v / torch.linalg.vector_norm(v).clamp_min(1e-300)
         for _ in range(max_iter):
+            budget.check()
             s = 0.0
             for _ in range(power_iters):
                 u = A @ (d * (B @ v))
@@ -519,6 +527,7 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
     rows = max(1, chunk // nL)
     evaluated, last_report = 0, t0
     for start in range(0, dH.shape[0], rows):
+        budget.check()
         if time_budget is not None and time.perf_counter() - t0 > time_budget:
             raise BudgetExhausted(
                 f"exact enumeration n={n}: budget {time_budget:.3g}s spent after "
@@ -539,6 +548,7 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
         order = torch.argsort(m3[keep], descending=True)
         cand = [t[keep][order] for t in (ih, il, m1, m2, m3, r)]
         while cand[0].numel():
+            budget.check()
             bh, bl = cand[0][:check_batch], cand[1][:check_batch]
             lam = _check_vertices(torch.cat([dL[bl], dH[sl][bh]], 1), A, B, best * best, xmax2)
             evaluated += int(bh.numel())
@@ -587,6 +597,7 @@ def factor_bnb(A, B, lo, hi, *, time_budget: float | None = 1.0, max_nodes: int 
     X = (A * m[None, :] @ B)[None]  # open nodes, (N, p, q), free coordinates at the centre
     ub = torch.full((1,), root.value, dtype=_DT)
     for t in range(n):
+        budget.check()
         if time_budget is not None and time.perf_counter() - t0 > time_budget:
             break
         if 2 * X.shape[0] > max_nodes:
@@ -660,6 +671,7 @@ def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence
     gen = torch.Generator(device="cpu").manual_seed(seed)
     V = orth(torch.randn(n_in, k, generator=gen, dtype=_DT)).to(device)
     for _ in range(iters):
+        budget.check()
         V = orth(apply_cols(adj, apply_cols(fwd, V)))
     AV = apply_cols(fwd, V)
     P, S, Qh = torch.linalg.svd(AV, full_matrices=False)

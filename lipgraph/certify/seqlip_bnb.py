@@ -62,8 +62,10 @@ from typing import Callable
 
 import torch
 
+from lipgraph import budget
 from lipgraph.labels import Bound, Label, certify
 from lipgraph.certify.seqlip import (
+    OverMemory,
     _box,
     _greedy_from,
     _norm2,
@@ -153,6 +155,7 @@ class _Problem:
         best_lt, target, sign, score = log_t, log_t, None, None
         lt = log_t
         for it in range(iters):
+            budget.check()
             t = lt.exp()
             P = A[None] * (rf * t)[:, None, :] @ A.T
             Q = B.T[None] * (rf / t)[:, None, :] @ B
@@ -222,6 +225,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     if pr.k == 0:  # nothing to branch on: the root is the only vertex
         dc, free, br, log_t, eta, bound = dc[:0], free[:0], br[:0], log_t[:0], eta[:0], bound[:0]
     while True:
+        budget.check()
         keep = bound > inc * (1 + rtol)
         dc, free, br, log_t, eta, bound = dc[keep], free[keep], br[keep], log_t[keep], eta[keep], bound[keep]
         if bound.numel() == 0:
@@ -276,9 +280,15 @@ def factor_exact_auto(A, B, lo, hi, *, enum_max: int = ENUM_MAX, max_nodes: int 
     :func:`factor_bnb_lagrangian`. Returns ``(certified bound, exact)``; ``exact`` is False
     only when branch and bound stopped at ``max_nodes`` or ``time_budget`` (the bound is then
     its anytime value). Enumeration raises :class:`~lipgraph.certify.seqlip.BudgetExhausted`
-    when ``time_budget`` runs out.
+    when ``time_budget`` runs out, and either search before it starts when its tables would exceed
+    the memory limit (``lipgraph.budget``, with a note).
     """
-    n = _oriented(A, B)[0].shape[1]
+    oa, ob = _oriented(A, B)
+    n, pq = oa.shape[1], oa.shape[0] + ob.shape[1]
+    half = n - n // 2   # enumeration: vertex tables of 2^half rows and their degree-3 moment features
+    need = 8 * 4 * 2 ** half * math.comb(half + 3, 3) if n <= enum_max else 8 * 4 * 2 * 256 * pq * pq
+    if not budget.fits(need, f"the exact SeqLip search at n={n}", "the certified relaxation instead"):
+        raise OverMemory(f"exact search n={n}: over the memory limit", incumbent or 0.0)
     if n <= enum_max:
         return factor_exact(A, B, lo, hi, time_budget=time_budget, progress=progress,
                             incumbent=incumbent), True

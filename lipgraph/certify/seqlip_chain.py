@@ -4,6 +4,7 @@ AutoLip factor) and estimate it greedily; multiply. Graph-free: see :mod:`lipgra
 for the factor maths and :mod:`lipgraph.certify.seqlip_bnb` for the branch and bound."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -12,8 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lipgraph import budget
 from lipgraph.certify.dense import materialise
-from lipgraph.certify.seqlip import (_DT, BudgetExhausted, _box, _event, _one_thread, _t, _vertex_estimate,
+from lipgraph.certify.margins import ldexp_up, pow2_normalise
+from lipgraph.certify.seqlip import (_DT, BudgetExhausted, OverMemory, _box, _event, _one_thread, _t, _vertex_estimate,
                                      factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
 from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
 from lipgraph.diagnostics import Diagnostic
@@ -97,7 +100,10 @@ def _topk_unaffordable(M: OperatorMap, n_in: int, topk: int) -> str:
 def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int) -> _Svd:
     if isinstance(M, OperatorMap):
         n_in = int(np.prod(M.in_shape))
-        if n_in <= dense_max:
+        with torch.no_grad():
+            n_out = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
+        if n_in <= dense_max and budget.fits(8 * 3 * n_in * n_out, f"materialising map {idx + 1} ({n_out}×{n_in})",
+                                             "top-k triplets instead"):
             M = torch.from_numpy(materialise(M.fn, M.in_shape))
             diags.append(_event("seqlip-factor", f"map {idx + 1}: operator materialised ({tuple(M.shape)})", map=idx + 1))
         else:
@@ -106,9 +112,7 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
             why = _topk_unaffordable(M, n_in, topk)
             if why:
                 diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
-                with torch.no_grad():
-                    out_dim = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
-                return _Svd(torch.empty((out_dim, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
+                return _Svd(torch.empty((n_out, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
             U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
             diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
                                 + ("" if math.isfinite(norm) else ", no certified norm"), map=idx + 1))
@@ -166,19 +170,31 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         raise ValueError("empty chain")
     if len(slopes) != K - 1:
         raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
+    # SeqLip is homogeneous in each map: dense maps are scaled by powers of four (exact, and exact
+    # square roots for the Σ^{1/2} of middle maps) so that huge and subnormal weights stay exact
+    scaled = [(M, 1.0) if isinstance(M, OperatorMap) else pow2_normalise(_t(M), even=True) for M in maps]
+    scales = [c for _, c in scaled]
+    if math.inf in scales:
+        diags.append(_event("overflow", "a map of the chain is not finite in float64 (huge weights): no SeqLip bound"))
+        return ChainBounds(Bound(math.inf, Label.CERTIFIED, "overflow"), Bound(math.inf, Label.ESTIMATE, "overflow"),
+                           [], diags)
+    if 0.0 in scales:
+        return ChainBounds(Bound(0.0, Label.EXACT, "zero"), Bound(0.0, Label.EXACT, "zero"), [], diags)
+    maps, exps = [M for M, _ in scaled], [math.frexp(c)[1] - 1 for c in scales]
     svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i)
             for i, M in enumerate(maps)]
     if K == 1:
-        v = svds[0].norm
+        v = ldexp_up(svds[0].norm, exps[0])
         cert = Bound(certify(v), Label.CERTIFIED, "svd") if svds[0].dense else (
             Bound(v, Label.CERTIFIED, "norm-bound") if math.isfinite(v) else
             Bound(math.inf, Label.CERTIFIED, "none"))
-        est = Bound(float(svds[0].S[0]) if svds[0].S.numel() else v, Label.ESTIMATE, "svd")
+        est = Bound(ldexp_up(float(svds[0].S[0]), exps[0]) if svds[0].S.numel() else v, Label.ESTIMATE, "svd")
         return ChainBounds(cert, est, [], diags)
 
     reports: list[FactorReport] = []
     cert_prod, greedy_prod = 1.0, 1.0
     for i in range(K - 1):
+        budget.check()
         ts = time.perf_counter()
         prev, nxt = svds[i], svds[i + 1]
         first, last = i == 0, i + 1 == K - 1
@@ -206,6 +222,9 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
                                              bnb_nodes, deadline, progress, diags)
             if cap < cval:
                 cval, method = cap, "autolip-factor"
+        # back to the maps' own scale: 2^(e_i + e_{i+1}), halved for the middle maps (even exponents)
+        shift = (exps[i] if first else exps[i] // 2) + (exps[i + 1] if last else exps[i + 1] // 2)
+        cval, g = ldexp_up(cval, shift), dataclasses.replace(g, value=ldexp_up(g.value, shift))
         cert_prod *= cval
         greedy_prod *= g.value
         reports.append(FactorReport(n, method, cval, g.value, time.perf_counter() - ts, g.method))
@@ -241,6 +260,8 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
         b, done = factor_exact_auto(A, B, lo, hi, enum_max=exact_max if n > bnb_max else min(exact_max, ENUM_MAX),
                                     max_nodes=max(256, n * bnb_nodes * 64 ** 3 // max(64, p + q) ** 3),
                                     time_budget=left(), incumbent=incumbent, progress=progress)
+    except OverMemory:   # the memory guard's note says so
+        return relax.value, relax.method
     except BudgetExhausted:
         diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
                             "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference
 
 from lipgraph.errors import InputError
-from lipgraph.ir.controlflow import outer_reads, inline_functions, take_constant_branches
+from lipgraph.ir.controlflow import inline_functions, outer_reads, take_constant_branches
+from lipgraph.ir.files import read_model
 from lipgraph.ir.inputs import analysed_input, prepare_inputs
+from lipgraph.ir.validate import validate
 
 
 
@@ -55,13 +56,13 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    proto = _parse(path)
-    _load_external_data(proto, path)
+    proto = read_model(path)
+    notes = validate(proto, path)
     proto = inline_functions(proto)
     stored = {t.name for t in proto.graph.initializer}
     graph_inputs = [i.name for i in proto.graph.input if i.name not in stored]
     analysed = analysed_input(graph_inputs, input)
-    notes = prepare_inputs(proto, graph_inputs, analysed, input_shapes or {}, fixed or {})
+    notes += prepare_inputs(proto, graph_inputs, analysed, input_shapes or {}, fixed or {})
     _sort_nodes(proto, path)
     notes += take_constant_branches(proto)
     _sort_nodes(proto, path)
@@ -74,48 +75,6 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
         opsets={(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import},
         inputs=inputs, outputs=[o.name for o in proto.graph.output],
         shapes=shapes, elem_types=elem_types, initializers=initializers, notes=notes)
-
-
-def _parse(path: Path) -> onnx.ModelProto:
-    data = path.read_bytes()
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise InputError(f"{path}: not a valid ONNX model (protobuf parse failed: {exc})") from None
-    if not proto.graph.node or not proto.opset_import or proto.ir_version <= 0:
-        raise InputError(f"{path}: not an ONNX model (no graph, opset or IR version; truncated or another format?)")
-    return proto
-
-
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    base = path.resolve().parent
-    for tensor in _all_tensors(proto.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        location = info.get("location", "")
-        target = (base / location).resolve()
-        if os.path.commonpath([base, target]) != str(base):
-            raise InputError(f"{path}: external data of '{tensor.name}' points outside the model's folder "
-                             f"({location}); refusing to read it")
-        if not target.is_file():
-            raise InputError(f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing")
-        end = int(info.get("offset", 0)) + int(info.get("length", 0))
-        if end > target.stat().st_size:
-            raise InputError(f"{path}: external data file '{location}' is too short for tensor '{tensor.name}'")
-    try:
-        onnx.external_data_helper.load_external_data_for_model(proto, str(base))
-    except Exception as exc:  # noqa: BLE001 - any failure here is bad input
-        raise InputError(f"{path}: cannot read external data: {exc}") from None
-
-
-def _all_tensors(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
 
 
 def _initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:

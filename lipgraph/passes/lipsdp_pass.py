@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 
+from lipgraph import budget
 from lipgraph.certify.lipsdp import lipsdp
 from lipgraph.context import Context, MethodResult, PassResult
 from lipgraph.diagnostics import Diagnostic
@@ -58,6 +59,10 @@ def _unsuitable(chain, max_neurons: int) -> str:
     neurons = sum(len(lo) for lo, _ in chain.slopes)
     if neurons > max_neurons:
         return f"{neurons} hidden neurons > --lipsdp-max-neurons {max_neurons}: no LipSDP bound"
+    widths = [m.shape[1] for m in chain.matrices] + [chain.matrices[-1].shape[0]]
+    need = 8 * 8 * sum(a * b for a, b in zip(widths, widths[1:])) + 8 * 8 * sum(n * n for n in widths)
+    if not budget.fits(need, f"the LipSDP matrices of {chain.id}", "no LipSDP bound for it"):
+        return "its matrices would exceed --memory-limit: no LipSDP bound"
     return ""
 
 

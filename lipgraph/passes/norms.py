@@ -16,13 +16,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lipgraph import budget
 from lipgraph.passes.annotate import NodeInfo
 from lipgraph.ir.execute import Executor
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.graph import Graph
 from lipgraph.labels import LADDER_SLACK, Bound, Label
 from lipgraph.certify import convfold
-from lipgraph.certify.dense import certified_materialised_norm, linear_part, power_iteration
+from lipgraph.certify.dense import OVERFLOW, certified_materialised_norm, linear_part, power_iteration
 from lipgraph.options import NormOptions
 from lipgraph.registry import Kind, slope_range
 from lipgraph.passes.autolip import Unit, compose
@@ -48,6 +49,7 @@ class UnitBuilder:
         members = {n for s in segments for n in s.nodes}
         units = []
         for k, nid in enumerate(nodes):
+            budget.check()
             for seg in by_last.get(nid, []):
                 self.progress(f"norming segment {seg.id} ({k + 1}/{len(nodes)} nodes)")
                 units.append(self.segment_unit(seg))
@@ -199,13 +201,19 @@ class UnitBuilder:
         result = power_iteration(fn, self.graph.shape(seg.entry), dtype=self.fast.dtype, device=self.fast.device,
                                  tol=o.power_tol, max_iter=o.power_iters, seed=o.seed, target=target,
                                  agree=o.agree_tol)
-        if not result.converged and not result.met_target:
+        if math.isinf(result.sigma):
+            self.diagnostics.append(Diagnostic(seg.id, "overflow", "the norm estimate overflowed in "
+                                               f"{self.fast.dtype} (huge weights): no estimate"))
+        elif not result.converged and not result.met_target:
             self.diagnostics.append(Diagnostic(seg.id, "power-not-converged", f"power iteration stopped after {result.iterations} steps "
                                                      "without reaching the tolerance"))
         return result
 
     def _smallest(self, candidates: list[Bound | None], where: str) -> Bound:
         found = [c for c in candidates if c is not None]
+        if any(c.method == OVERFLOW for c in found):
+            self.diagnostics.append(Diagnostic(where, "overflow", "float64 arithmetic overflowed materialising the "
+                                               "operator (huge weights): that certificate is ∞"))
         if not found:
             self.diagnostics.append(Diagnostic(where, "no-certified-norm",
                                                "no certified norm: too large to materialise and the rule has no "

@@ -16,7 +16,8 @@ def _num(value: float | None) -> float | None:
 
 def node_rows(a: Analysis) -> list[dict]:
     """One row per analysed node in graph order; multi-node segments add a row of their own."""
-    unit_of = {n: u for u in a.units for n in u.nodes}
+    unit_of = {n: u for u in a.units or [] for n in u.nodes}
+    shares = a.autolip.shares if a.autolip is not None else {}
     rows = []
     for nid, info in a.infos.items():
         unit = unit_of.get(nid)
@@ -31,12 +32,12 @@ def node_rows(a: Analysis) -> list[dict]:
         rows.append({"name": nid, "op": info.op, "kind": info.kind.value if info.kind else "unknown",
                      "bound": own.value if own else None, "label": own.label.value if own else None,
                      "method": method, "segment": unit.id if unit.role == "segment" else None,
-                     "share": a.autolip.shares.get(unit.id) if len(unit.nodes) == 1 else None})
+                     "share": shares.get(unit.id) if len(unit.nodes) == 1 else None})
         if len(unit.nodes) > 1 and nid == unit.nodes[-1]:
             b = unit.bounds[0]
             rows.append({"name": f"segment {unit.id}", "op": f"{len(unit.nodes)} nodes", "kind": "segment",
                          "bound": b.value, "label": b.label.value, "method": b.method, "segment": unit.id,
-                         "share": a.autolip.shares.get(unit.id)})
+                         "share": shares.get(unit.id)})
     return rows
 
 
@@ -67,12 +68,15 @@ def to_json(a: Analysis, path: str) -> dict:
                      "seconds": round(m.seconds, 4), **m.detail} for m in a.methods],
         "nodes": [{**r, "bound": _num(r["bound"])} for r in rows if not r["kind"] == "segment"],
         "table": [{**r, "bound": _num(r["bound"])} for r in rows],
-        "autolip": {"value": _num(a.autolip.value), "label": a.autolip.label.value},
+        "autolip": ({"value": _num(a.autolip.value), "label": a.autolip.label.value} if a.autolip is not None
+                    else {"value": None, "label": None}),
+        "partial": a.partial,
+        "unfinished": list(a.unfinished),
         "segments": [{"id": u.id, "nodes": list(u.nodes), "bound": _num(u.bounds[0].value),
                       "label": u.bounds[0].label.value, "method": u.bounds[0].method,
                       "estimate": _num(u.info.get("estimate")), "power_iterations": u.info.get("power_iterations"),
                       "candidates": {k: _num(v) for k, v in u.info.get("candidates", {}).items()}}
-                     for u in a.units if u.role == "segment"],
+                     for u in a.units or [] if u.role == "segment"],
         "chains": [c.to_json() for c in a.chains],
         "checks": {"onnxruntime": a.guard.to_json() if a.guard else None},
         "diagnostics": [d.to_json() for d in diagnostics],

@@ -23,6 +23,8 @@ def render(doc: dict, verbose: bool = False) -> str:
         lines += _verbose(doc)
     lines.append("methods: " + ", ".join(f"{m['name']} {_fmt(m['value'], True)} [{m['label']}] {m['seconds']:.2f}s"
                                          for m in doc["methods"]))
+    if doc["unfinished"]:
+        lines.append(f"unfinished (--time-limit): {', '.join(doc['unfinished'])}")
     lo = doc["lower_bound"]
     if lo is not None:
         lines.append(f"lower bound {lo['value']:.6g} on {lo['domain']}: realised by a pair of inputs at distance "
@@ -40,7 +42,8 @@ def _table(doc: dict) -> list[str]:
              r["method"], f"{100 * r['share']:.1f}%" if r["share"] is not None else "")
             for r in doc["table"]]
     total = doc["autolip"]
-    rows.append(("Total", "", "", _fmt(total["value"], True), total["label"], "autolip",
+    rows.append(("Total", "", "", _fmt(total["value"], total["label"] is not None), total["label"] or "unfinished",
+                 "autolip",
                  "100%" if total["value"] is not None else ""))
     widths = [min(max(len(str(x[i])) for x in [header, *rows]), 40) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}.{w}}}" for w in widths)
@@ -78,6 +81,8 @@ def summary(doc: dict) -> str:
     up, lower = doc["upper_bound"], doc["lower_bound"]
     if up is None:
         head = "NOT CERTIFIED: no finite certified upper bound"
+        if doc["partial"]:
+            head = "PARTIAL (time limit): no finite certified upper bound yet"
     else:
         head = f"certified upper {up['value']:.6g} ({up['method']}, {up['label']})"
     if lower is not None:
@@ -88,4 +93,6 @@ def summary(doc: dict) -> str:
                  and math.isfinite(m["value"])]
     if estimates:
         head += "; estimates (not bounds): " + ", ".join(f"{m['name']} {m['value']:.6g}" for m in estimates)
+    if doc["partial"] and up is not None:
+        head += f"; PARTIAL (time limit): {', '.join(doc['unfinished'])} unfinished"
     return head
