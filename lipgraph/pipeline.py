@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.ir import differential
 from lipgraph.passes.annotate import annotate
 from lipgraph.context import Context, MethodResult

@@ -54,7 +54,7 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.certify.margins import banded_cholesky_slack, banded_cholesky_succeeds
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 

@@ -17,7 +17,7 @@ import scipy.sparse.linalg
 import torch
 
 from lipgraph.certify.margins import UNIT, pow2_normalise, prove_pd
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]

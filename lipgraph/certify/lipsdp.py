@@ -49,7 +49,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.labels import Bound, Label
 from lipgraph.certify.seqlip import _one_thread
 from lipgraph.certify.margins import (UNIT, Proof, frobenius_upper, ldexp_up, pow2_normalise,

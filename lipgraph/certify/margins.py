@@ -71,7 +71,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 
 UNIT = 2.0 ** -53
 ETA = 2.0 ** -1074

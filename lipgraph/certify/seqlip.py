@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.certify.margins import batched_gram_below, moment_slack
 from lipgraph.labels import Bound, Label, certify

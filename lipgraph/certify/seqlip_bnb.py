@@ -62,7 +62,7 @@ from typing import Callable
 
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.labels import Bound, Label, certify
 from lipgraph.certify.seqlip import (
     OverMemory,

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.certify.dense import materialise
 from lipgraph.certify.margins import ldexp_up, pow2_normalise
 from lipgraph.certify.seqlip import (_DT, BudgetExhausted, OverMemory, _box, _event, _one_thread, _t, _vertex_estimate,

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.errors import InputError, RuleNotApplicable, SemanticMismatch
 from lipgraph.ir.execute import Executor
 from lipgraph.diagnostics import Diagnostic

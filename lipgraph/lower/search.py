@@ -64,7 +64,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.fx.experimental.symbolic_shapes  # noqa: F401 - autograd.grad imports it lazily (~1 s) on first use; pay it here, not from the budget
-from lipgraph import budget
+import lipgraph.budget as budget
 from torch.func import vmap
 
 RATIO_EPS = (1.0, 0.1)  # ε from 1 to 0.1 × the typical ‖x‖, measured best on 784-50-10

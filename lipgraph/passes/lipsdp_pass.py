@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.certify.lipsdp import lipsdp
 from lipgraph.context import Context, MethodResult, PassResult
 from lipgraph.diagnostics import Diagnostic

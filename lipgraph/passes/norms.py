@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lipgraph import budget
+import lipgraph.budget as budget
 from lipgraph.passes.annotate import NodeInfo
 from lipgraph.ir.execute import Executor
 from lipgraph.diagnostics import Diagnostic
