@@ -7,10 +7,13 @@ on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from lipgraph import __version__
 from lipgraph.errors import InputError, SemanticMismatch
@@ -77,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lower-bound search strategy (default %(default)s)")
     a.add_argument("--lower-restarts", type=int, metavar="N",
                    help="exactly N lower-bound search rounds (reproducible run to run), instead of the budget")
-    a.add_argument("--input-box", metavar="LO,HI", help="restrict the lower-bound search to inputs in [LO, HI]")
+    a.add_argument("--input-box", metavar="LO,HI|FILE.npz",
+                   help="analyse the inputs in a box: every bound and the lower-bound search hold on it "
+                        "(LO,HI scalars, or an .npz with per-element arrays 'lo' and 'hi')")
+    a.add_argument("--around", metavar="FILE.npy", help="analyse the box [X − R, X + R] around the point in FILE.npy "
+                   "(with --radius R; it contains the ℓ2 ball of radius R)")
+    a.add_argument("--radius", type=float, metavar="R", help="half-width of the --around box")
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -144,7 +152,7 @@ def cmd_analyze(args) -> int:
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
-                      fixed=parse_fixes(args.fix),
+                      fixed=parse_fixes(args.fix), domain=parse_domain(args.input_box, args.around, args.radius),
                       methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,
@@ -153,8 +161,7 @@ def cmd_analyze(args) -> int:
                                            max_neurons=args.lipsdp_max_neurons),
                       seqlip=SeqLipOptions(exact_max=args.seqlip_exact_max, topk=args.seqlip_topk,
                                            budget=args.seqlip_budget, dense_limit=args.seqlip_dense_limit),
-                      lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,
-                                         box=parse_box(args.input_box), data=args.data,
+                      lower=LowerOptions(budget=args.lower_budget, search=args.lower_search, data=args.data,
                                          restarts=args.lower_restarts),
                       verbose=args.verbose)
     analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
@@ -173,16 +180,61 @@ def cmd_analyze(args) -> int:
     return EXIT_OK
 
 
-def parse_box(spec: str | None) -> tuple[float, float] | None:
-    if spec is None:
+def parse_domain(box: str | None, around: str | None, radius: float | None):
+    """``--input-box LO,HI | FILE.npz`` or ``--around FILE.npy --radius R`` → a ``Domain`` (None: R^n).
+    Bad input (lo > hi, NaN, a missing file or key, both forms at once): InputError."""
+    from lipgraph.options import Domain
+    if box is not None and (around is not None or radius is not None):
+        raise InputError("--input-box and --around/--radius are two ways to give the domain: use one")
+    if (around is None) != (radius is None):
+        raise InputError("--around FILE.npy and --radius R go together")
+    if around is not None:
+        x = _read_array(around, "--around", np.load)
+        if not (math.isfinite(radius) and radius > 0):
+            raise InputError(f"--radius {radius:g}: must be a positive finite number")
+        return _checked(Domain(x - radius, x + radius, f"--around {around} --radius {radius:g}"))
+    if box is None:
         return None
+    if box.endswith(".npz"):
+        def load(path):
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in ("lo", "hi") if k not in z.files]
+                if missing:
+                    raise InputError(f"--input-box {path}: no array named {' or '.join(repr(k) for k in missing)} "
+                                     f"(it holds {', '.join(z.files) or 'nothing'}); expected 'lo' and 'hi'")
+                return z["lo"], z["hi"]
+        lo, hi = _read_array(box, "--input-box", load)
+        if np.shape(lo) != np.shape(hi):
+            raise InputError(f"--input-box {box}: 'lo' {list(np.shape(lo))} and 'hi' {list(np.shape(hi))} differ in shape")
+        return _checked(Domain(np.asarray(lo, np.float64), np.asarray(hi, np.float64), f"--input-box {box}"))
     try:
-        lo, hi = (float(v) for v in spec.split(","))
+        lo, hi = (float(v) for v in box.split(","))
     except ValueError:
-        raise InputError(f"--input-box '{spec}': expected LO,HI (two numbers)") from None
-    if not lo < hi:
-        raise InputError(f"--input-box '{spec}': LO must be below HI")
-    return lo, hi
+        raise InputError(f"--input-box '{box}': expected LO,HI (two numbers) or FILE.npz") from None
+    return _checked(Domain(lo, hi, f"--input-box {box}"))
+
+
+def _read_array(path: str, flag: str, reader):
+    try:
+        return reader(path) if reader is not np.load else np.asarray(np.load(path, allow_pickle=False), np.float64)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - missing, unreadable, pickled, not numeric
+        raise InputError(f"{flag} {path}: cannot read it ({str(exc).splitlines()[0][:120] or type(exc).__name__})") from None
+
+
+def _checked(domain):
+    """NaN or ±inf ends, lo > hi anywhere, or no width at all: InputError."""
+    lo, hi = np.asarray(domain.lo, np.float64), np.asarray(domain.hi, np.float64)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise InputError(f"{domain.spec}: the box ends must be finite numbers (NaN or ±inf found)")
+    if (lo > hi).any():
+        k = int(np.argmax(np.broadcast_to(lo > hi, np.broadcast(lo, hi).shape)))
+        raise InputError(f"{domain.spec}: lo > hi at element {k} ({np.ravel(np.broadcast_to(lo, np.broadcast(lo, hi).shape))[k]:g} > "
+                         f"{np.ravel(np.broadcast_to(hi, np.broadcast(lo, hi).shape))[k]:g})")
+    if not (lo < hi).any():
+        raise InputError(f"{domain.spec}: the box is a single point (lo = hi everywhere)")
+    return domain
 
 
 def emit(text: str, out: str | None) -> None:

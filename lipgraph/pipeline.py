@@ -13,7 +13,7 @@ from lipgraph.ir.execute import Executor, resolve_device
 from lipgraph.ir.graph import Graph, build_graph
 from lipgraph.ir.fuse import fuse
 from lipgraph.ir.load import load_model
-from lipgraph.options import Options
+from lipgraph.options import WHOLE_SPACE, Options
 from lipgraph.passes import scheduled
 from lipgraph.passes.lower_pass import guard
 from lipgraph.registry import load_plugins
@@ -45,6 +45,11 @@ class Analysis:
         return min(bounds, key=lambda m: m.value, default=None)
 
     @property
+    def domain(self) -> str:
+        """The stated domain: the box's name, or R^n."""
+        return self.options.domain.name if self.options.domain is not None else WHOLE_SPACE
+
+    @property
     def certified(self) -> bool:
         return self.upper is not None
 
@@ -60,11 +65,12 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
     progress("loading")
     model = fuse(load_model(path, options.input_shapes, input=options.input, fixed=options.fixed))
     graph = build_graph(model, options.input, options.output)
-    ctx = Context(graph, options, resolve_device(options.device))
+    box = options.domain.bounds(graph.shape(graph.analysed)) if options.domain is not None else None
+    ctx = Context(graph, options, resolve_device(options.device), box=box)
     nodes = graph.nodes_between()
     ctx.infos = annotate(graph, nodes, options.assume)
     progress("cross-checking lipgraph's execution with onnxruntime")
-    checked = differential.check(graph, ctx.fast, nodes, box=options.lower.box, seed=options.seed)
+    checked = differential.check(graph, ctx.fast, nodes, box=box, seed=options.seed)
     for p in scheduled(options.methods):
         ctx.results[p.name] = p.run(ctx, progress)
     diagnostics = list(graph.diagnostics) + [d for r in ctx.results.values() for d in r.diagnostics]

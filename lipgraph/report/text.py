@@ -21,8 +21,9 @@ def render(doc: dict, verbose: bool = False) -> str:
     lines += _table(doc)
     if verbose:
         lines += _verbose(doc)
-    lines.append("methods: " + ", ".join(f"{m['name']} {_fmt(m['value'], True)} [{m['label']}] {m['seconds']:.2f}s"
-                                         for m in doc["methods"]))
+    lines.append("methods: " + ", ".join(f"{m['name']} {_fmt(m['value'], True)} [{m['label']}"
+                                         + ("" if m["domain"] == "R^n" else f", on {m['domain']}")
+                                         + f"] {m['seconds']:.2f}s" for m in doc["methods"]))
     lo = doc["lower_bound"]
     if lo is not None:
         lines.append(f"lower bound {lo['value']:.6g} on {lo['domain']}: realised by a pair of inputs at distance "
@@ -79,7 +80,7 @@ def summary(doc: dict) -> str:
     if up is None:
         head = "NOT CERTIFIED: no finite certified upper bound"
     else:
-        head = f"certified upper {up['value']:.6g} ({up['method']}, {up['label']})"
+        head = f"certified upper {up['value']:.6g} ({up['method']}, {up['label']}, on {up['domain']})"
     if lower is not None:
         head += f", realised lower {lower['value']:.6g}" + (f" on {lower['domain']}" if lower["domain"] != "R^n" else "")
         if up is not None and lower["value"] > 0:
