@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--around", metavar="FILE.npy", help="analyse the box [X − R, X + R] around the point in FILE.npy "
                    "(with --radius R; it contains the ℓ2 ball of radius R)")
     a.add_argument("--radius", type=float, metavar="R", help="half-width of the --around box")
+    a.add_argument("--domain-also-global", action="store_true",
+                   help="with a box: compute SeqLip's global (R^n) value as well (AutoLip's is always in the JSON)")
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -153,6 +155,7 @@ def cmd_analyze(args) -> int:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
                       fixed=parse_fixes(args.fix), domain=parse_domain(args.input_box, args.around, args.radius),
+                      domain_also_global=args.domain_also_global,
                       methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,

@@ -43,6 +43,8 @@ CODES: dict[str, Code] = {
     "fused": Code("note", "a decomposed activation (x·Sigmoid(x), GELU, hard-swish, Mish) was recognised and analysed as one op"),
     "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation but is not one numerically; analysed as it is"),
     "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
+    "box-range": Code("note", "a node's value range on the input box is unknown (the whole line is used)"),
+    "box-bound": Code("warning", "a node has no bound on the input box (its range leaves the op's domain, or is unknown)"),
     "low-precision-cast": Code("note", "a cast to float16/bfloat16: rounding jumps are outside the bound"),
 }
 

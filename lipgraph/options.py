@@ -93,6 +93,7 @@ class Options:
     input_shapes: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE or FILE.npy (--fix)
     domain: Domain | None = None                   # every bound and the lower search on this box; None: R^n
+    domain_also_global: bool = False               # with a domain: SeqLip's global value too (AutoLip's is always kept)
     methods: tuple[str, ...] = DEFAULT_METHODS
     device: str = "auto"
     seed: int = 0

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from lipgraph.certify.intervals import mul, standardised
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
@@ -44,6 +45,12 @@ class BatchNormalization(Rule):
         var = np.asarray(node.const(4), dtype=np.float64)
         factor = np.abs(scale / np.sqrt(var + node.attr("epsilon", 1e-5)))
         return Bound(certify(float(factor.max(initial=0.0))), Label.CERTIFIED, "diagonal", slack=CERT_MARGIN)
+
+    def abs_linear(self, node, r):
+        """|scale_c|/√(var_c + eps)·r per channel."""
+        scale = torch.as_tensor(np.asarray(node.const(1), dtype=np.float64))
+        var = torch.as_tensor(np.asarray(node.const(4), dtype=np.float64))
+        return r * (scale / torch.sqrt(var + node.attr("epsilon", 1e-5))).abs().reshape((1, -1) + (1,) * (r.dim() - 2))
 
     def conv_form(self, node):
         """Per-channel scale scale_c/√(var_c + eps) (rank ≥ 3 inputs), for segment folding."""
@@ -131,6 +138,37 @@ def _check_stats(node, *indices):
         raise RuleNotApplicable(f"{node.op_type}'s Mean/InvStdDev outputs are not analysed")
 
 
+# On an input box (design §9): each slice's variance has a certified lower bound v (the exact
+# minimum of the variance over the box, ``certify.intervals.variance_lower``), so s ≥ √(v + ε)
+# and the Jacobian bound ‖ΓP‖/s above becomes ‖ΓP‖/√(v + ε): the global bound times
+# √(ε/(v + ε)) with v the least over slices. The output range is γ·z + β with z's range from
+# ``certify.intervals.standardised`` (|z_i| ≤ √(n − 1) even where the input range is unknown).
+
+
+def _box_ranges(x_range, rows_shape, eps):
+    """(z range, variance lower bounds) for the input range viewed as ``rows_shape`` = (S, n)."""
+    lo, hi = (t.reshape(rows_shape) for t in x_range)
+    (z_lo, z_hi), v = standardised(lo, hi, eps)
+    shape = x_range[0].shape
+    return (z_lo.reshape(shape), z_hi.reshape(shape)), v
+
+
+def _affine_range(z, scale, bias):
+    """γ ⊙ z + β as ranges (γ, β constant tensors broadcast to z, or None)."""
+    y = z if scale is None else mul(z, (scale, scale))
+    return y if bias is None else (y[0] + bias, y[1] + bias)
+
+
+def _local(global_bound: Bound, v, eps: float) -> dict[int, Bound]:
+    """The global bound ‖ΓP‖/√ε scaled to ‖ΓP‖/√(v + ε), v the least variance lower bound."""
+    if eps <= 0 or not math.isfinite(global_bound.value):
+        vmin = float(v.min()) if v.numel() else 0.0
+        return {0: Bound(math.inf if vmin <= 0 else certify(global_bound.value), Label.CERTIFIED, "variance-range")}
+    vmin = float(v.min()) if v.numel() else 0.0
+    value = certify(global_bound.value * math.sqrt(eps / (vmin + eps)), 4 * CERT_MARGIN)
+    return {0: Bound(min(value, global_bound.value), Label.CERTIFIED, "variance-range")}
+
+
 @rule("LayerNormalization", versions=(17,), kind=Kind.NONLINEAR)
 class LayerNormalization(Rule):
     """LayerNormalization: L = ‖diag(γ)·P‖₂/√ε ≤ max|γ|/√ε, P = I − 11ᵀ/n (exact supremum).
@@ -169,6 +207,19 @@ class LayerNormalization(Rule):
     def notes(self, node):
         return _note(node, self.bounds(node)[0])
 
+    def _rows(self, node, shape):
+        axis = node.attr("axis", -1) % len(shape)
+        return (-1, math.prod(shape[axis:]))
+
+    def interval(self, node, x_range, scale=None, bias=None):
+        z, _ = _box_ranges(x_range, self._rows(node, x_range[0].shape), node.attr("epsilon", 1e-5))
+        return _affine_range(z, None if scale is None else scale[0], None if bias is None else bias[0])
+
+    def local_bounds(self, node, ranges):
+        eps = node.attr("epsilon", 1e-5)
+        _, v = _box_ranges(ranges[0], self._rows(node, ranges[0][0].shape), eps)
+        return _local(self.bounds(node)[0], v, eps)
+
 
 @rule("InstanceNormalization", versions=(6, 22), kind=Kind.NONLINEAR)
 class InstanceNormalization(Rule):
@@ -196,6 +247,18 @@ class InstanceNormalization(Rule):
 
     def notes(self, node):
         return _note(node, self.bounds(node)[0])
+
+    def interval(self, node, x_range, scale, bias):
+        shape = x_range[0].shape
+        z, _ = _box_ranges(x_range, (-1, math.prod(shape[2:])), node.attr("epsilon", 1e-5))
+        per = (1, -1) + (1,) * (len(shape) - 2)
+        return _affine_range(z, scale[0].reshape(per), bias[0].reshape(per))
+
+    def local_bounds(self, node, ranges):
+        eps = node.attr("epsilon", 1e-5)
+        shape = ranges[0][0].shape
+        _, v = _box_ranges(ranges[0], (-1, math.prod(shape[2:])), eps)
+        return _local(self.bounds(node)[0], v, eps)
 
 
 def _group_scale(node, x_shape, scale) -> np.ndarray:
@@ -240,3 +303,16 @@ class GroupNormalization(Rule):
 
     def notes(self, node):
         return _note(node, self.bounds(node)[0])
+
+    def interval(self, node, x_range, scale, bias):
+        shape = x_range[0].shape
+        z, _ = _box_ranges(x_range, (shape[0] * node.attr("num_groups"), -1), node.attr("epsilon", 1e-5))
+        per = (1, shape[1]) + (1,) * (len(shape) - 2)
+        gamma, beta = (torch.as_tensor(_group_scale(node, shape, t[0].numpy())).reshape(per) for t in (scale, bias))
+        return _affine_range(z, gamma, beta)
+
+    def local_bounds(self, node, ranges):
+        eps = node.attr("epsilon", 1e-5)
+        shape = ranges[0][0].shape
+        _, v = _box_ranges(ranges[0], (shape[0] * node.attr("num_groups"), -1), eps)
+        return _local(self.bounds(node)[0], v, eps)

@@ -154,6 +154,14 @@ class Resize(Rule):
             x = _apply_along(x, a, matrix)
         return x
 
+    def abs_linear(self, node, r):
+        """The separable interpolation with |R_a| on every axis (cubic weights can be negative)."""
+        mats = _matrices(node, tuple(r.shape), node.const(2) if node.has_input(2) else None,
+                         node.const(3) if node.has_input(3) else None)
+        for a, matrix in mats:
+            r = _apply_along(r, a, np.abs(matrix))
+        return r
+
     def certified_norm(self, node):
         from lipgraph.certify.dense import matrix_norm
         mats = _matrices(node, node.input_shapes[0], node.const(2) if node.has_input(2) else None,

@@ -5,8 +5,32 @@ import math
 
 import torch
 
-from lipgraph.labels import Bound, Label
+from lipgraph.labels import Bound, Label, certify
 from lipgraph.registry import Kind, Rule, rule
+
+
+def _rows(node, t: torch.Tensor) -> torch.Tensor:
+    """The normalised slices of ``t`` as the last dim (a view for Softmax's block)."""
+    start, end = _slices(node, t.shape)
+    flat = t.reshape(*t.shape[:start], -1, *t.shape[end:])
+    return flat.movedim(start, -1)
+
+
+def _unrows(node, t: torch.Tensor, shape) -> torch.Tensor:
+    start, end = _slices(node, shape)
+    return t.movedim(-1, start).reshape(shape)
+
+
+def _log_ranges(node, lo, hi):
+    """Ranges of log softmax on slices: l_i − log(e^{l_i} + Σ_j e^{u_j}) ≤ y_i ≤ min(0, u_i − LSE(l))
+    (the denominator Σ_j e^{x_j} lies between Σ_{j≠i} e^{l_j} + e^{x_i} and Σ_{j≠i} e^{u_j} + e^{x_i};
+    counting x_i's own term at its other end only loosens them)."""
+    L, U = _rows(node, lo), _rows(node, hi)
+    lse_u = torch.logsumexp(U, dim=-1, keepdim=True)
+    lse_l = torch.logsumexp(L, dim=-1, keepdim=True)
+    y_lo = L - torch.logaddexp(L, lse_u)
+    y_hi = torch.clamp(U - lse_l, max=0.0)
+    return _unrows(node, y_lo, lo.shape), _unrows(node, y_hi, lo.shape)
 
 
 def _slices(node, shape) -> tuple[int, int]:
@@ -50,6 +74,23 @@ class Softmax(Rule):
         n = math.prod(shape[start:end])
         return {0: Bound(0.5 if n >= 2 else 0.0, Label.EXACT, "softmax-jacobian")}
 
+    def interval(self, node, x_range):
+        """p_i ∈ [exp of the LogSoftmax lower end, exp of its upper end] (see ``_log_ranges``)."""
+        y_lo, y_hi = _log_ranges(node, *x_range)
+        return torch.exp(y_lo), torch.exp(y_hi)
+
+    def local_bounds(self, node, ranges):
+        """On a box: the Gershgorin bound max_i 2p_i(1 − p_i) (see Bound) with each p_i in its range:
+        1/2 where the range contains 1/2, else the larger end value of 2p(1 − p)."""
+        shape = node.input_shapes[0]
+        start, end = _slices(node, shape)
+        if math.prod(shape[start:end]) < 2:
+            return self.bounds(node)
+        p_lo, p_hi = self.interval(node, ranges[0])
+        f = lambda p: 2 * p * (1 - p)  # noqa: E731
+        g = torch.where((p_lo <= 0.5) & (p_hi >= 0.5), 0.5, torch.maximum(f(p_lo), f(p_hi)))
+        return {0: Bound(min(0.5, certify(float(g.max()))), Label.CERTIFIED, "softmax-range")}
+
 
 @rule("LogSoftmax", versions=(1, 11, 13), kind=Kind.NONLINEAR)
 class LogSoftmax(Rule):
@@ -80,3 +121,17 @@ class LogSoftmax(Rule):
         start, end = _slices(node, shape)
         n = math.prod(shape[start:end])
         return {0: Bound(math.sqrt(n) if n >= 2 else 0.0, Label.EXACT, "logsoftmax-jacobian")}
+
+    def interval(self, node, x_range):
+        return _log_ranges(node, *x_range)
+
+    def local_bounds(self, node, ranges):
+        """On a box: ‖J‖ = √n‖p‖₂ (see Bound) ≤ √n·‖p̄‖₂ per slice, p̄ the upper ends of softmax's range."""
+        shape = node.input_shapes[0]
+        start, end = _slices(node, shape)
+        n = math.prod(shape[start:end])
+        if n < 2:
+            return self.bounds(node)
+        p_hi = _rows(node, torch.exp(_log_ranges(node, *ranges[0])[1]))
+        norm = float(torch.linalg.vector_norm(p_hi, dim=-1).max())
+        return {0: Bound(min(math.sqrt(n), certify(math.sqrt(n) * norm)), Label.CERTIFIED, "logsoftmax-range")}
