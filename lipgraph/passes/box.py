@@ -31,12 +31,19 @@ def value_ranges(graph: Graph, infos: dict, box: tuple[np.ndarray, np.ndarray]) 
     for nid in graph.nodes_between():
         view, rule, info = graph.views[nid], graph.rules[nid], infos.get(nid)
         ins = input_ranges(graph, view, ranges)
-        outs = _node_ranges(rule, info, view, ins, nid, notes)
-        for k, o in enumerate(view.outputs):
+        shapes = [graph.model.shapes.get(o) if o else None for o in view.outputs]
+        for o, r in zip(view.outputs, node_output_ranges(rule, info, view, ins, shapes, notes)):
             if o:
-                ranges[o] = _checked(outs[k] if outs is not None and k < len(outs) else None,
-                                     graph.model.shapes.get(o), nid, notes)
+                ranges[o] = r
     return ranges, notes
+
+
+def node_output_ranges(rule, info, view, ins, shapes, notes: list) -> list:
+    """One node's widened output ranges (one per output, the whole line where unknown), from its
+    input ranges ``ins``; ``info`` (annotate.NodeInfo or None) says whether its rule refused it."""
+    outs = _node_ranges(rule, info, view, ins, view.name, notes)
+    return [_checked(outs[k] if outs is not None and k < len(outs) else None, shape, view.name, notes)
+            for k, shape in enumerate(shapes)]
 
 
 def input_ranges(graph: Graph, view, ranges: dict) -> tuple:
