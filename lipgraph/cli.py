@@ -1,4 +1,5 @@
-"""The command line: ``lipgraph analyze``, ``lipgraph rules``, ``lipgraph rule OP``.
+"""The command line: ``lipgraph analyze``, ``lipgraph certify``, ``lipgraph rules``, ``lipgraph codes``,
+``lipgraph rule OP``.
 
 Exit codes: 0 — analysis done and the certified bound is finite (and ≤ --fail-above);
 1 — done but not certified, or above the threshold; 2 — bad usage or bad input (one line
@@ -15,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lipgraph import __version__
-from lipgraph.errors import InputError, SemanticMismatch
-
-EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+from lipgraph.version import __version__
+from lipgraph.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, InputError, SemanticMismatch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     a = sub.add_parser("analyze", help="bound the Lipschitz constant of a model")
-    a.add_argument("model", help="path to an .onnx file")
+    a.add_argument("model", nargs="+", help="an .onnx file; several files or folders audit them all (a summary table)")
     a.add_argument("--input", help="analysed input (default: the first graph input)")
     a.add_argument("--fix", action="append", metavar="NAME=VALUE|FILE.npy",
                    help="hold a non-analysed input at a value (float inputs default to zeros; integer and "
@@ -91,6 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("-v", "--verbose", action="store_true", help="per-segment certificates next to estimates")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    a.add_argument("--jobs", type=int, default=1, metavar="N", help="many models: N worker processes (default 1)")
+    a.add_argument("--ray", metavar="ADDRESS", help="many models: run them on this Ray cluster (pip install "
+                                                    "'lipgraph[ray]')")
+    a.add_argument("--reports", metavar="DIR", help="many models: write each model's report (in --format) to DIR")
+
+    c = sub.add_parser("certify", help="certified ℓ2 robustness of a classifier on a data set")
+    c.add_argument("model", help="path to an .onnx file (a classifier: the output holds the logits)")
+    c.add_argument("--data", required=True, metavar="X.npy", help="inputs, stacked along the first axis")
+    c.add_argument("--labels", required=True, metavar="y.npy", help="their class indices (1-D integers)")
+    c.add_argument("--eps", metavar="E1,E2,…", help="radii of the accuracy table (default: 5 up to the largest "
+                                                     "certified radius)")
+    c.add_argument("--attack", action="store_true", help="also run an ℓ2 PGD attack at each eps (fixed seed)")
+    c.add_argument("--methods", default="autolip,seqlip",
+                   help="methods bounding the model and each margin (default: %(default)s)")
+    for flag, kw in (("--input", {}), ("--output", {}), ("--input-shape", {"action": "append"}),
+                     ("--fix", {"action": "append"}), ("--input-box", {"metavar": "LO,HI|FILE.npz"})):
+        c.add_argument(flag, **kw)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--format", choices=["text", "json"], default="text")
+    c.add_argument("-o", "--out", metavar="FILE", help="write the report to FILE (written only when complete)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
     sub.add_parser("rules", help="list every rule: op, domain, versions, kind, origin").add_argument(
         "--plugin", action="append", default=[], metavar="MODULE")
@@ -106,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             return cmd_analyze(args)
+        if args.command == "certify":
+            return cmd_certify(args)
         if args.command == "rules":
             return cmd_rules(args)
         if args.command == "codes":
@@ -138,17 +160,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from lipgraph.options import ALL_METHODS, LipSDPOptions, LowerOptions, NormOptions, Options, SeqLipOptions
+    from lipgraph.options import LipSDPOptions, LowerOptions, NormOptions, Options, SeqLipOptions, check_methods
     from lipgraph.pipeline import analyze
     from lipgraph.report import FORMATS
     from lipgraph.passes.annotate import parse_assumptions
     from lipgraph.ir.inputs import parse_fixes, parse_input_shapes
     from lipgraph.progress import Progress
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown:
-        raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    methods = check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     if args.lower_restarts is not None and args.lower_restarts < 1:
         raise InputError("--lower-restarts must be ≥ 1")
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
@@ -167,8 +186,11 @@ def cmd_analyze(args) -> int:
                       lower=LowerOptions(budget=args.lower_budget, search=args.lower_search, data=args.data,
                                          restarts=args.lower_restarts),
                       verbose=args.verbose)
-    analysis = analyze(args.model, options, progress=Progress(enabled=not args.quiet))
-    emit(FORMATS[args.format](analysis, args.model, verbose=args.verbose), args.out)
+    if len(args.model) > 1 or Path(args.model[0]).is_dir() or args.ray or args.reports:
+        return _analyze_many(args, options)
+    model = args.model[0]
+    analysis = analyze(model, options, progress=Progress(enabled=not args.quiet))
+    emit(FORMATS[args.format](analysis, model, verbose=args.verbose), args.out)
     if analysis.inconsistent:
         print("lipgraph: internal error: a realised lower bound exceeds a certified upper bound (see "
               "[lower-above-upper]); one of them is wrong (a bug in lipgraph: please report it with the model)",
@@ -183,6 +205,55 @@ def cmd_analyze(args) -> int:
     return EXIT_OK
 
 
+def _analyze_many(args, options) -> int:
+    """``analyze`` of several models: a summary table (or JSON), per-model reports on request."""
+    from lipgraph.batch import collect, run_batch, table
+    from lipgraph.progress import Progress
+    from lipgraph.report.document import dumps
+
+    if args.jobs < 1:
+        raise InputError("--jobs must be ≥ 1")
+    reports = Path(args.reports) if args.reports else None
+    if reports is not None and not reports.is_dir():
+        raise InputError(f"--reports {args.reports}: no such folder")
+    rows = run_batch(collect(args.model), options, jobs=args.jobs, ray_address=args.ray,
+                     fmt=args.format if reports else None, fail_above=args.fail_above,
+                     progress=Progress(enabled=not args.quiet))
+    if reports is not None:
+        suffix = {"text": ".txt", "json": ".json", "html": ".html"}[args.format]
+        for k, row in enumerate(rows):
+            if row.report is not None:
+                emit(row.report, str(reports / f"{k:03d}-{Path(row.model).stem}{suffix}"))
+    emit(dumps({"models": [r.to_json() for r in rows]}) + "\n" if args.format == "json" else table(rows), args.out)
+    return max(r.code for r in rows)
+
+
+def cmd_certify(args) -> int:
+    from lipgraph.ir.inputs import parse_fixes, parse_input_shapes
+    from lipgraph.options import LowerOptions, NormOptions, Options, check_methods
+    from lipgraph.progress import Progress
+    from lipgraph.report.certify_text import render
+    from lipgraph.report.document import dumps
+    from lipgraph.robust import certify
+
+    eps = None
+    if args.eps:
+        try:
+            eps = [float(e) for e in args.eps.split(",")]
+        except ValueError:
+            raise InputError(f"--eps '{args.eps}': expected comma-separated numbers") from None
+        if any(not e >= 0 for e in eps):
+            raise InputError(f"--eps '{args.eps}': radii must be ≥ 0")
+    options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
+                      fixed=parse_fixes(args.fix), seed=args.seed, norms=NormOptions(seed=args.seed),
+                      methods=check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip())),
+                      domain=parse_domain(args.input_box, None, None))
+    doc = certify(args.model, args.data, args.labels, options, eps=eps, attack=args.attack,
+                  progress=Progress(enabled=not args.quiet))
+    emit(dumps(doc) + "\n" if args.format == "json" else render(doc), args.out)
+    return EXIT_OK if doc["model_bound"] is not None else EXIT_NOT_CERTIFIED
+
+
 def parse_domain(box: str | None, around: str | None, radius: float | None):
     """``--input-box LO,HI | FILE.npz`` or ``--around FILE.npy --radius R`` → a ``Domain`` (None: R^n).
     Bad input (lo > hi, NaN, a missing file or key, both forms at once): InputError."""
@@ -195,7 +266,7 @@ def parse_domain(box: str | None, around: str | None, radius: float | None):
         x = _read_array(around, "--around", np.load)
         if not (math.isfinite(radius) and radius > 0):
             raise InputError(f"--radius {radius:g}: must be a positive finite number")
-        return _checked(Domain(x - radius, x + radius, f"--around {around} --radius {radius:g}"))
+        return Domain(x - radius, x + radius, f"--around {around} --radius {radius:g}").checked()
     if box is None:
         return None
     if box.endswith(".npz"):
@@ -209,12 +280,12 @@ def parse_domain(box: str | None, around: str | None, radius: float | None):
         lo, hi = _read_array(box, "--input-box", load)
         if np.shape(lo) != np.shape(hi):
             raise InputError(f"--input-box {box}: 'lo' {list(np.shape(lo))} and 'hi' {list(np.shape(hi))} differ in shape")
-        return _checked(Domain(np.asarray(lo, np.float64), np.asarray(hi, np.float64), f"--input-box {box}"))
+        return Domain(np.asarray(lo, np.float64), np.asarray(hi, np.float64), f"--input-box {box}").checked()
     try:
         lo, hi = (float(v) for v in box.split(","))
     except ValueError:
         raise InputError(f"--input-box '{box}': expected LO,HI (two numbers) or FILE.npz") from None
-    return _checked(Domain(lo, hi, f"--input-box {box}"))
+    return Domain(lo, hi, f"--input-box {box}").checked()
 
 
 def _read_array(path: str, flag: str, reader):
@@ -225,19 +296,6 @@ def _read_array(path: str, flag: str, reader):
     except Exception as exc:  # noqa: BLE001 - missing, unreadable, pickled, not numeric
         raise InputError(f"{flag} {path}: cannot read it ({str(exc).splitlines()[0][:120] or type(exc).__name__})") from None
 
-
-def _checked(domain):
-    """NaN or ±inf ends, lo > hi anywhere, or no width at all: InputError."""
-    lo, hi = np.asarray(domain.lo, np.float64), np.asarray(domain.hi, np.float64)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        raise InputError(f"{domain.spec}: the box ends must be finite numbers (NaN or ±inf found)")
-    if (lo > hi).any():
-        k = int(np.argmax(np.broadcast_to(lo > hi, np.broadcast(lo, hi).shape)))
-        raise InputError(f"{domain.spec}: lo > hi at element {k} ({np.ravel(np.broadcast_to(lo, np.broadcast(lo, hi).shape))[k]:g} > "
-                         f"{np.ravel(np.broadcast_to(hi, np.broadcast(lo, hi).shape))[k]:g})")
-    if not (lo < hi).any():
-        raise InputError(f"{domain.spec}: the box is a single point (lo = hi everywhere)")
-    return domain
 
 
 def emit(text: str, out: str | None) -> None:

@@ -20,7 +20,7 @@ class Code:
 CODES: dict[str, Code] = {
     "unsupported-op": Code("error", "ops without a rule: the bound is not certified (∞); add a rule or --assume"),
     "no-global-bound": Code("error", "a rule cannot bound this node globally (e.g. a product of two computed tensors)"),
-    "not-lipschitz": Code("error", "an op is discontinuous (Sign, Round, Floor, Ceil, …): no Lipschitz bound exists"),
+    "not-lipschitz": Code("error", "an op is discontinuous (Sign, Round, Floor, Ceil, comparisons, ArgMax, Where on a computed condition, …): no Lipschitz bound exists"),
     "no-bound": Code("error", "a rule gives no bound for one of the node's analysed inputs"),
     "no-certified-norm": Code("error", "an affine segment has no certified norm (too large to materialise, no closed form)"),
     "not-certified": Code("error", "no finite certified upper bound for the model"),
@@ -40,8 +40,10 @@ CODES: dict[str, Code] = {
     "input-redirected": Code("note", "a non-float input is analysed from the first float tensor computed from it"),
     "guard-skipped": Code("note", "the onnxruntime cross-check could not run on this model"),
     "declared-shapes": Code("note", "some shapes come from the model's value_info (no inference knows their ops)"),
-    "fused": Code("note", "a decomposed activation (x·Sigmoid(x), GELU, hard-swish, Mish) was recognised and analysed as one op"),
-    "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation but is not one numerically; analysed as it is"),
+    "fused": Code("note", "a decomposed activation (x·Sigmoid(x), GELU, hard-swish, Mish) or normalisation (LayerNorm, "
+                          "RMSNorm, softmax, log-softmax) was recognised and analysed as one op"),
+    "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation or normalisation but is not one "
+                                    "numerically; not rewritten into it"),
     "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
     "box-range": Code("note", "a node's value range on the input box is unknown (the whole line is used)"),
     "box-bound": Code("warning", "a node has no bound on the input box (its range leaves the op's domain, or is unknown)"),

@@ -1,4 +1,8 @@
-"""Exceptions with a meaning for the command line."""
+"""Exceptions with a meaning for the command line, and its exit codes."""
+
+#: 0 certified (and ≤ --fail-above); 1 finished, not certified or above; 2 bad usage or input;
+#: 3 internal error (a bug).
+EXIT_OK, EXIT_NOT_CERTIFIED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 class LipgraphError(Exception):

@@ -11,6 +11,15 @@ ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", 
 DEFAULT_METHODS = ALL_METHODS
 
 
+def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """``methods`` if every one is known, else an ``InputError`` naming the unknown ones."""
+    from lipgraph.errors import InputError
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise InputError(f"--methods: unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    return methods
+
+
 @dataclass
 class NormOptions:
     materialize_limit: int = 1 << 24   # largest affine segment (matrix entries) certified by materialising it
@@ -73,6 +82,19 @@ class Domain:
     def name(self) -> str:
         return box_name(self.lo, self.hi)
 
+    def checked(self) -> "Domain":
+        """``self``; InputError for NaN or ±inf ends, lo > hi anywhere, or no width at all."""
+        from lipgraph.errors import InputError
+        lo, hi = np.broadcast_arrays(np.asarray(self.lo, np.float64), np.asarray(self.hi, np.float64))
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise InputError(f"{self.spec}: the box ends must be finite numbers (NaN or ±inf found)")
+        if (lo > hi).any():
+            k = int(np.argmax(lo > hi))
+            raise InputError(f"{self.spec}: lo > hi at element {k} ({lo.ravel()[k]:g} > {hi.ravel()[k]:g})")
+        if not (lo < hi).any():
+            raise InputError(f"{self.spec}: the box is a single point (lo = hi everywhere)")
+        return self
+
 
 #: The name of the unrestricted domain in reports.
 WHOLE_SPACE = "R^n"
@@ -91,7 +113,7 @@ class Options:
     input: str | None = None
     output: str | None = None
     input_shapes: dict = field(default_factory=dict)
-    fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE or FILE.npy (--fix)
+    fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE, FILE.npy or an array (--fix)
     domain: Domain | None = None                   # every bound and the lower search on this box; None: R^n
     domain_also_global: bool = False               # with a domain: SeqLip's global value too (AutoLip's is always kept)
     methods: tuple[str, ...] = DEFAULT_METHODS

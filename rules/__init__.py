@@ -4,4 +4,4 @@ One module per op family; importing a module registers its rules. The list is ex
 (no scanning), so the set of reviewed ops is visible here.
 """
 from lipgraph.rules import (activations, arithmetic, constant, conv, fused, linear, normalization, pooling,  # noqa: F401
-                            reduce, resize, shape, softmax, unbounded)
+                            logical, recurrent, reduce, resize, shape, softmax, unbounded)

@@ -1,6 +1,9 @@
 """Normalisation layers: BatchNormalization in inference form (affine with constant statistics),
 and LayerNormalization, InstanceNormalization, GroupNormalization (statistics computed from the
-input: NONLINEAR, with the exact global constant ‖diag(γ)P‖/√ε and a note that it is huge)."""
+input: NONLINEAR, with the exact global constant ‖diag(γ)P‖/√ε and a note that it is huge).
+The fused LayerNorm and RMSNorm (rules/fused.py) use the same maths: ``slice_scales``,
+``normalisation_bound``, ``normalise``, ``normalisation_note``, and on a box ``normalised_interval``,
+``normalised_local``."""
 from __future__ import annotations
 
 import math
@@ -8,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from lipgraph.certify.intervals import mul, standardised
+from lipgraph.certify.intervals import mul, rms_scaled, standardised
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
@@ -79,6 +82,11 @@ class BatchNormalization(Rule):
 # m_k − 1, eigenvectors ⊥ 1 inside class k) and those of the k×k matrix diag(a²) − wwᵀ,
 # w_k = a_k√(m_k/n) (vectors constant on classes, orthonormal basis 1_k/√m_k).
 # For n = 1, P = 0: the output is constant (β), constant 0.
+#
+# RMSNorm (no centring): y = γ ⊙ x/s with s = √(‖x‖²/n + ε) has J = (1/s)·Γ·(I − x̂x̂ᵀ/n), x̂ = x/s.
+# ‖x̂‖²/n = (s² − ε)/s² < 1, so I − x̂x̂ᵀ/n has eigenvalues 1 (⊥ x) and ε/s² ∈ (0, 1] (on x):
+# ‖J(x)‖ ≤ ‖Γ‖/s ≤ max|γ|/√ε, and at x = 0, J = Γ/√ε exactly: the constant is max|γ|/√ε, for
+# every n (n = 1 included).
 
 NORM_EIG_LIMIT = 2048   # distinct scale values up to which ‖ΓP‖ is computed; beyond, max|γ|
 
@@ -100,12 +108,25 @@ def projected_scale_norm(gamma: np.ndarray) -> tuple[float, bool]:
     return math.sqrt(max(top, 0.0)), True
 
 
-def normalisation_bound(gammas, eps: float, method: str) -> Bound:
-    """Certified max over slices of ‖Γ_s P‖/√ε (see the comment above); ``gammas`` yields the
-    per-entry scale vector of each distinct kind of slice."""
+def slice_scales(shape, dims, scale) -> list[np.ndarray]:
+    """The distinct per-entry scale vectors γ_s of the slices over ``dims`` of a tensor of
+    ``shape``, the scale broadcast against it as numpy does (aligned right); one vector of ones
+    when ``scale`` is None."""
+    rank, dims = len(shape), sorted(dims)
+    g = np.ones(()) if scale is None else np.asarray(scale, np.float64)
+    g = g.reshape((1,) * (rank - g.ndim) + g.shape)
+    g = np.broadcast_to(g, [shape[d] if d in dims else g.shape[d] for d in range(rank)])
+    rows = np.moveaxis(g, dims, range(rank - len(dims), rank)).reshape(-1, math.prod(shape[d] for d in dims))
+    return list(np.unique(rows, axis=0))
+
+
+def normalisation_bound(gammas, eps: float, method: str, centred: bool = True) -> Bound:
+    """Certified max over slices of ‖Γ_s P‖/√ε (``centred``, LayerNorm) or ‖Γ_s‖/√ε (RMSNorm),
+    see the comment above; ``gammas`` yields the per-entry scale vector of each distinct kind of
+    slice."""
     best, exact = 0.0, True
     for g in gammas:
-        value, ok = projected_scale_norm(g)
+        value, ok = projected_scale_norm(g) if centred else (float(np.abs(g).max(initial=0.0)), True)
         best, exact = max(best, value), exact and ok
     if best == 0.0:   # every slice has one entry (or γ = 0): the output is constant
         return Bound(0.0, Label.EXACT, method)
@@ -121,15 +142,22 @@ NORMALISATION_NOTE = ("normalization-global",
                       "of inputs (which bounds the variance from below) is what you want")
 
 
-def _note(node, bound: Bound):
+def normalisation_note(node, bound: Bound):
     code, text = NORMALISATION_NOTE
     return [(code, text.format(op=node.op_type, value=bound.value))]
 
 
-def _normalise(x, dims, eps):
+def normalise(x, dims, eps):
+    """((x − mean)/√(var + ε), mean, var) over ``dims``."""
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
     return (x - mean) / torch.sqrt(var + eps), mean, var
+
+
+def scale_shift(y, scale=None, bias=None):
+    """y·scale + bias, either omitted (None), broadcast as numpy does."""
+    y = y if scale is None else y * scale.to(y.dtype)
+    return y if bias is None else y + bias.to(y.dtype)
 
 
 def _check_stats(node, *indices):
@@ -143,28 +171,38 @@ def _check_stats(node, *indices):
 # and the Jacobian bound ‖ΓP‖/s above becomes ‖ΓP‖/√(v + ε): the global bound times
 # √(ε/(v + ε)) with v the least over slices. The output range is γ·z + β with z's range from
 # ``certify.intervals.standardised`` (|z_i| ≤ √(n − 1) even where the input range is unknown).
+# RMSNorm likewise with v the least mean square over the box (``certify.intervals.rms_scaled``):
+# ‖J‖ ≤ max|γ|/√(v + ε), the global bound max|γ|/√ε times √(ε/(v + ε)).
 
 
-def _box_ranges(x_range, rows_shape, eps):
-    """(z range, variance lower bounds) for the input range viewed as ``rows_shape`` = (S, n)."""
-    lo, hi = (t.reshape(rows_shape) for t in x_range)
-    (z_lo, z_hi), v = standardised(lo, hi, eps)
-    shape = x_range[0].shape
-    return (z_lo.reshape(shape), z_hi.reshape(shape)), v
+def box_statistics(x_range, dims, eps: float, centred: bool = True):
+    """(range of the normalised z, lower bound on each slice's variance — mean square when not
+    ``centred`` —) for the input range ``x_range`` normalised over ``dims`` taken together."""
+    dims = sorted(dims)
+    rank = x_range[0].dim()
+    end = list(range(rank - len(dims), rank))
+    moved = [torch.movedim(t, dims, end) for t in x_range]
+    shape = moved[0].shape
+    lo, hi = (t.reshape(-1, math.prod(shape[rank - len(dims):])) for t in moved)
+    (z_lo, z_hi), v = standardised(lo, hi, eps) if centred else rms_scaled(lo, hi, eps)
+    back = lambda t: torch.movedim(t.reshape(shape), end, dims)  # noqa: E731
+    return (back(z_lo), back(z_hi)), v
 
 
-def _affine_range(z, scale, bias):
-    """γ ⊙ z + β as ranges (γ, β constant tensors broadcast to z, or None)."""
-    y = z if scale is None else mul(z, (scale, scale))
-    return y if bias is None else (y[0] + bias, y[1] + bias)
+def normalised_interval(x_range, dims, eps: float, scale=None, bias=None, centred: bool = True):
+    """The output range of γ ⊙ z + β (``scale``/``bias``: constant ranges (c, c) or None)."""
+    z, _ = box_statistics(x_range, dims, eps, centred)
+    y = z if scale is None else mul(z, scale)
+    return y if bias is None else (y[0] + bias[0], y[1] + bias[1])
 
 
-def _local(global_bound: Bound, v, eps: float) -> dict[int, Bound]:
-    """The global bound ‖ΓP‖/√ε scaled to ‖ΓP‖/√(v + ε), v the least variance lower bound."""
-    if eps <= 0 or not math.isfinite(global_bound.value):
-        vmin = float(v.min()) if v.numel() else 0.0
-        return {0: Bound(math.inf if vmin <= 0 else certify(global_bound.value), Label.CERTIFIED, "variance-range")}
+def normalised_local(global_bound: Bound, x_range, dims, eps: float, centred: bool = True) -> dict[int, Bound]:
+    """The global bound ‖ΓP‖/√ε (max|γ|/√ε) scaled to ‖ΓP‖/√(v + ε), v the least lower bound on a
+    slice's variance (mean square) over the box."""
+    _, v = box_statistics(x_range, dims, eps, centred)
     vmin = float(v.min()) if v.numel() else 0.0
+    if eps <= 0 or not math.isfinite(global_bound.value):
+        return {0: Bound(math.inf if vmin <= 0 else certify(global_bound.value), Label.CERTIFIED, "variance-range")}
     value = certify(global_bound.value * math.sqrt(eps / (vmin + eps)), 4 * CERT_MARGIN)
     return {0: Bound(min(value, global_bound.value), Label.CERTIFIED, "variance-range")}
 
@@ -190,35 +228,28 @@ class LayerNormalization(Rule):
     def forward(self, node, x, scale=None, bias=None):
         axis = node.attr("axis", -1) % x.dim()
         dims = tuple(range(axis, x.dim()))
-        z, mean, var = _normalise(x, dims, node.attr("epsilon", 1e-5))
-        y = z if scale is None else z * scale.to(x.dtype)
-        y = y if bias is None else y + bias.to(x.dtype)
+        z, mean, var = normalise(x, dims, node.attr("epsilon", 1e-5))
+        y = scale_shift(z, scale, bias)
         if any(node.outputs[1:]):
             return y, mean.to(x.dtype), (1.0 / torch.sqrt(var + node.attr("epsilon", 1e-5))).to(x.dtype)
         return y
 
     def bounds(self, node):
         shape = node.input_shapes[0]
-        block = tuple(shape[node.attr("axis", -1) % len(shape):])
-        scale = node.const(1) if node.has_input(1) else None
-        gamma = np.ones(block) if scale is None else np.broadcast_to(np.asarray(scale, np.float64), block)
-        return {0: normalisation_bound([gamma], node.attr("epsilon", 1e-5), "layernorm-jacobian")}
+        dims = range(node.attr("axis", -1) % len(shape), len(shape))
+        gammas = slice_scales(shape, dims, node.const(1) if node.has_input(1) else None)
+        return {0: normalisation_bound(gammas, node.attr("epsilon", 1e-5), "layernorm-jacobian")}
 
     def notes(self, node):
-        return _note(node, self.bounds(node)[0])
-
-    def _rows(self, node, shape):
-        axis = node.attr("axis", -1) % len(shape)
-        return (-1, math.prod(shape[axis:]))
+        return normalisation_note(node, self.bounds(node)[0])
 
     def interval(self, node, x_range, scale=None, bias=None):
-        z, _ = _box_ranges(x_range, self._rows(node, x_range[0].shape), node.attr("epsilon", 1e-5))
-        return _affine_range(z, None if scale is None else scale[0], None if bias is None else bias[0])
+        dims = range(node.attr("axis", -1) % x_range[0].dim(), x_range[0].dim())
+        return normalised_interval(x_range, dims, node.attr("epsilon", 1e-5), scale, bias)
 
     def local_bounds(self, node, ranges):
-        eps = node.attr("epsilon", 1e-5)
-        _, v = _box_ranges(ranges[0], self._rows(node, ranges[0][0].shape), eps)
-        return _local(self.bounds(node)[0], v, eps)
+        dims = range(node.attr("axis", -1) % ranges[0][0].dim(), ranges[0][0].dim())
+        return normalised_local(self.bounds(node)[0], ranges[0], dims, node.attr("epsilon", 1e-5))
 
 
 @rule("InstanceNormalization", versions=(6, 22), kind=Kind.NONLINEAR)
@@ -237,7 +268,7 @@ class InstanceNormalization(Rule):
 
     def forward(self, node, x, scale, bias):
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        z, _, _ = _normalise(x, tuple(range(2, x.dim())), node.attr("epsilon", 1e-5))
+        z, _, _ = normalise(x, tuple(range(2, x.dim())), node.attr("epsilon", 1e-5))
         return z * scale.to(x.dtype).reshape(shape) + bias.to(x.dtype).reshape(shape)
 
     def bounds(self, node):
@@ -246,19 +277,16 @@ class InstanceNormalization(Rule):
         return {0: normalisation_bound(gammas, node.attr("epsilon", 1e-5), "layernorm-jacobian")}
 
     def notes(self, node):
-        return _note(node, self.bounds(node)[0])
+        return normalisation_note(node, self.bounds(node)[0])
 
     def interval(self, node, x_range, scale, bias):
-        shape = x_range[0].shape
-        z, _ = _box_ranges(x_range, (-1, math.prod(shape[2:])), node.attr("epsilon", 1e-5))
-        per = (1, -1) + (1,) * (len(shape) - 2)
-        return _affine_range(z, scale[0].reshape(per), bias[0].reshape(per))
+        per = (1, -1) + (1,) * (x_range[0].dim() - 2)
+        scale, bias = ((t[0].reshape(per), t[0].reshape(per)) for t in (scale, bias))
+        return normalised_interval(x_range, range(2, x_range[0].dim()), node.attr("epsilon", 1e-5), scale, bias)
 
     def local_bounds(self, node, ranges):
-        eps = node.attr("epsilon", 1e-5)
-        shape = ranges[0][0].shape
-        _, v = _box_ranges(ranges[0], (-1, math.prod(shape[2:])), eps)
-        return _local(self.bounds(node)[0], v, eps)
+        return normalised_local(self.bounds(node)[0], ranges[0], range(2, ranges[0][0].dim()),
+                                node.attr("epsilon", 1e-5))
 
 
 def _group_scale(node, x_shape, scale) -> np.ndarray:
@@ -287,7 +315,7 @@ class GroupNormalization(Rule):
     def forward(self, node, x, scale, bias):
         n, c, groups = x.shape[0], x.shape[1], node.attr("num_groups")
         g = x.reshape(n, groups, -1)
-        z, _, _ = _normalise(g, (2,), node.attr("epsilon", 1e-5))
+        z, _, _ = normalise(g, (2,), node.attr("epsilon", 1e-5))
         shape = (1, c) + (1,) * (x.dim() - 2)
         return (z.reshape(x.shape) * torch.as_tensor(_group_scale(node, x.shape, scale.cpu()), dtype=x.dtype,
                                                       device=x.device).reshape(shape)
@@ -302,17 +330,18 @@ class GroupNormalization(Rule):
                                        "layernorm-jacobian")}
 
     def notes(self, node):
-        return _note(node, self.bounds(node)[0])
+        return normalisation_note(node, self.bounds(node)[0])
 
     def interval(self, node, x_range, scale, bias):
         shape = x_range[0].shape
-        z, _ = _box_ranges(x_range, (shape[0] * node.attr("num_groups"), -1), node.attr("epsilon", 1e-5))
+        groups = (shape[0], node.attr("num_groups"), -1)
+        z, _ = box_statistics(tuple(t.reshape(groups) for t in x_range), (2,), node.attr("epsilon", 1e-5))
         per = (1, shape[1]) + (1,) * (len(shape) - 2)
         gamma, beta = (torch.as_tensor(_group_scale(node, shape, t[0].numpy())).reshape(per) for t in (scale, bias))
-        return _affine_range(z, gamma, beta)
+        y = mul((z[0].reshape(shape), z[1].reshape(shape)), (gamma, gamma))
+        return y[0] + beta, y[1] + beta
 
     def local_bounds(self, node, ranges):
-        eps = node.attr("epsilon", 1e-5)
-        shape = ranges[0][0].shape
-        _, v = _box_ranges(ranges[0], (shape[0] * node.attr("num_groups"), -1), eps)
-        return _local(self.bounds(node)[0], v, eps)
+        groups = (ranges[0][0].shape[0], node.attr("num_groups"), -1)
+        return normalised_local(self.bounds(node)[0], tuple(t.reshape(groups) for t in ranges[0]), (2,),
+                                node.attr("epsilon", 1e-5))

@@ -1,5 +1,5 @@
-"""Max and min, elementwise (Max, Min) and reduced (ReduceMax, ReduceMin), and the reductions
-ReduceSum (AFFINE) and ReduceL2 (NONLINEAR).
+"""Max and min, elementwise (Max, Min) and reduced (ReduceMax, ReduceMin), the reductions
+ReduceSum (AFFINE) and ReduceL2 (NONLINEAR), and the cumulative sum CumSum (AFFINE).
 
 The one inequality behind the max/min rules: |max_i a_i − max_i b_i| ≤ max_i |a_i − b_i| (and
 the same for min). For an elementwise Max of broadcast inputs, output entry o reads entry
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lipgraph.certify.intervals import abs_range
-from lipgraph.labels import Bound, Label
+from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 from lipgraph.rules.arithmetic import _elementwise, broadcast_gain
 from lipgraph.rules.pooling import reduce_axes
@@ -192,3 +192,51 @@ class ReduceSum(Rule):
         if node.numel_out() == 0:
             return copies_bound(0, "empty")
         return copies_bound(_group_size(node, input_since=13), "sum")
+
+
+def cumsum_norm(n: int) -> float:
+    """‖L_n‖₂ of the n×n lower-triangular matrix of ones, 1/(2 sin(π/(2(2n+1)))) (0 for n = 0),
+    rounded up by the certification margin (the float64 sine and division err by a few ulps)."""
+    return certify(1.0 / (2.0 * math.sin(math.pi / (2 * (2 * n + 1))))) if n > 0 else 0.0
+
+
+@rule("CumSum", versions=(11, 14), kind=Kind.AFFINE)
+class CumSum(Rule):
+    """CumSum along one axis of n entries: norm 1/(2 sin(π/(2(2n+1)))) (n − 1 entries if exclusive).
+
+    Bound: along the axis the map is the lower-triangular matrix of ones L_n (reverse: J L_n J with
+      J the flip, the same singular values; exclusive: L_{n−1} shifted by one position, with a zero
+      row and column, so ‖L_{n−1}‖); the other axes are independent copies (block-diagonal, the
+      same norm). The singular values of L_n are 1/(2 sin((2k−1)π/(2(2n+1)))), k = 1…n (L_n⁻¹ is
+      the difference matrix: (L_n L_nᵀ)⁻¹ is the path-graph Laplacian with one Dirichlet and one
+      Neumann end, eigenvalues 4 sin²((2k−1)π/(2(2n+1)))); the largest is at k = 1.
+    Exactness: certified: the exact constant rounded up by the certification margin (the
+      top singular vector of L_n realises it).
+    Assumptions: axis constant.
+    References: ONNX CumSum; Strang, "The discrete cosine transform" (1999), DCT-type eigenvectors.
+    """
+
+    def check(self, node):
+        require_constant(node, 1)
+
+    def forward(self, node, x, axis):
+        dim = ints(axis)[0] % x.dim()
+        if node.attr("reverse", 0):
+            x = torch.flip(x, (dim,))
+        y = torch.cumsum(x, dim=dim)
+        if node.attr("exclusive", 0):   # shift by one: y_i = Σ_{j<i} x_j, a zero first entry
+            y = torch.cat([torch.zeros_like(y.narrow(dim, 0, min(1, y.shape[dim]))),
+                           y.narrow(dim, 0, max(y.shape[dim] - 1, 0))], dim=dim)
+        return torch.flip(y, (dim,)) if node.attr("reverse", 0) else y
+
+    def certified_norm(self, node):
+        shape = node.input_shapes[0]
+        n = shape[ints(node.const(1))[0] % len(shape)]
+        if node.numel_in(0) == 0:
+            return copies_bound(0, "empty")
+        n = n - 1 if node.attr("exclusive", 0) else n
+        return Bound(cumsum_norm(n), Label.CERTIFIED, "cumsum-closed-form", slack=CERT_MARGIN)
+
+    def abs_linear(self, node, r):
+        """The map's matrix has entries 0 and 1 (no offset): |A|·r is the cumulative sum of r."""
+        return self.forward(node, r, torch.as_tensor(node.const(1)))

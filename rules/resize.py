@@ -1,4 +1,5 @@
-"""Resize (nearest, linear, cubic): linear and separable, so AFFINE with an exact norm.
+"""Resize (nearest, linear, cubic) and the deprecated Upsample (Resize with asymmetric coordinates
+and floor rounding): linear and separable, so AFFINE with an exact norm.
 
 Along each axis a the op applies a fixed interpolation matrix R_a (n_out × n_in) built from the
 ONNX spec (``axis_matrix``); the whole map is R_1 ⊗ … ⊗ R_d and ‖⊗R_a‖₂ = Π‖R_a‖₂ (design §9).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
@@ -99,13 +101,49 @@ def _plan(node, in_shape, scales, sizes) -> list[tuple[int, int, int, float]]:
     return plan
 
 
-def _matrices(node, in_shape, scales, sizes):
-    mode = node.attr("mode", "nearest")
-    ctm = node.attr("coordinate_transformation_mode", "half_pixel")
-    nm = node.attr("nearest_mode", "round_prefer_floor")
-    cubic = (node.attr("cubic_coeff_a", -0.75), bool(node.attr("exclude_outside", 0)))
-    return [(a, axis_matrix(n, m, s, mode, ctm, nm, *cubic)) for a, n, m, s in _plan(node, in_shape, scales, sizes)
+def _matrices(node, in_shape, scales, sizes, settings):
+    """(axis, R_a) for every axis that changes; ``settings``: (mode, coordinate transform, nearest
+    mode, cubic_coeff_a, exclude_outside)."""
+    return [(a, axis_matrix(n, m, s, *settings)) for a, n, m, s in _plan(node, in_shape, scales, sizes)
             if not (n == m and s == 1.0)]   # scale 1 and same size: the identity in every mode here
+
+
+def _to_numpy(t):
+    return None if t is None else t.detach().cpu().numpy()
+
+
+class _Separable(Rule):
+    """Resize and Upsample: ``settings``, ``unsupported`` and ``operands`` (the constant scales and
+    sizes) say which interpolation; forward and certified_norm apply and norm the same matrices."""
+
+    def settings(self, node) -> tuple:
+        raise NotImplementedError
+
+    def unsupported(self, node) -> str | None:
+        raise NotImplementedError
+
+    def operands(self, node) -> tuple:
+        raise NotImplementedError
+
+    def interpolate(self, node, x, scales, sizes):
+        reason = self.unsupported(node)
+        if reason:
+            raise NotImplementedError(reason)
+        for a, matrix in _matrices(node, tuple(x.shape), _to_numpy(scales), _to_numpy(sizes), self.settings(node)):
+            x = _apply_along(x, a, matrix)
+        return x
+
+    def abs_linear(self, node, r):
+        """The separable interpolation with |R_a| on every axis (cubic weights can be negative)."""
+        for a, matrix in _matrices(node, tuple(r.shape), *self.operands(node), self.settings(node)):
+            r = _apply_along(r, a, np.abs(matrix))
+        return r
+
+    def certified_norm(self, node):
+        from lipgraph.certify.dense import matrix_norm
+        mats = _matrices(node, node.input_shapes[0], *self.operands(node), self.settings(node))
+        value = math.prod(matrix_norm(m) for _, m in mats)
+        return Bound(certify(value), Label.CERTIFIED, "separable-svd", slack=LADDER_SLACK)
 
 
 def _unsupported(node) -> str | None:
@@ -123,7 +161,7 @@ def _unsupported(node) -> str | None:
 
 
 @rule("Resize", versions=(11, 13, 18, 19), kind=Kind.AFFINE)
-class Resize(Rule):
+class Resize(_Separable):
     """Resize (nearest, linear, cubic): norm Π_a ‖R_a‖₂ over the per-axis interpolation matrices.
 
     Bound: the map is R_1 ⊗ … ⊗ R_d (separable interpolation, each R_a built from the spec's
@@ -145,26 +183,51 @@ class Resize(Rule):
         if reason:
             raise RuleNotApplicable(reason)
 
+    def settings(self, node):
+        return (node.attr("mode", "nearest"), node.attr("coordinate_transformation_mode", "half_pixel"),
+                node.attr("nearest_mode", "round_prefer_floor"), node.attr("cubic_coeff_a", -0.75),
+                bool(node.attr("exclude_outside", 0)))
+
+    def unsupported(self, node):
+        return _unsupported(node)
+
+    def operands(self, node):
+        return (node.const(2) if node.has_input(2) else None, node.const(3) if node.has_input(3) else None)
+
     def forward(self, node, x, roi=None, scales=None, sizes=None):
-        reason = _unsupported(node)
+        return self.interpolate(node, x, scales, sizes)
+
+
+@rule("Upsample", versions=(7, 9), kind=Kind.AFFINE)
+class Upsample(_Separable):
+    """Upsample (deprecated; nearest, linear): Resize with asymmetric coordinates and floor rounding.
+
+    Bound: Π_a ‖R_a‖₂ over the per-axis interpolation matrices, as Resize (the same code):
+      nearest reads x[floor(o/s)], linear interpolates at o/s (edge-clamped), as onnxruntime.
+    Exactness: certified (float64 norms of each small R_a, plus margin); equal to the true norm.
+    Assumptions: scales constant (the attribute before v9, an input since); mode nearest or
+      linear (anything else is not applicable). Upsample-10 is deprecated (onnx and onnxruntime
+      refuse such models), so it has no rule.
+    References: ONNX Upsample (opsets 7–9, deprecated in 10); design §9.
+    """
+
+    def check(self, node):
+        require_constant(node, 1)
+        reason = self.unsupported(node)
         if reason:
-            raise NotImplementedError(reason)
-        to_np = lambda t: None if t is None else t.detach().cpu().numpy()
-        for a, matrix in _matrices(node, tuple(x.shape), to_np(scales), to_np(sizes)):
-            x = _apply_along(x, a, matrix)
-        return x
+            raise RuleNotApplicable(reason)
 
-    def abs_linear(self, node, r):
-        """The separable interpolation with |R_a| on every axis (cubic weights can be negative)."""
-        mats = _matrices(node, tuple(r.shape), node.const(2) if node.has_input(2) else None,
-                         node.const(3) if node.has_input(3) else None)
-        for a, matrix in mats:
-            r = _apply_along(r, a, np.abs(matrix))
-        return r
+    def settings(self, node):
+        return (node.attr("mode", "nearest"), "asymmetric", "floor")
 
-    def certified_norm(self, node):
-        from lipgraph.certify.dense import matrix_norm
-        mats = _matrices(node, node.input_shapes[0], node.const(2) if node.has_input(2) else None,
-                         node.const(3) if node.has_input(3) else None)
-        value = math.prod(matrix_norm(m) for _, m in mats)
-        return Bound(certify(value), Label.CERTIFIED, "separable-svd", slack=LADDER_SLACK)
+    def unsupported(self, node):
+        mode = node.attr("mode", "nearest")
+        return None if mode in ("nearest", "linear") else f"Upsample mode '{mode}' is not supported"
+
+    def operands(self, node):
+        return (node.attr("scales") if node.since_version < 9 else node.const(1), None)
+
+    def forward(self, node, x, scales=None):
+        if node.since_version < 9:
+            scales = torch.tensor(node.attr("scales"), dtype=torch.float32)
+        return self.interpolate(node, x, scales, None)

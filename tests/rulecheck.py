@@ -69,7 +69,9 @@ def nodeview(node: onnx.NodeProto, arrays, dynamic, opset: int = OPSET, outs=Non
     outs = ort_run(node, arrays, opset) if outs is None else outs
     in_shapes = [np.shape(a) if a is not None else None for a in arrays]
     constants = {i: np.asarray(a) for i, a in enumerate(arrays) if a is not None and not dynamic[i]}
-    return make_nodeview(node, version, in_shapes, [o.shape for o in outs], dynamic, constants)
+    shapes = iter([o.shape for o in outs])      # onnxruntime returns the named outputs only
+    return make_nodeview(node, version, in_shapes, [next(shapes) if name else None for name in node.output],
+                         dynamic, constants)
 
 
 def rule_for(view: NodeView):
@@ -89,10 +91,16 @@ def torch_forward(view: NodeView, arrays, dtype=torch.float64) -> list[torch.Ten
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
+def named(view: NodeView, outputs: list) -> list:
+    """The forward's outputs (one per output position) at the positions the node names — what
+    onnxruntime returns."""
+    return [o for o, name in zip(outputs, view.outputs) if name]
+
+
 def assert_matches_ort(node: onnx.NodeProto, arrays, dynamic, opset: int = OPSET, atol=1e-5, rtol=1e-5):
     view = nodeview(node, arrays, dynamic, opset)
     expected = ort_run(node, arrays, opset)
-    got = torch_forward(view, arrays, dtype=torch.float32)
+    got = named(view, torch_forward(view, arrays, dtype=torch.float32))
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g.detach().numpy(), e, atol=atol, rtol=rtol)
 
@@ -136,14 +144,16 @@ def conformance(op_type: str, dynamic_inputs=(0,), atol=1e-5, skip=()) -> tuple[
                     full.append(None)
             dyn = [i in dynamic_inputs and full[i] is not None for i in range(len(full))]
             constants = {i: np.asarray(a) for i, a in enumerate(full) if a is not None and not dyn[i]}
+            shapes = iter([np.shape(o) for o in outputs])      # the case's outputs: the named ones
             view = make_nodeview(node, version, [np.shape(a) if a is not None else None for a in full],
-                                 [np.shape(o) for o in outputs], dyn, constants)
+                                 [next(shapes) if name else None for name in node.output], dyn, constants)
             try:
                 rule_obj.check(view)
             except RuleNotApplicable as exc:
                 skipped.append(f"{case.name} ({exc.reason})")
                 break
-            got = torch_forward(view, full, dtype=torch.float64 if full[0].dtype == np.float64 else torch.float32)
+            got = named(view, torch_forward(view, full, dtype=torch.float64 if full[0].dtype == np.float64
+                                            else torch.float32))
             for e, g in zip(outputs, got):
                 np.testing.assert_allclose(g.detach().numpy(), e, atol=max(atol, case.atol), rtol=max(1e-4, case.rtol),
                                            err_msg=case.name)

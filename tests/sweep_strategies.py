@@ -614,6 +614,116 @@ def resize(draw, version):
                                 ("sizes", sizes)], [True, False, False, False], **attrs)
 
 
+@st.composite
+def upsample(draw, version):
+    """Scales ≥ 1 (onnxruntime refuses smaller ones), any axis for nearest, the last two for linear."""
+    rng = draw(rngs())
+    x = values(rng, (draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4))))
+    mode = draw(st.none() | st.sampled_from(["nearest", "linear"]))
+    factor = st.sampled_from([1.0, 1.5, 2.0, 3.0, 1.7])
+    scales = [draw(factor) if mode in (None, "nearest") else 1.0 for _ in range(2)] + [draw(factor) for _ in range(2)]
+    if version < 9:
+        return make_case("Upsample", [("x", x)], [True], mode=mode, scales=scales)
+    return make_case("Upsample", [("x", x), ("scales", np.array(scales))], [True, False], mode=mode)
+
+
+@st.composite
+def cumsum(draw, version):
+    rng = draw(rngs())
+    x = values(rng, draw(shapes(1, 4, 0, 5)))
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    return make_case("CumSum", [("x", x), ("axis", np.asarray(axis, dtype=draw(st.sampled_from([np.int64, np.int32]))))],
+                     [True, False], exclusive=draw(st.none() | st.sampled_from([0, 1])),
+                     reverse=draw(st.none() | st.sampled_from([0, 1])))
+
+
+EINSUMS = ["ij,jk->ik", "ij,kj->ik", "bij,bjk->bik", "i,i->", "i,j->ij", "ij->ji", "ij->", "ii->i", "ij,jk",
+           "...ij,jk->...ik", "ijk,kj->i", "ij,j->i", "i,ij,j->", "ab,bc,cd->ad", "ij,ij->ij", "bij,jk->bik", "iij,j->i"]
+
+
+@st.composite
+def einsum(draw, version):
+    """Equations of every kind (matmul, batch, dot, outer, transpose, sums, diagonals, implicit output,
+    ellipsis, three operands) with letter sizes drawn; one operand analysed, sometimes two."""
+    rng = draw(rngs())
+    equation = draw(st.sampled_from(EINSUMS))
+    size = {c: draw(st.integers(1, 4)) for c in "abcdijk"}
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    terms = equation.split("->")[0].split(",")
+    arrays = [values(rng, (batch if t.startswith("...") else ()) + tuple(size[c] for c in t.replace("...", "")))
+              for t in terms]
+    analysed = draw(st.lists(st.integers(0, len(terms) - 1), min_size=1, max_size=2, unique=True))
+    return make_case("Einsum", [(f"x{k}", a) for k, a in enumerate(arrays)], [k in analysed for k in range(len(arrays))],
+                     equation=equation)
+
+
+def boolean_valued(op, n_inputs=2, logical=False):
+    """Comparisons (small integers as floats, so ties occur) and logical ops (bools) over broadcast
+    shapes; any subset analysed, none included (the rules refuse analysed inputs: only then is the
+    forward compared)."""
+    @st.composite
+    def build(draw, version):
+        rng = draw(rngs())
+        _, ins = draw(broadcast_family(n_inputs))
+        ints = op == "Equal" and (version < 11 or draw(st.booleans()))     # Equal-7 compares integers only
+        dtype = np.int64 if ints else np.float64
+        arrays = [rng.random(s) > 0.5 if logical else np.asarray(rng.integers(-2, 3, size=s), dtype=dtype)
+                  for s in ins]
+        dyn = draw(st.lists(st.booleans(), min_size=n_inputs, max_size=n_inputs))
+        return make_case(op, [(f"x{i}", a) for i, a in enumerate(arrays)], dyn)
+    return build
+
+
+@st.composite
+def arg_extreme(draw, version, op="ArgMax"):
+    x = np.asarray(draw(rngs()).integers(0, 3, size=draw(shapes(1, 4))), dtype=np.float64)   # ties
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    last = draw(st.none() | st.sampled_from([0, 1])) if version >= 12 else None
+    return make_case(op, [("x", x)], [draw(st.booleans())], axis=axis, keepdims=draw(st.none() | st.sampled_from([0, 1])),
+                     select_last_index=last)
+
+
+@st.composite
+def where(draw, version):
+    """Broadcast condition and branches; either branch (or both) analysed, the condition sometimes."""
+    rng = draw(rngs())
+    _, (c, x, y) = draw(broadcast_family(3))
+    dyn = [draw(st.booleans())] + draw(st.sampled_from([[True, False], [False, True], [True, True], [False, False]]))
+    return make_case("Where", [("c", rng.random(c) > 0.4), ("x", values(rng, x)), ("y", values(rng, y))], dyn)
+
+
+def recurrent(op):
+    """RNN/GRU/LSTM: direction, hidden size, any subset of the optional inputs (B, sequence_lens,
+    initial_h, initial_c, P), linear_before_reset, any subset of the outputs named; layout 0 (onnxruntime
+    refuses layout 1: tests/test_rules_recurrent.py checks it against layout 0 on transposed tensors)."""
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+
+    @st.composite
+    def build(draw, version):
+        rng = draw(rngs())
+        direction = draw(st.none() | st.sampled_from(["forward", "reverse", "bidirectional"]))
+        d = 2 if direction == "bidirectional" else 1
+        steps, batch, width, hidden = (draw(st.integers(1, 4)) for _ in range(4))
+        scale = draw(st.sampled_from([0.3, 1.0, 2.0]))
+        optional = {"B": values(rng, (d, 2 * gates * hidden), scale),
+                    "sequence_lens": np.asarray(rng.integers(1, steps + 1, size=batch), dtype=np.int32),
+                    "initial_h": values(rng, (d, batch, hidden)), "initial_c": values(rng, (d, batch, hidden)),
+                    "P": values(rng, (d, 3 * hidden), scale)}
+        names = ["B", "sequence_lens", "initial_h"] + (["initial_c", "P"] if op == "LSTM" else [])
+        given = [n for n in names if draw(st.booleans())]
+        inputs = [("x", values(rng, (steps, batch, width))), ("w", values(rng, (d, gates * hidden, width), scale)),
+                  ("r", values(rng, (d, gates * hidden, hidden), scale))] + \
+                 [(n, optional[n] if n in given else None) for n in names]
+        n_out = 3 if op == "LSTM" else 2
+        case = make_case(op, inputs, [True] + [False] * (len(inputs) - 1), n_outputs=n_out, hidden_size=hidden, direction=direction,
+                         linear_before_reset=draw(st.none() | st.sampled_from([0, 1])) if op == "GRU" else None)
+        outputs = [o if k == 0 or draw(st.booleans()) else "" for k, o in enumerate(case.node.output)]
+        del case.node.output[:]
+        case.node.output.extend(outputs)
+        return case
+    return build
+
+
 SLOPE = floats(-2, 3)
 CASES = {
     "Relu": unary("Relu"), "Sigmoid": unary("Sigmoid"), "Tanh": unary("Tanh"), "Softplus": unary("Softplus"), "Mish": unary("Mish"),
@@ -643,5 +753,9 @@ CASES = {
     "ReduceL2": reduce_op("ReduceL2"), "LogSoftmax": log_softmax,
     "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
     "Tile": tile, "DepthToSpace": block_op("DepthToSpace"), "SpaceToDepth": block_op("SpaceToDepth"),
-    "Resize": resize,
+    "Resize": resize, "Upsample": upsample, "CumSum": cumsum, "Einsum": einsum,
+    **{op: boolean_valued(op) for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
+    **{op: boolean_valued(op, logical=True) for op in ("And", "Or", "Xor")}, "Not": boolean_valued("Not", 1, True),
+    "ArgMax": arg_extreme, "ArgMin": lambda version: arg_extreme(version, op="ArgMin"), "Where": where,
+    "RNN": recurrent("RNN"), "GRU": recurrent("GRU"), "LSTM": recurrent("LSTM"),
 }

@@ -18,31 +18,25 @@ from lipgraph.cli import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 IGNORED = {"seconds", "model"}
-#: resnet_small's top-k SeqLip estimate is skipped or not by a wall-clock prediction
-#: (seqlip_chain.TOPK_MAX_SECONDS): under load it falls back to the AutoLip factor. Its greedy
-#: estimates (never a bound) are therefore not compared there; every other number is.
 #: Notes that quote a quasi-Newton solve's iteration counts (LipSDP), which rounding can shift;
 #: the certified values they lead to are compared like every other number.
 VOLATILE = {"lipsdp-note"}
-TIMED_ESTIMATES = {"resnet_small": {"seqlip_greedy", "greedy", "greedy_method", "seqlip-greedy"}}
 
 
-def same(want, got, where="$", skip=frozenset()):
+def same(want, got, where="$"):
     if isinstance(want, dict):
         assert isinstance(got, dict), where
-        if want.get("name") in skip:    # a timed estimate in the methods list
-            return
         for key, value in want.items():
             if key == "diagnostics":
-                kept = [d for d in value if (d["code"] != "seqlip-factor" or not skip) and d["code"] not in VOLATILE]
+                kept = [d for d in value if d["code"] not in VOLATILE]
                 contains_in_order(kept, got[key], f"{where}.{key}")
-            elif key not in IGNORED | skip:
+            elif key not in IGNORED:
                 assert key in got, f"{where}.{key} missing"
-                same(value, got[key], f"{where}.{key}", skip)
+                same(value, got[key], f"{where}.{key}")
     elif isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), (where, want, got)
         for k, (w, g) in enumerate(zip(want, got)):
-            same(w, g, f"{where}[{k}]", skip)
+            same(w, g, f"{where}[{k}]")
     elif isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
         assert math.isclose(want, got, rel_tol=1e-6, abs_tol=1e-12), (where, want, got)
     else:
@@ -64,4 +58,4 @@ def test_report_matches_golden(name, capsys):
                  "--format", "json", "-q"])
     got = json.loads(capsys.readouterr().out)
     assert code == 0
-    same(want, got, skip=frozenset(TIMED_ESTIMATES.get(name, ())))
+    same(want, got)

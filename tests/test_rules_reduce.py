@@ -11,7 +11,7 @@ from onnx import helper
 
 from lipgraph.labels import Label
 from rulecheck import (assert_matches_ort, assert_versions_covered, check_norm, conformance, input_fn, nodeview,
-                       rule_for, sampled_max_ratio)
+                       ort_run, rule_for, sampled_max_ratio)
 
 
 def test_versions_covered():
@@ -166,3 +166,39 @@ def test_empty_group_is_constant(op):
     assert_matches_ort(node, [x], [True], opset=13)
     view = nodeview(node, [x], [True], 13)
     assert rule_for(view).bounds(view)[0].value == 0.0
+
+
+# ------------------------------------------------------------------------------------ CumSum
+def test_cumsum_versions_covered():
+    assert assert_versions_covered("CumSum") == [11, 14]
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, -3])
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+def test_cumsum(axis, exclusive, reverse):
+    """onnxruntime's values, and the closed-form norm against the SVD of the materialised operator."""
+    x = np.random.default_rng(5).normal(size=(3, 5, 2)).astype(np.float32)
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)
+    arrays = [x, np.array(axis, np.int64)]
+    for opset in (11, 14):
+        assert_matches_ort(node, arrays, [True, False], opset=opset)
+    view = nodeview(node, arrays, [True, False], 14)
+    check_norm(view, arrays, rel=1e-7, n_pairs=30)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
+def test_cumsum_closed_form_realised(n):
+    """The top singular vector of the explicit matrix of ones (float64 SVD, independent of the closed
+    form), fed to onnxruntime (float64), realises the bound to 1e-6; exclusive uses n − 1."""
+    for exclusive in (0, 1):
+        node = helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive)
+        m = n - exclusive
+        v = np.linalg.svd(np.tril(np.ones((m, m))))[2][0] if m else np.zeros(0)
+        x = np.concatenate([v, np.zeros(exclusive)]) if exclusive else v        # the dropped last entry: 0
+        arrays = [x.astype(np.float64), np.array(0, np.int64)]
+        view = nodeview(node, arrays, [True, False], 14)
+        bound = rule_for(view).certified_norm(view).value
+        realised = np.linalg.norm(ort_run(node, arrays, 14)[0]) / max(np.linalg.norm(x), 1e-300)
+        assert bound >= realised
+        assert realised == pytest.approx(bound, rel=1e-6, abs=1e-12)

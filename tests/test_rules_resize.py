@@ -137,3 +137,46 @@ def test_skipped_cases_really_differ_in_onnxruntime():
 def test_conformance():
     checked, skipped = conformance("Resize", skip=ORT_DIFFERS)
     assert checked >= 20, skipped
+
+
+# ---------------------------------------------------------------------------------- Upsample
+def test_upsample_versions_covered():
+    """Upsample-7 and -9; version 10 deprecated it (onnxruntime refuses such a model)."""
+    from lipgraph.registry import REGISTRY
+    assert [REGISTRY.resolve("", "Upsample", opset)[1] for opset in (7, 8, 9)] == [7, 7, 9]
+    assert REGISTRY.resolve("", "Upsample", 10)[0] is None
+
+
+UPSAMPLE_SCALES = [(1.0, 1.0, 2.0, 2.0), (1.0, 1.0, 1.5, 2.5), (1.0, 1.0, 3.0, 1.7), (1.0, 1.0, 1.0, 1.0)]
+#: onnxruntime's linear Upsample scales the last two axes only; nearest any axis.
+UPSAMPLE_CASES = [(m, s) for m in ("nearest", "linear") for s in UPSAMPLE_SCALES] + [("nearest", (2.0, 3.0, 1.0, 1.5))]
+
+
+@pytest.mark.parametrize("mode,scales", UPSAMPLE_CASES)
+def test_upsample(mode, scales):
+    """onnxruntime's Upsample (attribute scales at opset 7, input scales at 9 and 10) and the norm
+    against the materialised operator's SVD; Upsample is Resize's code with asymmetric/floor."""
+    x = np.random.default_rng(3).normal(size=(1, 2, 4, 3)).astype(np.float32)
+    node7 = helper.make_node("Upsample", ["x"], ["y"], mode=mode, scales=list(scales))
+    assert_matches_ort(node7, [x], [True], opset=7)
+    node = helper.make_node("Upsample", ["x", "scales"], ["y"], mode=mode)
+    arrays, dyn = [x, np.array(scales, np.float32)], [True, False]
+    assert_matches_ort(node, arrays, dyn, opset=9)
+    view = nodeview(node, arrays, dyn, 9)
+    rule_for(view).check(view)
+    bound, _ = check_norm(view, arrays, rel=1e-6, n_pairs=20)
+    view7 = nodeview(node7, [x], [True], 7)
+    assert rule_for(view7).certified_norm(view7).value == bound.value
+    if mode == "nearest" and scales == (1.0, 1.0, 2.0, 2.0):
+        assert bound.value == pytest.approx(2.0, rel=1e-7)     # √(2·2): each entry copied 4 times
+
+
+def test_upsample_other_mode_not_applicable():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    node = helper.make_node("Upsample", ["x", "scales"], ["y"], mode="cubic")
+    from lipgraph.registry import REGISTRY
+    from rulecheck import make_nodeview
+    view = make_nodeview(node, REGISTRY.resolve("", "Upsample", 9)[1], [x.shape, (4,)], [(1, 1, 4, 4)], [True, False],
+                         {1: np.array([1, 1, 2, 2], np.float32)})
+    with pytest.raises(RuleNotApplicable, match="cubic"):
+        rule_for(view).check(view)

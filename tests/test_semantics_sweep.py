@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Label
 from lipgraph.registry import REGISTRY, Kind
-from rulecheck import OrtNode, nodeview, operator_matrix, ort_operator, rule_for, spectral, torch_forward
+from rulecheck import OrtNode, named, nodeview, operator_matrix, ort_operator, rule_for, spectral, torch_forward
 from sweep_strategies import CASES
 
 EXAMPLES = int(os.environ.get("LIPGRAPH_SWEEP_EXAMPLES", "16"))   # per op, over its versions
@@ -136,6 +136,7 @@ def float_outputs(view, outs):
 def check_forward(view, arrays, outs, tol):
     got = torch_forward(view, arrays, dtype=torch.float64)
     assert len(got) >= len([o for o in view.outputs if o]), "the forward returns too few outputs"
+    got = named(view, got)
     for o, (e, g) in enumerate(zip(outs, got)):
         g = g.detach().numpy()
         assert tuple(g.shape) == tuple(e.shape), f"output {o}: shape {g.shape}, onnxruntime {e.shape}"

@@ -163,3 +163,18 @@ def standardised(lo: torch.Tensor, hi: torch.Tensor, eps: float) -> tuple[Interv
     z_lo = torch.nan_to_num(torch.clamp(d_lo / s_lo, max=0.0), nan=-cap).clamp(-cap, cap)
     z_hi = torch.nan_to_num(torch.clamp(d_hi / s_lo, min=0.0), nan=cap).clamp(-cap, cap)
     return (z_lo, z_hi), v
+
+
+def rms_scaled(lo: torch.Tensor, hi: torch.Tensor, eps: float) -> tuple[Interval, torch.Tensor]:
+    """Ranges of z = x/√(mean(x²) + ε) over (S, n) rows of ranges, and a lower bound per row on the
+    mean square: mean_i dist(0, [lo_i, hi_i])² is its exact minimum over the box (each term is
+    minimised alone). Dividing by s ∈ [√(v + ε), ∞) gives [min(lo_i/s_lo, 0), max(hi_i/s_lo, 0)];
+    and |z_i| < √n always (Σz² = n·mean(x²)/(mean(x²) + ε) < n)."""
+    n = lo.shape[1]
+    d = torch.where(lo > 0, lo, torch.where(hi < 0, -hi, torch.zeros_like(lo)))
+    v = ((d * d).mean(1) * (1 - 1e-9)).nan_to_num(nan=0.0)
+    s_lo = torch.sqrt(v + eps)[:, None]
+    cap = math.sqrt(n)
+    z_lo = torch.nan_to_num(torch.clamp(lo / s_lo, max=0.0), nan=-cap).clamp(-cap, cap)
+    z_hi = torch.nan_to_num(torch.clamp(hi / s_lo, min=0.0), nan=cap).clamp(-cap, cap)
+    return (z_lo, z_hi), v

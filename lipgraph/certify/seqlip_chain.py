@@ -25,8 +25,9 @@ TOPK_ITERS = 20
 #: Largest top-k basis (input dimension × k, float64 entries: 64 MiB) worth computing; past it
 #: (e.g. a 64×56×56 convolution) the subspace iteration costs minutes, for an estimate only.
 TOPK_MAX_ENTRIES = 1 << 23
-#: Longest a top-k decomposition may be predicted to take.
-TOPK_MAX_SECONDS = 10.0
+#: Most multiply-adds a top-k decomposition may take ((2·TOPK_ITERS + 1)·k applications of
+#: the map): a count, not seconds, so that whether the estimate is made never depends on load.
+TOPK_MAX_MACS = 5e9
 
 # ----------------------------------------------------------------------------- chains
 
@@ -44,6 +45,7 @@ class OperatorMap:
     in_shape: tuple[int, ...]
     norm_bound: Bound | None = None
     adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None
+    cost: float | None = None  # multiply-adds of one application (the rules' ``cost``); None: as a dense matrix
 
 
 @dataclass(frozen=True)
@@ -77,22 +79,22 @@ class _Svd:
     dense: bool
 
 
-def _topk_unaffordable(M: OperatorMap, n_in: int, topk: int, deadline: float | None) -> str:
+def _topk_unaffordable(M: OperatorMap, n_in: int, topk: int) -> str:
     """Why the top-k triplets of ``M`` are not worth computing ('' when they are): the basis
-    would exceed TOPK_MAX_ENTRIES, or (2·TOPK_ITERS + 1)·k applications, timed from one, would
-    exceed TOPK_MAX_SECONDS or the time left. It only decides whether an *estimate* is made."""
+    would exceed TOPK_MAX_ENTRIES, or (2·TOPK_ITERS + 1)·k applications would exceed
+    TOPK_MAX_MACS multiply-adds. Deterministic (no timing); it only decides whether an
+    *estimate* is made."""
     if n_in * topk > TOPK_MAX_ENTRIES:
         return f"{n_in}×{topk} basis entries > {TOPK_MAX_ENTRIES}"
-    start = time.perf_counter()
-    with torch.no_grad():
-        M.fn(torch.zeros(M.in_shape, dtype=_DT))
-    predicted = (time.perf_counter() - start) * topk * (2 * TOPK_ITERS + 1)
-    left = TOPK_MAX_SECONDS if deadline is None else min(TOPK_MAX_SECONDS, deadline - time.perf_counter())
-    return "" if predicted <= left else f"predicted {predicted:.0f} s > {max(left, 0.0):.0f} s available"
+    cost = M.cost
+    if cost is None:
+        with torch.no_grad():
+            cost = float(n_in * M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel())
+    predicted = cost * topk * (2 * TOPK_ITERS + 1)
+    return "" if predicted <= TOPK_MAX_MACS else f"{predicted:.3g} multiply-adds > {TOPK_MAX_MACS:.3g}"
 
 
-def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int,
-               deadline: float | None = None) -> _Svd:
+def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int) -> _Svd:
     if isinstance(M, OperatorMap):
         n_in = int(np.prod(M.in_shape))
         if n_in <= dense_max:
@@ -101,7 +103,7 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
         else:
             nb = M.norm_bound
             norm = nb.value if nb is not None and nb.label.is_bound else math.inf
-            why = _topk_unaffordable(M, n_in, topk, deadline)
+            why = _topk_unaffordable(M, n_in, topk)
             if why:
                 diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
                 with torch.no_grad():
@@ -164,7 +166,7 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
         raise ValueError("empty chain")
     if len(slopes) != K - 1:
         raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
-    svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i, deadline=deadline)
+    svds = [_decompose(M, topk=topk, seed=seed, dense_max=dense_max, diags=diags, idx=i)
             for i, M in enumerate(maps)]
     if K == 1:
         v = svds[0].norm

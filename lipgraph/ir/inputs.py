@@ -65,7 +65,7 @@ def analysed_input(inputs: list[str], name: str | None) -> str:
 
 
 def prepare_inputs(proto: onnx.ModelProto, inputs: list[str], analysed: str,
-                   pinned: dict[str, tuple[int, ...]], fixes: dict[str, str]) -> list[tuple]:
+                   pinned: dict[str, tuple[int, ...]], fixes: dict[str, str | np.ndarray]) -> list[tuple]:
     """Pin every input's dims and turn every input but ``analysed`` into an initializer holding
     its fixed value (``proto`` is changed in place). Returns the notes (code, message)."""
     unknown = sorted((set(pinned) | set(fixes)) - set(inputs))
@@ -90,7 +90,9 @@ def prepare_inputs(proto: onnx.ModelProto, inputs: list[str], analysed: str,
     return notes
 
 
-def _read_fix(name: str, spec: str) -> np.ndarray:
+def _read_fix(name: str, spec: str | np.ndarray) -> np.ndarray:
+    if isinstance(spec, np.ndarray):   # the Python API's fix={name: array}
+        return spec
     if spec.endswith(".npy"):
         path = Path(spec)
         if not path.is_file():

@@ -189,7 +189,8 @@ class ChainPass:
             self.progress(f"seqlip: materialising segment {unit.id} ({n_out}×{n_in})")
             return materialise(fn, g.shape(entry), device="cpu"), "dense"
         bound = unit.bounds[0]
-        return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None), "operator"
+        cost = sum(g.rules[n].cost(g.views[n]) for n in unit.nodes if g.rules.get(n) is not None)
+        return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None, cost=cost), "operator"
 
     def run(self) -> list[ChainResult]:
         deadline = time.perf_counter() + self.opts.budget

@@ -3,7 +3,7 @@ renderings. ``FORMATS`` is the registry ``--format`` offers: name → render(ana
 path, verbose) → text."""
 from __future__ import annotations
 
-from lipgraph.report import text
+from lipgraph.report import html, text
 from lipgraph.report.document import dumps, to_json
 
 
@@ -19,6 +19,10 @@ def render_json(a, path: str, verbose: bool = False) -> str:
     return dumps(to_json(a, path)) + "\n"
 
 
-FORMATS = {"text": to_text, "json": render_json}
+def render_html(a, path: str, verbose: bool = False) -> str:
+    return html.render(to_json(a, path))
+
+
+FORMATS = {"text": to_text, "json": render_json, "html": render_html}
 
 __all__ = ["FORMATS", "dumps", "summary_line", "to_json", "to_text"]

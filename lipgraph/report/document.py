@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from lipgraph import __version__
+from lipgraph.version import __version__
 from lipgraph.pipeline import Analysis
 
 

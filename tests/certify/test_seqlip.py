@@ -346,17 +346,20 @@ def test_time_exact_factor_helper():
     assert bf <= val3 <= bf * (1 + MARGIN), (val3, bf)
 
 
-def test_topk_skipped_when_budget_spent_falls_back_to_autolip_factor():
-    """Past the time budget no top-k is computed: the factor (certified and estimate) is the
-    AutoLip factor from the operator's certified norm, and a diagnostic says so."""
+def test_topk_skipped_when_too_costly_falls_back_to_autolip_factor():
+    """A map whose top-k decomposition would cost more than TOPK_MAX_MACS multiply-adds (a count,
+    not a time: the same decision under any load) gets none: the factor (certified and estimate)
+    is the AutoLip factor from the operator's certified norm, and a diagnostic says so."""
     from lipgraph.labels import Bound as B
     rng = np.random.default_rng(5)
     Ws = _net(rng, [5, 9, 3])
     T0 = torch.tensor(Ws[0])
     norm0 = B(spec(Ws[0]) * (1 + 1e-9), Label.CERTIFIED, "given")
-    res = seqlip_chain([OperatorMap(lambda x: T0 @ x, (5,), norm0), Ws[1]], [(0.0, 1.0)], dense_max=0,
-                       time_budget=0.0)
+    res = seqlip_chain([OperatorMap(lambda x: T0 @ x, (5,), norm0, cost=1e12), Ws[1]], [(0.0, 1.0)], dense_max=0)
     autolip = norm0.value * spec(Ws[1])
     assert res.certified.value == pytest.approx(autolip, rel=1e-7) and res.certified.value >= autolip
     assert res.greedy.value == pytest.approx(autolip, rel=1e-7)
-    assert any(d.code == "seqlip-factor" and "top-k skipped" in d.message for d in res.diagnostics)
+    assert any(d.code == "seqlip-factor" and "top-k skipped" in d.message and "multiply-adds" in d.message
+               for d in res.diagnostics)
+    cheap = seqlip_chain([OperatorMap(lambda x: T0 @ x, (5,), norm0, cost=45.0), Ws[1]], [(0.0, 1.0)], dense_max=0)
+    assert any("top-5 triplets" in d.message for d in cheap.diagnostics)

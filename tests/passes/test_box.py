@@ -92,8 +92,6 @@ def _ort_ratios(path, lo, hi, n=24, seed=0) -> float:
 
 #: Models whose global bound is infinite (squeeze-and-excitation, attention): finite on [0, 1].
 SE_AND_ATTENTION = ["mbconv_ts.onnx", "mobilenetv3_ts.onnx", "vit_block_ts.onnx"]
-#: LSTM/GRU have no rules yet (another issue): nothing is certified on any domain.
-NO_RULE = {"lstm_ts.onnx", "lstm_dynamo.onnx", "bigru_ts.onnx", "bigru_dynamo.onnx"}
 
 
 def _check_zoo(name):
@@ -116,6 +114,6 @@ def test_products_of_computed_tensors_are_finite_on_the_unit_box(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(p.name for p in ZOO.glob("*.onnx") if p.name not in NO_RULE))
+@pytest.mark.parametrize("name", sorted(p.name for p in ZOO.glob("*.onnx")))
 def test_every_zoo_model_is_certified_on_the_unit_box(name):
     _check_zoo(name)

@@ -188,3 +188,35 @@ def test_degenerate_and_unknown_ranges():
     (lo, hi), = node_output_ranges(rule, None, view, ((x, x),), [(4,)], [])
     y = torch.sigmoid(x)
     assert torch.all(lo <= y) and torch.all(y <= hi) and float((hi - lo).max()) < 1e-9
+
+
+FUSED_NORMS = [("LayerNorm", {"axes": [1], "epsilon": 1e-5}, True), ("LayerNorm", {"axes": [0, 2], "epsilon": 1e-3}, True),
+               ("RMSNorm", {"axes": [2], "epsilon": 1e-6}, True), ("RMSNorm", {"axes": [1, 2], "epsilon": 1e-2}, False),
+               ("Softmax", {"axes": [1]}, False), ("Softmax", {"axes": [0, 2]}, False),
+               ("LogSoftmax", {"axes": [2]}, False), ("LogSoftmax", {"axes": [1, 2]}, False)]
+
+
+@pytest.mark.parametrize("op,attrs,affine", FUSED_NORMS, ids=[f"{o}{a.get('axes')}" for o, a, _ in FUSED_NORMS])
+def test_fused_normalisation_intervals_sound(op, attrs, affine):
+    """The fused LayerNorm/RMSNorm (γ, β constant, slices over any axes) and Softmax/LogSoftmax:
+    ranges hold at sampled points and the local bound at sampled pairs, on boxes of every radius;
+    on a box far from zero variance (mean square) the local bound is below the global one."""
+    rng = np.random.default_rng(1)
+    shape = (2, 5, 3)
+    inputs = ["x", "g", "b"] if affine else ["x"]
+    node = helper.make_node(op, inputs, ["y"], domain=FUSED_DOMAIN, **attrs)
+    rule, version = REGISTRY.resolve(FUSED_DOMAIN, op, 1)
+    dims = attrs["axes"]
+    gshape = tuple(shape[d] if d in dims else 1 for d in range(3))[min(dims):]
+    consts = {1: rng.normal(size=gshape), 2: rng.normal(size=gshape)} if affine else {}
+    view = make_nodeview(node, version, [shape] + [gshape] * len(consts), [shape], [True] + [False] * len(consts),
+                         consts)
+    for scale in (0.5, 3.0):
+        x = rng.normal(size=shape) * scale
+        for _ in range(6):
+            check_box(view, [x] + [consts[i] for i in sorted(consts)], rng)
+    if op in ("LayerNorm", "RMSNorm"):
+        spread = np.linspace(-2, 2, 30).reshape(shape) + (0 if op == "LayerNorm" else 3)
+        box = tuple(torch.as_tensor(v) for v in (spread - 0.01, spread + 0.01))
+        local = rule.local_bounds(view, (box,) + tuple((torch.as_tensor(c),) * 2 for c in consts.values()))[0]
+        assert local.value < rule.bounds(view)[0].value / 10
