@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
+from lipgraph.certify.intervals import as_float
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.nodeview import make_nodeview
 from lipgraph.passes.box import node_output_ranges
@@ -220,3 +221,63 @@ def test_fused_normalisation_intervals_sound(op, attrs, affine):
         box = tuple(torch.as_tensor(v) for v in (spread - 0.01, spread + 0.01))
         local = rule.local_bounds(view, (box,) + tuple((torch.as_tensor(c),) * 2 for c in consts.values()))[0]
         assert local.value < rule.bounds(view)[0].value / 10
+
+
+def _ranges(node, arrays, dynamic, boxes, opset=17):
+    """Output ranges of a one-node model: ``boxes`` {input: (lo, hi)}, other inputs as points."""
+    view = nodeview(node, arrays, dynamic, opset)
+    ins = tuple(None if a is None else tuple(torch.as_tensor(v, dtype=torch.float64) for v in boxes[i]) if i in boxes
+                else (as_float(torch.as_tensor(a)),) * 2 for i, a in enumerate(arrays))
+    shapes = [tuple(t.shape) for t in torch_forward(view, arrays)]
+    return view, node_output_ranges(rule_for(view), None, view, ins, shapes, [])
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_recurrent_hidden_states_lie_in_minus_one_one(op):
+    """Whatever the weights and the input box (here [−100, 100]), Y and Y_h lie in [−1, 1] with zero
+    initial states (the interval arithmetic of the unrolled cell would give far more); the LSTM cell
+    within ±T. Sampled outputs land inside."""
+    rng = np.random.default_rng(0)
+    steps, hidden, gates = 5, 4, {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+    x = rng.normal(size=(steps, 1, 3)).astype(np.float32)
+    w, r = (rng.normal(size=(1, gates * hidden, n)).astype(np.float32) * 3 for n in (3, hidden))
+    outs = ["y", "y_h", "y_c"][:3 if op == "LSTM" else 2]
+    node = helper.make_node(op, ["x", "w", "r"], outs, hidden_size=hidden)
+    view, ranges = _ranges(node, [x, w, r], [True, False, False], {0: (x * 0 - 100, x * 0 + 100)})
+    for k, (lo, hi) in enumerate(ranges[:2]):
+        assert float(lo.min()) == pytest.approx(-1, abs=1e-9) and float(hi.max()) == pytest.approx(1, abs=1e-9)
+    if op == "LSTM":
+        assert float(ranges[2][1].max()) == pytest.approx(steps, rel=1e-9)
+    for _ in range(20):
+        got = torch_forward(view, [rng.uniform(-100, 100, size=x.shape).astype(np.float32), w, r])
+        for (lo, hi), y in zip(ranges, got):
+            assert bool(((y >= lo) & (y <= hi)).all())
+
+
+def test_affine_ranges_of_cumsum_einsum_and_where():
+    """CumSum's range is exact ([cumsum(lo), cumsum(hi)], nonnegative weights); Einsum's is centre ±
+    |K|·radius (exact for a single contraction with a constant of one sign per output); Where with a
+    constant condition picks each branch's range, a computed condition gives the hull."""
+    rng = np.random.default_rng(1)
+    lo, hi = rng.uniform(-1, 0, size=(2, 6)), rng.uniform(0, 1, size=(2, 6))
+    x = ((lo + hi) / 2).astype(np.float32)
+    _, ((y_lo, y_hi),) = _ranges(helper.make_node("CumSum", ["x", "axis"], ["y"]), [x, np.array(1)],
+                                 [True, False], {0: (lo, hi)})
+    assert np.allclose(y_lo, np.cumsum(lo, axis=1), atol=1e-12) and np.allclose(y_hi, np.cumsum(hi, axis=1), atol=1e-12)
+    k = np.abs(rng.normal(size=(6, 3))).astype(np.float32)
+    _, ((e_lo, e_hi),) = _ranges(helper.make_node("Einsum", ["x", "k"], ["y"], equation="ij,jk->ik"), [x, k],
+                                 [True, False], {0: (lo, hi)})
+    k = k.astype(np.float64)
+    assert np.allclose(e_lo, lo @ k, atol=1e-12) and np.allclose(e_hi, hi @ k, atol=1e-12)
+    cond = rng.random((2, 6)) < 0.5
+    other = rng.normal(size=(2, 6)).astype(np.float32)
+    where = helper.make_node("Where", ["c", "x", "z"], ["y"])
+    _, ((w_lo, w_hi),) = _ranges(where, [cond, x, other], [False, True, False], {1: (lo, hi)})
+    o64 = other.astype(np.float64)
+    assert np.allclose(w_lo, np.where(cond, lo, o64), atol=1e-12) and np.allclose(w_hi, np.where(cond, hi, o64), atol=1e-12)
+    view = nodeview(where, [cond, x, other], [True, True, False], 17)
+    (w_lo, w_hi), = node_output_ranges(rule_for(view), SimpleNamespace(status="not-lipschitz"), view,
+                                       ((torch.zeros(2, 6), torch.ones(2, 6)),
+                                        tuple(torch.as_tensor(v) for v in (lo, hi)), (as_float(torch.as_tensor(other)),) * 2),
+                                       [(2, 6)], [])
+    assert np.allclose(w_lo, np.minimum(lo, o64), atol=1e-9) and np.allclose(w_hi, np.maximum(hi, o64), atol=1e-9)
