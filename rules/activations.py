@@ -619,6 +619,7 @@ class Celu(Rule):
         return torch.relu(x) + torch.clamp(alpha * torch.expm1(x / alpha), max=0.0)
 
     def slopes(self, node):
+        self.check(node)    # [0, 1] holds for α > 0 only
         return Slopes(0.0, 1.0)
 
     def local_slopes(self, node, x_range):
