@@ -37,6 +37,7 @@ class Analysis:
     guard: differential.GuardResult | None = None  # the onnxruntime cross-check
     lower: object | None = None                  # a LowerResult when the lower pass ran
     chains: list = field(default_factory=list)   # per-chain results of the SeqLip pass
+    box_seconds: float | None = None             # time of the box pass (value ranges), with a domain
 
     @property
     def upper(self) -> MethodResult | None:
@@ -81,4 +82,5 @@ def analyze(path, options: Options | None = None, progress: Callable[[str], None
                     node_bounds=ctx.artefact("node_bounds"), autolip=ctx.artefact("autolip"),
                     methods=[m for m in ctx.methods if m.name in options.methods or m.name == "autolip"],
                     device=str(ctx.device), options=options, executor=ctx.fast, diagnostics=diagnostics,
-                    guard=checked, lower=lower, chains=ctx.artefact("chains", []))
+                    guard=checked, lower=lower, chains=ctx.artefact("chains", []),
+                    box_seconds=ctx.artefact("box_seconds"))

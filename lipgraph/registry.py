@@ -191,6 +191,24 @@ class Rule:
         """Partial bounds per analysed input on the box; default: the global ``bounds``."""
         return self.bounds(node)
 
+    def linear_relaxation(self, node: NodeView, x_range: Any) -> tuple:
+        """ACTIVATION: per entry, lines a_lo·x + b_lo ≤ f(x) ≤ a_hi·x + b_hi on the finite range
+        ``x_range`` = (l, u), as (a_lo, b_lo, a_hi, b_hi) float64 tensors (backward linear bounds).
+        Default, from the local slopes [s_lo, s_hi] (mean value theorem from either end):
+        f(l) + s_lo(x − l) ≤ f(x) ≤ f(l) + s_hi(x − l) and f(u) − s_hi(u − x) ≤ f(x) ≤ f(u) − s_lo(u − x);
+        of each pair the line better at the midpoint."""
+        lo, hi = x_range
+        s_lo, s_hi = (torch.as_tensor(np.asarray(v, np.float64)).broadcast_to(lo.shape) for v in self.local_slopes(node, x_range))
+        rest = [torch.as_tensor(np.asarray(node.const(i))) if node.has_input(i) else None
+                for i in range(1, len(node.inputs))]   # an activation's other inputs are constants
+        f_l, f_u = (self.forward(node, v, *rest).to(torch.float64) for v in (lo, hi))
+        r = (hi - lo) / 2
+        low_left = f_l + s_lo * r >= f_u - s_hi * r
+        up_left = f_l + s_hi * r <= f_u - s_lo * r
+        a_lo, b_lo = torch.where(low_left, s_lo, s_hi), torch.where(low_left, f_l - s_lo * lo, f_u - s_hi * hi)
+        a_hi, b_hi = torch.where(up_left, s_hi, s_lo), torch.where(up_left, f_l - s_hi * lo, f_u - s_lo * hi)
+        return a_lo, b_lo, a_hi, b_hi
+
     @property
     def origin(self) -> str:
         module = type(self).__module__

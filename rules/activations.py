@@ -99,6 +99,16 @@ class Relu(Rule):
         """Exactly 1 where the range is positive, 0 where negative, [0, 1] across 0."""
         return local_slopes(self, node, x_range, lambda x: _step(x, 0.0, 0.0, 1.0), [(0.0, (0.0, 1.0))], exact=True)
 
+    def linear_relaxation(self, node, x_range):
+        """The triangle relaxation across 0 (l < 0 < u): above by the chord u(x − l)/(u − l) (ReLU is
+        convex), below by 0 or x, whichever leaves the smaller area (u ≤ −l: 0); exact elsewhere."""
+        lo, hi = x_range
+        across = (lo < 0) & (hi > 0)
+        chord = torch.where(across, hi / torch.where(across, hi - lo, 1.0), 0.0)
+        a_hi = torch.where(hi <= 0, 0.0, torch.where(lo >= 0, 1.0, chord))
+        a_lo = torch.where(hi <= 0, 0.0, torch.where(lo >= 0, 1.0, (hi > -lo).to(torch.float64)))
+        return a_lo, torch.zeros_like(lo), a_hi, torch.where(across, -lo * chord, 0.0)
+
 
 @rule("LeakyRelu", versions=(6, 16), kind=Kind.ACTIVATION)
 class LeakyRelu(Rule):

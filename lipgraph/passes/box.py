@@ -8,33 +8,45 @@ trust the kind's contract, which a refused node may break), or a hook that fails
 (±inf) for its outputs — never a guess. Every float range is widened outward
 (:func:`lipgraph.certify.intervals.widen`). Ranges of the wrong shape are a rule bug and give the
 whole line with a ``box-range`` note.
+
+Tighter mode (always on, cheap): where the graph starts with a chain affine → activation →
+affine → activation …, the pre-activation ranges from the second activation on are recomputed by
+backward linear bounds (CROWN, ``certify.linear_bounds``) and intersected with the interval
+ones, and the pass runs again with them (every later range benefits).
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 
+from lipgraph.certify.dense import materialise
 from lipgraph.certify.intervals import as_float, unknown, widen
+from lipgraph.certify.linear_bounds import crown_preactivations
 from lipgraph.context import Context, PassResult
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.graph import Graph
-from lipgraph.registry import has_own
+from lipgraph.registry import Kind, has_own
 
 
-def value_ranges(graph: Graph, infos: dict, box: tuple[np.ndarray, np.ndarray]) -> tuple[dict, list[Diagnostic]]:
-    """{tensor: (lo, hi)} for the analysed input and every output of the analysed nodes, and notes."""
+def value_ranges(graph: Graph, infos: dict, box: tuple[np.ndarray, np.ndarray],
+                 tighter: dict | None = None) -> tuple[dict, list[Diagnostic]]:
+    """{tensor: (lo, hi)} for the analysed input and every output of the analysed nodes, and notes;
+    ``tighter``: {tensor: (lo, hi)} known by other means, intersected in where met."""
     ranges = {graph.analysed: (torch.as_tensor(box[0], dtype=torch.float64),
                                torch.as_tensor(box[1], dtype=torch.float64))}
     notes: list[Diagnostic] = []
+    tighter = tighter or {}
     for nid in graph.nodes_between():
         view, rule, info = graph.views[nid], graph.rules[nid], infos.get(nid)
         ins = input_ranges(graph, view, ranges)
         shapes = [graph.model.shapes.get(o) if o else None for o in view.outputs]
         for o, r in zip(view.outputs, node_output_ranges(rule, info, view, ins, shapes, notes)):
             if o:
-                ranges[o] = r
+                ranges[o] = r if o not in tighter else (torch.maximum(r[0], tighter[o][0]),
+                                                        torch.minimum(r[1], tighter[o][1]))
     return ranges, notes
 
 
@@ -68,7 +80,69 @@ def run(ctx: Context, progress) -> PassResult:
     progress("box: value ranges of every tensor")
     t0 = time.perf_counter()
     ranges, notes = value_ranges(ctx.graph, ctx.infos, ctx.box)
+    tighter = chain_preactivations(ctx, ranges)
+    if tighter:
+        ranges, notes = value_ranges(ctx.graph, ctx.infos, ctx.box, tighter)
     return PassResult([], {"ranges": ranges, "box_seconds": time.perf_counter() - t0}, notes)
+
+
+def input_chain(graph: Graph, infos: dict) -> list[tuple[list[str], str]]:
+    """The chain the graph starts with: [(affine nodes, the activation node after them)], each
+    segment of linear-kind nodes (AFFINE, STRUCTURAL, COMBINE with constants; one computed input,
+    the previous tensor, which nothing else reads) followed by an elementwise ACTIVATION; it stops
+    at the first node that does not fit."""
+    nodes, t, seg, chain = set(graph.nodes_between()), graph.analysed, [], []
+    while True:
+        users = [c for c in graph.consumers.get(t, []) if c in nodes]
+        if len(users) != 1 or t == graph.output:
+            return chain
+        nid = users[0]
+        view, rule, info = graph.views[nid], graph.rules[nid], infos.get(nid)
+        computed = [view.inputs[i] for i, d in enumerate(view.dynamic) if d]
+        if rule is None or info is None or info.status != "ok" or computed != [t]:
+            return chain
+        if rule.kind.is_linear:
+            seg.append(nid)
+        elif rule.kind is Kind.ACTIVATION and seg and view.output_shapes[0] == view.input_shapes[0]:
+            chain.append((seg, nid))
+            seg = []
+        else:
+            return chain
+        t = view.outputs[0]
+
+
+def chain_preactivations(ctx: Context, ranges: dict) -> dict:
+    """Backward linear bounds (``certify.linear_bounds``) for the pre-activations of the chain the
+    graph starts with (two activations at least: the first one's range is exact already), each
+    affine segment materialised in float64 (up to ``NormOptions.materialize_limit`` entries)."""
+    g = ctx.graph
+    chain = input_chain(g, ctx.infos)
+    layers, acts, t = [], [], g.analysed
+    for seg, act in chain:
+        out = g.views[seg[-1]].outputs[0]
+        n_in, n_out = math.prod(g.shape(t)), math.prod(g.shape(out))
+        if n_in * n_out > ctx.options.norms.materialize_limit or not torch.isfinite(ranges[out][0]).all() \
+                or not torch.isfinite(ranges[out][1]).all():
+            break
+        fn = ctx.exact.function(seg, t, out)
+        with torch.no_grad():
+            offset = fn(torch.zeros(g.shape(t), dtype=torch.float64)).reshape(-1).numpy()
+        layers.append((materialise(fn, g.shape(t)), offset))
+        acts.append((act, out))
+        t = g.views[act].outputs[0]
+    if len(layers) < 2:
+        return {}
+
+    def relax(j, lo, hi):
+        act, out = acts[j]
+        shape = g.shape(out)
+        x_range = (torch.as_tensor(lo).reshape(shape), torch.as_tensor(hi).reshape(shape))
+        return tuple(np.asarray(v, np.float64).reshape(-1) for v in
+                     g.rules[act].linear_relaxation(g.views[act], x_range))
+
+    prior = [tuple(ranges[out][k].reshape(-1).numpy() for k in (0, 1)) for _, out in acts]
+    found = crown_preactivations(layers, relax, ctx.box[0], ctx.box[1], prior)
+    return {out: tuple(torch.as_tensor(v).reshape(g.shape(out)) for v in found[k]) for k, (_, out) in enumerate(acts)}
 
 
 def _node_ranges(rule, info, view, ins, nid, notes):

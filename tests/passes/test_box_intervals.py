@@ -105,6 +105,7 @@ def _check_local_slopes(rule, view, x_range, outs, points):
         lo, hi = (np.asarray(v, dtype=np.float64) for v in rule.local_slopes(view, x_range))
     except RuleNotApplicable:
         return
+    _check_relaxation(rule, view, x_range, outs, points)
     x0, y0 = np.asarray(points[0][0], np.float64), outs[0][0].detach().numpy()
     for p, out in zip(points[1:], outs[1:]):
         x1, y1 = np.asarray(p[0], np.float64), out[0].detach().numpy()
@@ -115,6 +116,17 @@ def _check_local_slopes(rule, view, x_range, outs, points):
         lo_b, hi_b = np.broadcast_to(lo, dq.shape), np.broadcast_to(hi, dq.shape)
         bad = keep & np.isfinite(dq) & ((dq < lo_b - slack) | (dq > hi_b + slack))
         assert not bad.any(), f"slope {dq[bad][:3]} outside [{lo_b[bad][:3]}, {hi_b[bad][:3]}]"
+
+
+def _check_relaxation(rule, view, x_range, outs, points):
+    """The lines of ``linear_relaxation`` lie below and above the sampled outputs (finite boxes)."""
+    if not (torch.isfinite(x_range[0]).all() and torch.isfinite(x_range[1]).all()):
+        return
+    a_lo, b_lo, a_hi, b_hi = (np.asarray(v, np.float64) for v in rule.linear_relaxation(view, x_range))
+    for p, out in zip(points, outs):
+        x, y = np.asarray(p[0], np.float64), out[0].detach().numpy()
+        slack = 1e-9 * (1 + np.abs(y) + np.abs(a_lo * x) + np.abs(a_hi * x))
+        assert np.all(a_lo * x + b_lo <= y + slack) and np.all(y <= a_hi * x + b_hi + slack), "relaxation violated"
 
 
 def _check_local_bounds(rule, view, ins, points, floats, rng):
