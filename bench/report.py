@@ -173,7 +173,7 @@ def markdown(p: dict) -> str:
                 L.append(f"\nThe realised lower bound is still reported: {g(lo)}.")
             L.append("")
 
-    L += section_a(p) + section_b(nets) + section_c(nets) + notes(nets)
+    L += section_a(p) + section_b(nets) + section_c(nets) + section_e(p.get("box") or []) + notes(nets)
     return "\n".join(L) + "\n"
 
 
@@ -273,6 +273,53 @@ def section_c(nets: list[dict]) -> list[str]:
                      f"{g(x['power'], 6)} | {x['power_iters']} | {x['power_s']:.2f} | {g(x['certified'], 6)} | "
                      f"{x['route']} | {x['certified_s']:.2f} | {rel:.2e} |" if rel is not None else "")
         L.append("")
+    return L
+
+
+def _box_best(part: dict):
+    vals = [m["value"] for m in part["methods"].values() if m["label"] in ("exact", "certified", "assumed")
+            and m["value"] is not None]
+    return min(vals) if vals else None
+
+
+def box_line(r: dict) -> str:
+    if not r.get("ok"):
+        return f"FAILED: {r.get('error')}"
+    gl, bx = r["global"], r["box"]
+    up_g, up_b = _box_best(gl), _box_best(bx)
+    return (f"best upper {g(up_g)} on R^n, {g(up_b)} on [0, 1] (lower {g(bx['lower'])}); analyze "
+            f"{gl['analysis_s']:.2f} s vs {bx['analysis_s']:.2f} s, box pass {secs(bx['box_s'])}")
+
+
+def section_e(rows: list[dict]) -> list[str]:
+    L = ["## (e) Bounds on the input box [0, 1]\n"]
+    if not rows:
+        return L + ["n/a (not in this run)\n"]
+    L.append("Each network analysed twice in one worker with `autolip,seqlip,lower` (same budgets): on R^n and "
+             "with `--input-box 0,1`. *box pass*: the value ranges of every tensor; *× global*: the box "
+             "analysis time over the global one (the local node bounds, the per-neuron SeqLip and the "
+             "lower search in the box are inside it). *gap on box* = best certified upper on the box / "
+             "the lower bound realised in the box; ∞ = no finite certified bound.\n")
+    L.append("| network | global s | box s (× global) | box pass s | autolip R^n → box | seqlip R^n → box "
+             "| best upper R^n → box | lower on box | gap on box |")
+    L.append("|---" * 9 + "|")
+    for r in rows:
+        if not r.get("ok"):
+            L.append(f"| {r['name']} | n/a ({r.get('error')}) |" + " n/a |" * 7)
+            continue
+        gl, bx = r["global"], r["box"]
+
+        def pair(name):
+            a, b = gl["methods"].get(name), bx["methods"].get(name)
+            return f"{g(a['value']) if a and a['value'] is not None else '∞'} → " \
+                   f"{g(b['value']) if b and b['value'] is not None else '∞'}"
+
+        up_g, up_b = _box_best(gl), _box_best(bx)
+        low = bx["lower"]
+        L.append(f"| {r['name']} | {gl['analysis_s']:.2f} | {bx['analysis_s']:.2f} (×{bx['analysis_s'] / gl['analysis_s']:.2f}) "
+                 f"| {secs(bx['box_s'])} | {pair('autolip')} | {pair('seqlip')} | {g(up_g) if up_g else '∞'} → "
+                 f"{g(up_b) if up_b else '∞'} | {g(low)} | {g(up_b / low, 3) if up_b and low else '∞'} |")
+    L.append("")
     return L
 
 

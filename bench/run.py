@@ -33,6 +33,7 @@ class Config:
         self.bnb_seconds = 60.0                            # its safety net (anytime bound after)
         self.conv_timeout = 150.0
         self.net_timeout_scale = 0.4 if quick else 1.0
+        self.box_timeout = 120.0 if quick else 300.0         # section (e), per network (two analyses)
 
 
 def log(msg: str) -> None:
@@ -130,6 +131,40 @@ def bnb_section(cfg: Config, tmp: Path) -> list[dict]:
     return rows
 
 
+ZOO = HERE.parent / "models" / "zoo"
+#: Zoo models of the quick run's box section (an MLP, squeeze-and-excitation, attention, an LSTM).
+QUICK_ZOO = ("sklearn_mlp_digits.onnx", "mbconv_ts.onnx", "vit_block_ts.onnx", "lstm_ts.onnx")
+BOX_METHODS = ("autolip", "seqlip", "lower")
+
+
+def box_section(cfg: Config, targets: list[tuple[str, Path]], tmp: Path) -> list[dict]:
+    """Section (e): each network and zoo model analysed on R^n and on [0, 1] in one worker."""
+    rows = []
+    for name, path in targets:
+        stem = name.replace("/", "-")
+        out, jf = tmp / f"box-{stem}.json", tmp / f"box-{stem}.job.json"
+        jf.write_text(json.dumps({"kind": "box", "name": name, "path": str(path), "device": cfg.device,
+                                  "methods": list(BOX_METHODS), "lower_budget": cfg.lower_budget,
+                                  "seqlip_budget": cfg.seqlip_budget, "out": str(out)}))
+        log(f"[e] {name}: {', '.join(BOX_METHODS)} on R^n and on [0, 1]")
+        done, secs = _worker("bench.worker", [str(jf)], cfg.box_timeout)
+        row = json.loads(out.read_text()) if done and out.exists() else {
+            "name": name, "ok": False, "error": f"over {cfg.box_timeout:.0f} s" if not done else "no result"}
+        row["wall_s"] = secs
+        log("    " + report.box_line(row))
+        rows.append(row)
+    return rows
+
+
+def box_targets(cfg: Config, nets: list, built: dict) -> list[tuple[str, Path]]:
+    """The bench networks with small inputs, then the zoo (the quick subset in a quick run)."""
+    zoo = sorted(ZOO.glob("*.onnx"))
+    if cfg.quick:
+        zoo = [p for p in zoo if p.name in QUICK_ZOO]
+    return [(n.name, built[n.name]) for n in nets if n.small_input and n.name in built] + \
+        [(f"zoo/{p.stem}", p) for p in zoo]
+
+
 def soundness(results: list[dict]) -> list[str]:
     """Every certified/exact/assumed value must be ≥ every realised lower bound on its network."""
     bad = []
@@ -153,6 +188,24 @@ def soundness(results: list[dict]) -> list[str]:
     return bad
 
 
+def box_soundness(rows: list[dict]) -> list[str]:
+    """On the box: every bound ≥ the lower bound realised in the box, and ≤ the same method's global value."""
+    bad = []
+    for r in rows:
+        if not r.get("ok"):
+            continue
+        low = r["box"]["lower"]
+        for name, m in r["box"]["methods"].items():
+            if m["label"] not in BOUND_LABELS or m["value"] is None:
+                continue
+            if low is not None and m["value"] < low:
+                bad.append(f"{r['name']} on [0, 1]: {name} = {m['value']:.9g} < lower = {low:.9g}")
+            g = r["global"]["methods"].get(name, {})
+            if g.get("label") in BOUND_LABELS and g.get("value") is not None and m["value"] > g["value"] * (1 + 1e-9):
+                bad.append(f"{r['name']}: {name} on [0, 1] = {m['value']:.9g} above its global value {g['value']:.9g}")
+    return bad
+
+
 def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -169,7 +222,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     log(f"lipgraph bench: {len(nets)} networks, {'quick' if cfg.quick else 'full'}, device {device}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    results = []
+    results, built = [], {}
     with tempfile.TemporaryDirectory(prefix="lipgraph-bench-") as td:
         tmp = Path(td)
         exact = exact_section(cfg, tmp)
@@ -183,6 +236,7 @@ def main(argv=None) -> int:
                 results.append({"name": net.name, "ok": False, "error": f"build failed: {exc!r}"})
                 log(f"  ! build failed: {exc!r}")
                 continue
+            built[net.name] = path
             log(f"  built in {time.perf_counter() - t:.1f} s ({path.stat().st_size / 1e6:.2f} MB) {net.notes or ''}")
             convs = conv_section(net, path, cfg, tmp) if net.convs else None
             res = analyse(net, path, cfg, tmp)
@@ -191,6 +245,7 @@ def main(argv=None) -> int:
             res.update(family=net.family, describe=net.describe, notes=net.notes, quick=net.quick)
             results.append(res)
             log("  " + report.one_line(res))
+        boxes = box_section(cfg, box_targets(cfg, nets, built), tmp)
     total = time.perf_counter() - start
     meta = {"quick": cfg.quick, "device": device, "total_s": total, "python": platform.python_version(),
             "torch": torch.__version__, "cpus": os.cpu_count(), "load_average_end": os.getloadavg()[0],
@@ -199,7 +254,9 @@ def main(argv=None) -> int:
     bad = soundness(results)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": meta, "exact_factor": exact, "bnb_factor": bnb, "networks": results, "soundness_violations": bad}
+    bad += box_soundness(boxes)
+    payload = {"meta": meta, "exact_factor": exact, "bnb_factor": bnb, "networks": results, "box": boxes,
+               "soundness_violations": bad}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
     (out / "results.md").write_text(report.markdown(payload))
     log(f"wrote {out / 'results.md'} and {out / 'results.json'} in {total:.0f} s total")

@@ -25,7 +25,7 @@ import onnx
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.errors import InputError
 from lipgraph.labels import Label
-from lipgraph.options import Options, check_methods
+from lipgraph.options import Domain, Options, check_methods
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,15 @@ class Report:
 
 def analyze(model: str | os.PathLike | onnx.ModelProto, *, input: str | None = None, output: str | None = None,
             input_shape: Mapping[str, Sequence[int]] | None = None, fix: Mapping[str, Any] | None = None,
-            methods: Sequence[str] | None = None, box: tuple[float, float] | None = None, seed: int | None = None,
+            methods: Sequence[str] | None = None, box: tuple[Any, Any] | None = None, seed: int | None = None,
             device: str | None = None, assume: Mapping[str, float] | None = None, plugins: Sequence[str] = (),
             options: Options | None = None, progress: Callable[[str], None] | None = None) -> Report:
     """Analyse ``model`` (a path, or a ``ModelProto`` held in memory) and return its ``Report``.
 
     Keywords mirror the command line: ``input``/``output`` (names), ``input_shape`` ({name: dims},
     ``--input-shape``), ``fix`` ({name: number or .npy path}, ``--fix``), ``methods`` (default: all),
-    ``box`` ((lo, hi), ``--input-box``), ``seed``, ``device``, ``assume`` ({op: L}), ``plugins``
+    ``box`` ((lo, hi): numbers or arrays of the input's shape, ``--input-box``; every bound is then
+    on that box), ``seed``, ``device``, ``assume`` ({op: L}), ``plugins``
     (modules of rules). ``options`` gives every other setting; keywords override it.
     """
     from lipgraph.pipeline import analyze as run_pipeline
@@ -182,8 +183,6 @@ def _options(base: Options, *, input, output, input_shape, fix, methods, box, se
     if plugins:
         changes["plugins"] = tuple(plugins)
     if box is not None:
-        lo, hi = (float(v) for v in box)
-        if not lo < hi:
-            raise InputError(f"box {box}: lo must be below hi")
-        changes["lower"] = dataclasses.replace(base.lower, box=(lo, hi))
+        lo, hi = (np.asarray(v, np.float64) if np.ndim(v) else float(v) for v in box)
+        changes["domain"] = Domain(lo, hi, "box=(lo, hi)").checked()
     return dataclasses.replace(base, **changes)

@@ -9,10 +9,13 @@ on stderr, nothing written); 3 — internal error (a bug: rerun with --traceback
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from lipgraph.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NOT_CERTIFIED, EXIT_OK, EXIT_PARTIAL, InputError,
                              SemanticMismatch)
@@ -78,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lower-bound search strategy (default %(default)s)")
     a.add_argument("--lower-restarts", type=int, metavar="N",
                    help="exactly N lower-bound search rounds (reproducible run to run), instead of the budget")
-    a.add_argument("--input-box", metavar="LO,HI", help="restrict the lower-bound search to inputs in [LO, HI]")
+    a.add_argument("--input-box", metavar="LO,HI|FILE.npz",
+                   help="analyse the inputs in a box: every bound and the lower-bound search hold on it "
+                        "(LO,HI scalars, or an .npz with per-element arrays 'lo' and 'hi')")
+    a.add_argument("--around", metavar="FILE.npy", help="analyse the box [X − R, X + R] around the point in FILE.npy "
+                   "(with --radius R; it contains the ℓ2 ball of radius R)")
+    a.add_argument("--radius", type=float, metavar="R", help="half-width of the --around box")
+    a.add_argument("--domain-also-global", action="store_true",
+                   help="with a box: compute SeqLip's global (R^n) value as well (AutoLip's is always in the JSON)")
     a.add_argument("--data", metavar="FILE.npy", help="inputs to start the lower-bound search from")
     a.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="stop the whole analysis after SECONDS: finished methods are reported, exit code 4")
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", default="autolip,seqlip",
                    help="methods bounding the model and each margin (default: %(default)s)")
     for flag, kw in (("--input", {}), ("--output", {}), ("--input-shape", {"action": "append"}),
-                     ("--fix", {"action": "append"}), ("--input-box", {"metavar": "LO,HI"})):
+                     ("--fix", {"action": "append"}), ("--input-box", {"metavar": "LO,HI|FILE.npz"})):
         c.add_argument(flag, **kw)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--format", choices=["text", "json"], default="text")
@@ -186,7 +196,8 @@ def cmd_analyze(args) -> int:
     if args.power_iters < 1 or args.power_tol <= 0 or args.materialize_limit < 0:
         raise InputError("--power-iters must be ≥ 1, --power-tol > 0 and --materialize-limit ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
-                      fixed=parse_fixes(args.fix),
+                      fixed=parse_fixes(args.fix), domain=parse_domain(args.input_box, args.around, args.radius),
+                      domain_also_global=args.domain_also_global,
                       methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,
@@ -195,8 +206,7 @@ def cmd_analyze(args) -> int:
                                            max_neurons=args.lipsdp_max_neurons),
                       seqlip=SeqLipOptions(exact_max=args.seqlip_exact_max, topk=args.seqlip_topk,
                                            budget=args.seqlip_budget, dense_limit=args.seqlip_dense_limit),
-                      lower=LowerOptions(budget=args.lower_budget, search=args.lower_search,
-                                         box=parse_box(args.input_box), data=args.data,
+                      lower=LowerOptions(budget=args.lower_budget, search=args.lower_search, data=args.data,
                                          restarts=args.lower_restarts),
                       verbose=args.verbose, time_limit=args.time_limit, memory_limit=args.memory_limit)
     if len(args.model) > 1 or Path(args.model[0]).is_dir() or args.ray or args.reports:
@@ -264,23 +274,55 @@ def cmd_certify(args) -> int:
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
                       fixed=parse_fixes(args.fix), seed=args.seed, norms=NormOptions(seed=args.seed),
                       methods=check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip())),
-                      lower=LowerOptions(box=parse_box(args.input_box)))
+                      domain=parse_domain(args.input_box, None, None))
     doc = certify(args.model, args.data, args.labels, options, eps=eps, attack=args.attack,
                   progress=Progress(enabled=not args.quiet))
     emit(dumps(doc) + "\n" if args.format == "json" else render(doc), args.out)
     return EXIT_OK if doc["model_bound"] is not None else EXIT_NOT_CERTIFIED
 
 
-def parse_box(spec: str | None) -> tuple[float, float] | None:
-    if spec is None:
+def parse_domain(box: str | None, around: str | None, radius: float | None):
+    """``--input-box LO,HI | FILE.npz`` or ``--around FILE.npy --radius R`` → a ``Domain`` (None: R^n).
+    Bad input (lo > hi, NaN, a missing file or key, both forms at once): InputError."""
+    from lipgraph.options import Domain
+    if box is not None and (around is not None or radius is not None):
+        raise InputError("--input-box and --around/--radius are two ways to give the domain: use one")
+    if (around is None) != (radius is None):
+        raise InputError("--around FILE.npy and --radius R go together")
+    if around is not None:
+        x = _read_array(around, "--around", np.load)
+        if not (math.isfinite(radius) and radius > 0):
+            raise InputError(f"--radius {radius:g}: must be a positive finite number")
+        return Domain(x - radius, x + radius, f"--around {around} --radius {radius:g}").checked()
+    if box is None:
         return None
+    if box.endswith(".npz"):
+        def load(path):
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in ("lo", "hi") if k not in z.files]
+                if missing:
+                    raise InputError(f"--input-box {path}: no array named {' or '.join(repr(k) for k in missing)} "
+                                     f"(it holds {', '.join(z.files) or 'nothing'}); expected 'lo' and 'hi'")
+                return z["lo"], z["hi"]
+        lo, hi = _read_array(box, "--input-box", load)
+        if np.shape(lo) != np.shape(hi):
+            raise InputError(f"--input-box {box}: 'lo' {list(np.shape(lo))} and 'hi' {list(np.shape(hi))} differ in shape")
+        return Domain(np.asarray(lo, np.float64), np.asarray(hi, np.float64), f"--input-box {box}").checked()
     try:
-        lo, hi = (float(v) for v in spec.split(","))
+        lo, hi = (float(v) for v in box.split(","))
     except ValueError:
-        raise InputError(f"--input-box '{spec}': expected LO,HI (two numbers)") from None
-    if not lo < hi:
-        raise InputError(f"--input-box '{spec}': LO must be below HI")
-    return lo, hi
+        raise InputError(f"--input-box '{box}': expected LO,HI (two numbers) or FILE.npz") from None
+    return Domain(lo, hi, f"--input-box {box}").checked()
+
+
+def _read_array(path: str, flag: str, reader):
+    try:
+        return reader(path) if reader is not np.load else np.asarray(np.load(path, allow_pickle=False), np.float64)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - missing, unreadable, pickled, not numeric
+        raise InputError(f"{flag} {path}: cannot read it ({str(exc).splitlines()[0][:120] or type(exc).__name__})") from None
+
 
 
 def emit(text: str, out: str | None) -> None:

@@ -17,7 +17,7 @@ from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.execute import Executor
 from lipgraph.ir.graph import Graph
 from lipgraph.labels import Label
-from lipgraph.options import Options
+from lipgraph.options import WHOLE_SPACE, Options
 
 
 @dataclass
@@ -27,6 +27,7 @@ class MethodResult:
     label: Label
     seconds: float
     detail: dict = field(default_factory=dict)
+    domain: str = WHOLE_SPACE       # the inputs the value is about: "R^n" or the box's name
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Context:
     options: Options
     device: torch.device
     infos: dict = field(default_factory=dict)          # node → annotate.NodeInfo
+    box: tuple | None = None                           # (lo, hi) float64 arrays of the analysed input's shape; None: R^n
     results: dict[str, PassResult] = field(default_factory=dict)
     _executors: dict = field(default_factory=dict)
 

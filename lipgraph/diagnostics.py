@@ -45,6 +45,8 @@ CODES: dict[str, Code] = {
     "fusion-rejected": Code("note", "a subgraph looked like a decomposed activation or normalisation but is not one "
                                     "numerically; not rewritten into it"),
     "normalization-global": Code("note", "a normalisation's global constant (max|γ|/√ε-type) is huge; a box bound is what you want"),
+    "box-range": Code("note", "a node's value range on the input box is unknown (the whole line is used)"),
+    "box-bound": Code("warning", "a node has no bound on the input box (its range leaves the op's domain, or is unknown)"),
     "low-precision-cast": Code("note", "a cast to float16/bfloat16: rounding jumps are outside the bound"),
     "input-initializer": Code("note", "a graph input also has an initializer: it is analysed as that constant"),
     "overflow": Code("warning", "float arithmetic overflowed on huge weights: the affected bound is ∞ or the estimate is missing"),

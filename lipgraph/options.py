@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 #: Every method an analysis can produce, in the order the passes produce them.
 ALL_METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", "lower")
 DEFAULT_METHODS = ALL_METHODS
@@ -49,9 +51,62 @@ class LipSDPOptions:
 class LowerOptions:
     budget: float = 5.0            # seconds of search
     search: str = "auto"
-    box: tuple[float, float] | None = None
     data: str | None = None        # .npy file of inputs to start from
     restarts: int | None = None    # exactly this many search rounds (reproducible), else the budget
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The inputs a bound is about: a box ``lo ≤ x ≤ hi`` (scalars, or arrays of the analysed
+    input's shape). ``--around X --radius R`` is the ℓ∞ ball ``[X − R, X + R]``, which contains
+    the ℓ2 ball of radius R around X (‖d‖∞ ≤ ‖d‖₂), so a bound on the box holds on that ball.
+    ``None`` in ``Options.domain`` means all of R^n."""
+
+    lo: object                      # float or np.ndarray
+    hi: object
+    spec: str                       # how the user gave it, for messages
+
+    def bounds(self, shape) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) as float64 arrays of ``shape``; InputError when they do not fit it."""
+        from lipgraph.errors import InputError
+        shape = tuple(shape)
+        out = []
+        for end in (self.lo, self.hi):
+            arr = np.asarray(end, dtype=np.float64)
+            if arr.ndim and arr.shape != shape and not (arr.shape == shape[1:] and shape[:1] == (1,)):
+                raise InputError(f"{self.spec}: box shape {list(arr.shape)} does not match the analysed input "
+                                 f"{list(shape)}")
+            out.append(np.broadcast_to(arr.reshape(shape) if arr.ndim else arr, shape).copy())
+        return out[0], out[1]
+
+    @property
+    def name(self) -> str:
+        return box_name(self.lo, self.hi)
+
+    def checked(self) -> "Domain":
+        """``self``; InputError for NaN or ±inf ends, lo > hi anywhere, or no width at all."""
+        from lipgraph.errors import InputError
+        lo, hi = np.broadcast_arrays(np.asarray(self.lo, np.float64), np.asarray(self.hi, np.float64))
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise InputError(f"{self.spec}: the box ends must be finite numbers (NaN or ±inf found)")
+        if (lo > hi).any():
+            k = int(np.argmax(lo > hi))
+            raise InputError(f"{self.spec}: lo > hi at element {k} ({lo.ravel()[k]:g} > {hi.ravel()[k]:g})")
+        if not (lo < hi).any():
+            raise InputError(f"{self.spec}: the box is a single point (lo = hi everywhere)")
+        return self
+
+
+#: The name of the unrestricted domain in reports.
+WHOLE_SPACE = "R^n"
+
+
+def box_name(lo, hi) -> str:
+    """``box [lo, hi]`` for a uniform box, else the ranges of both ends."""
+    lo, hi = np.unique(np.asarray(lo)), np.unique(np.asarray(hi))
+    if lo.size == 1 and hi.size == 1:
+        return f"box [{lo[0]:g}, {hi[0]:g}]"
+    return f"box [{lo.min():g}..{lo.max():g}, {hi.min():g}..{hi.max():g}]"
 
 
 @dataclass
@@ -60,6 +115,8 @@ class Options:
     output: str | None = None
     input_shapes: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)      # non-analysed input → VALUE, FILE.npy or an array (--fix)
+    domain: Domain | None = None                   # every bound and the lower search on this box; None: R^n
+    domain_also_global: bool = False               # with a domain: SeqLip's global value too (AutoLip's is always kept)
     methods: tuple[str, ...] = DEFAULT_METHODS
     device: str = "auto"
     seed: int = 0

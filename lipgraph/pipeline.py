@@ -14,7 +14,7 @@ from lipgraph.ir.execute import Executor, resolve_device
 from lipgraph.ir.graph import Graph, build_graph
 from lipgraph.ir.fuse import fuse
 from lipgraph.ir.load import load_model
-from lipgraph.options import Options
+from lipgraph.options import WHOLE_SPACE, Options
 from lipgraph.passes import scheduled
 from lipgraph.passes.lower_pass import guard
 from lipgraph.registry import load_plugins
@@ -39,12 +39,18 @@ class Analysis:
     lower: object | None = None                  # a LowerResult when the lower pass ran
     chains: list = field(default_factory=list)   # per-chain results of the SeqLip pass
     unfinished: list[str] = field(default_factory=list)   # methods --time-limit stopped (a partial result)
+    box_seconds: float | None = None             # time of the box pass (value ranges), with a domain
 
     @property
     def upper(self) -> MethodResult | None:
         """The headline: the smallest finite value among methods whose label is a bound."""
         bounds = [m for m in self.methods if m.label.is_bound and math.isfinite(m.value)]
         return min(bounds, key=lambda m: m.value, default=None)
+
+    @property
+    def domain(self) -> str:
+        """The stated domain: the box's name, or R^n."""
+        return self.options.domain.name if self.options.domain is not None else WHOLE_SPACE
 
     @property
     def certified(self) -> bool:
@@ -76,13 +82,14 @@ def _analyze(path, options: Options, progress: Callable[[str], None]) -> Analysi
     progress("loading")
     model = fuse(load_model(path, options.input_shapes, input=options.input, fixed=options.fixed))
     graph = build_graph(model, options.input, options.output)
-    ctx = Context(graph, options, resolve_device(options.device))
+    box = options.domain.bounds(graph.shape(graph.analysed)) if options.domain is not None else None
+    ctx = Context(graph, options, resolve_device(options.device), box=box)
     nodes = graph.nodes_between()
     ctx.infos = annotate(graph, nodes, options.assume)
     passes, checked, unfinished = scheduled(options.methods), None, []
     try:
         progress("cross-checking lipgraph's execution with onnxruntime")
-        checked = differential.check(graph, ctx.fast, nodes, box=options.lower.box, seed=options.seed)
+        checked = differential.check(graph, ctx.fast, nodes, box=box, seed=options.seed)
         for p in passes:
             ctx.results[p.name] = p.run(ctx, progress)
     except budget.TimeUp:
@@ -101,4 +108,5 @@ def _analyze(path, options: Options, progress: Callable[[str], None]) -> Analysi
                     node_bounds=ctx.artefact("node_bounds"), autolip=ctx.artefact("autolip"),
                     methods=[m for m in ctx.methods if m.name in options.methods or m.name == "autolip"],
                     device=str(ctx.device), options=options, executor=ctx.fast, diagnostics=diagnostics,
-                    guard=checked, lower=lower, chains=ctx.artefact("chains", []), unfinished=unfinished)
+                    guard=checked, lower=lower, chains=ctx.artefact("chains", []), unfinished=unfinished,
+                    box_seconds=ctx.artefact("box_seconds"))

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import onnx.defs
+import torch
 
 from lipgraph.errors import InputError, RuleNotApplicable
 from lipgraph.labels import Bound, Label
@@ -101,7 +103,31 @@ class Rule:
       ``{input index: ConvForm}`` for a COMBINE op whose output is the sum of those terms over
       its analysed inputs (plus a constant); ``None`` when it is neither. Segments whose nodes
       all have conv forms are folded into one convolution and certified as a whole.
+
+    On an input box (``--input-box``, design §9) three more hooks apply; each has a sound default:
+
+    - ``interval(node, *ranges)`` → the output range(s): ``ranges`` has one ``(lo, hi)`` pair of
+      float64 tensors per input (a constant as ``(c, c)``, ``None`` for an omitted input, ±inf
+      where nothing is known); return one pair, a tuple of pairs (one per output) or ``None``
+      (unknown: the whole line). The default (:func:`default_interval`) evaluates ``forward`` at
+      the ends for ``monotone`` rules and STRUCTURAL ones, centre ± ``abs_linear`` for AFFINE
+      ones, the ends or centre ± max|slope|·radius for ACTIVATION ones, and says "unknown"
+      otherwise — a rule without the hook is never unsound, only loose.
+    - ``local_slopes(node, range)`` (ACTIVATION) → ``Slopes`` per entry over the input range;
+      default: the global slopes.
+    - ``local_bounds(node, ranges)`` (any kind but ACTIVATION, and rules whose ``check`` refuses
+      the node globally, e.g. a product of two computed tensors) → {input index: Bound} on the
+      box; default: ``bounds`` (global). Raise ``RuleNotApplicable`` when the box leaves the
+      op's domain.
     """
+
+    #: The output is nondecreasing in every input, entry by entry (its range is ``forward`` at
+    #: the ends of the input ranges).
+    monotone: bool = False
+    #: ``check`` refuses nodes only for want of a *global* bound (Exp, Div by a computed tensor,
+    #: a product of computed tensors …): the local hooks are then valid on a box wherever they do
+    #: not raise. Other refused nodes get no local bound.
+    box_only: bool = False
 
     kind: Kind
     op_type: str
@@ -148,6 +174,41 @@ class Rule:
         """``ConvForm`` | ``{input index: ConvForm}`` | None (see the class docstring)."""
         return None
 
+    def interval(self, node: NodeView, *ranges: Any) -> Any:
+        """Output range(s) from input ranges (see the class docstring)."""
+        return default_interval(self, node, ranges)
+
+    def abs_linear(self, node: NodeView, r: Any) -> Any:
+        """AFFINE: |A|·r for the linear part A in the analysed input (r ≥ 0 a tensor of its
+        shape), or None when the rule cannot compute it (the default interval is then unknown)."""
+        return None
+
+    def local_slopes(self, node: NodeView, x_range: Any) -> Slopes:
+        """ACTIVATION: slope range per entry over ``x_range``; default: the global slopes."""
+        return self.slopes(node)
+
+    def local_bounds(self, node: NodeView, ranges: tuple) -> dict[int, Bound]:
+        """Partial bounds per analysed input on the box; default: the global ``bounds``."""
+        return self.bounds(node)
+
+    def linear_relaxation(self, node: NodeView, x_range: Any) -> tuple:
+        """ACTIVATION: per entry, lines a_lo·x + b_lo ≤ f(x) ≤ a_hi·x + b_hi on the finite range
+        ``x_range`` = (l, u), as (a_lo, b_lo, a_hi, b_hi) float64 tensors (backward linear bounds).
+        Default, from the local slopes [s_lo, s_hi] (mean value theorem from either end):
+        f(l) + s_lo(x − l) ≤ f(x) ≤ f(l) + s_hi(x − l) and f(u) − s_hi(u − x) ≤ f(x) ≤ f(u) − s_lo(u − x);
+        of each pair the line better at the midpoint."""
+        lo, hi = x_range
+        s_lo, s_hi = (torch.as_tensor(np.asarray(v, np.float64)).broadcast_to(lo.shape) for v in self.local_slopes(node, x_range))
+        rest = [torch.as_tensor(np.asarray(node.const(i))) if node.has_input(i) else None
+                for i in range(1, len(node.inputs))]   # an activation's other inputs are constants
+        f_l, f_u = (self.forward(node, v, *rest).to(torch.float64) for v in (lo, hi))
+        r = (hi - lo) / 2
+        low_left = f_l + s_lo * r >= f_u - s_hi * r
+        up_left = f_l + s_hi * r <= f_u - s_lo * r
+        a_lo, b_lo = torch.where(low_left, s_lo, s_hi), torch.where(low_left, f_l - s_lo * lo, f_u - s_hi * hi)
+        a_hi, b_hi = torch.where(up_left, s_hi, s_lo), torch.where(up_left, f_l - s_hi * lo, f_u - s_lo * hi)
+        return a_lo, b_lo, a_hi, b_hi
+
     @property
     def origin(self) -> str:
         module = type(self).__module__
@@ -156,6 +217,57 @@ class Rule:
     @property
     def doc(self) -> str:
         return inspect.cleandoc(type(self).__doc__ or "(no documentation)")
+
+
+def _ends(rule: Rule, node: NodeView, lows, highs):
+    """forward at the low ends and at the high ends, paired per output (entrywise min/max)."""
+    a, b = rule.forward(node, *lows), rule.forward(node, *highs)
+    if isinstance(a, (tuple, list)):
+        return tuple((torch.minimum(x, y), torch.maximum(x, y)) for x, y in zip(a, b))
+    return torch.minimum(a, b), torch.maximum(a, b)
+
+
+def default_interval(rule: Rule, node: NodeView, ranges: tuple) -> Any:
+    """The default ``interval`` hook (sound for every rule that keeps its kind's contract):
+
+    - ``monotone`` rules and STRUCTURAL ones (entries moved or copied: monotone): forward at the ends;
+    - CONSTANT: forward (the output does not depend on the values);
+    - AFFINE with one input whose range is not a point: forward(centre) ± ``abs_linear``(radius);
+    - ACTIVATION with global slopes [a, b]: the ends when a ≥ 0 (nondecreasing) or b ≤ 0,
+      else forward(centre) ± max(|a|, |b|)·radius (Lipschitz);
+    - anything else: None (unknown)."""
+    from lipgraph.certify.intervals import centre_radius
+    lows = [None if r is None else r[0] for r in ranges]
+    highs = [None if r is None else r[1] for r in ranges]
+    if rule.monotone or rule.kind is Kind.STRUCTURAL:
+        return _ends(rule, node, lows, highs)
+    if rule.kind is Kind.CONSTANT:
+        y = rule.forward(node, *lows)
+        return tuple((v, v) for v in y) if isinstance(y, (tuple, list)) else (y, y)
+    moving = [i for i, r in enumerate(ranges) if r is not None and not torch.equal(r[0], r[1])]
+    if rule.kind is Kind.AFFINE and len(moving) == 1:
+        c, r = centre_radius(*ranges[moving[0]])
+        rad = rule.abs_linear(node, r)
+        if rad is None:
+            return None
+        y = rule.forward(node, *[c if i == moving[0] else v for i, v in enumerate(lows)])
+        return y - rad, y + rad
+    if rule.kind is Kind.ACTIVATION and moving == [0]:
+        lo, hi, _ = slope_range(rule, node)
+        if np.all(np.asarray(lo) >= 0):
+            return _ends(rule, node, lows, highs)
+        if np.all(np.asarray(hi) <= 0):
+            return _ends(rule, node, highs, lows)
+        c, r = centre_radius(*ranges[0])
+        y = rule.forward(node, c, *lows[1:])
+        slope = float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
+        return y - slope * r, y + slope * r
+    return None
+
+
+def has_own(rule: Rule, hook: str) -> bool:
+    """Whether ``rule`` overrides ``hook`` of the base class."""
+    return getattr(type(rule), hook, None) is not getattr(Rule, hook)
 
 
 def require_constant(node: NodeView, *indices: int) -> None:

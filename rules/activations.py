@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lipgraph.certify.intervals import REL, abs_range, derivative_range, valley
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import Label
 from lipgraph.registry import Kind, Rule, Slopes, require_constant, rule
@@ -24,6 +25,55 @@ def _soft_relu(x, t: float):
 def _hull(*values: float) -> tuple[float, float]:
     """The smallest closed range containing the given slope values."""
     return float(min(values)), float(max(values))
+
+
+def local_slopes(rule_, node, x_range, fprime, points=(), exact: bool = False, margin: float = 0.0) -> Slopes:
+    """Slopes per entry on ``x_range`` from the derivative ``fprime`` (monotone between ``points``,
+    see :func:`lipgraph.certify.intervals.derivative_range`), intersected with the global slopes
+    when the rule has them. ``exact``: the derivative values are exact constants (piecewise-linear
+    ops), else they are widened by ``REL`` (relative) plus ``margin``. NaN (the range leaves the
+    op's domain) is not applicable."""
+    lo, hi = derivative_range(fprime, x_range, points)
+    if bool(torch.isnan(lo).any() | torch.isnan(hi).any()):
+        raise RuleNotApplicable(f"{node.op_type}: the input range on the box leaves the op's domain")
+    if not exact:
+        lo, hi = lo - REL * lo.abs() - margin, hi + REL * hi.abs() + margin
+    lo, hi = lo.numpy(), hi.numpy()
+    try:
+        glo, ghi = rule_.slopes(node)
+        lo, hi = np.maximum(lo, glo), np.minimum(hi, ghi)
+    except RuleNotApplicable:
+        pass
+    return Slopes(lo, hi, Label.EXACT if exact else Label.CERTIFIED)
+
+
+def valley_min(f, a: float, b: float) -> tuple[float, float]:
+    """(x*, a certified lower value of min f) for f unimodal with its minimum in [a, b]: golden
+    section in float64, then f(x*) lowered by 1e-9 (f is flat at x*: the error of x* is squared)."""
+    g = (5 ** 0.5 - 1) / 2
+    for _ in range(200):
+        c, d = b - g * (b - a), a + g * (b - a)
+        fc, fd = (float(f(torch.tensor(v, dtype=torch.float64))) for v in (c, d))
+        a, b = (a, d) if fc < fd else (c, b)
+    x = (a + b) / 2
+    return x, float(f(torch.tensor(x, dtype=torch.float64))) - 1e-9
+
+
+#: Half-width around an approximate minimum point within which it counts as inside a range.
+VALLEY_SLACK = 1e-6
+
+
+def valley_interval(f, x_range, xstar: float, fmin: float):
+    """Range of a unimodal activation (nonincreasing, then nondecreasing after x*) on ``x_range``."""
+    lo, hi = x_range
+    vlo, vhi = valley(f, (lo, hi), xstar, fmin)
+    near = (lo <= xstar + VALLEY_SLACK) & (hi >= xstar - VALLEY_SLACK)
+    return torch.where(near, torch.minimum(vlo, torch.full_like(vlo, fmin)), vlo), vhi
+
+
+def _step(x, at: float, left, right):
+    """left below ``at``, right above (piecewise-constant derivatives)."""
+    return torch.where(x > at, torch.as_tensor(right, dtype=x.dtype), torch.as_tensor(left, dtype=x.dtype))
 
 
 @rule("Relu", versions=(6, 13, 14), kind=Kind.ACTIVATION)
@@ -45,6 +95,20 @@ class Relu(Rule):
     def smooth(self, node, x, t):
         return _soft_relu(x, t)
 
+    def local_slopes(self, node, x_range):
+        """Exactly 1 where the range is positive, 0 where negative, [0, 1] across 0."""
+        return local_slopes(self, node, x_range, lambda x: _step(x, 0.0, 0.0, 1.0), [(0.0, (0.0, 1.0))], exact=True)
+
+    def linear_relaxation(self, node, x_range):
+        """The triangle relaxation across 0 (l < 0 < u): above by the chord u(x − l)/(u − l) (ReLU is
+        convex), below by 0 or x, whichever leaves the smaller area (u ≤ −l: 0); exact elsewhere."""
+        lo, hi = x_range
+        across = (lo < 0) & (hi > 0)
+        chord = torch.where(across, hi / torch.where(across, hi - lo, 1.0), 0.0)
+        a_hi = torch.where(hi <= 0, 0.0, torch.where(lo >= 0, 1.0, chord))
+        a_lo = torch.where(hi <= 0, 0.0, torch.where(lo >= 0, 1.0, (hi > -lo).to(torch.float64)))
+        return a_lo, torch.zeros_like(lo), a_hi, torch.where(across, -lo * chord, 0.0)
+
 
 @rule("LeakyRelu", versions=(6, 16), kind=Kind.ACTIVATION)
 class LeakyRelu(Rule):
@@ -65,6 +129,10 @@ class LeakyRelu(Rule):
     def smooth(self, node, x, t):
         alpha = node.attr("alpha", 0.01)
         return alpha * x + (1.0 - alpha) * _soft_relu(x, t)
+
+    def local_slopes(self, node, x_range):
+        a = node.attr("alpha", 0.01)
+        return local_slopes(self, node, x_range, lambda x: _step(x, 0.0, a, 1.0), [(0.0, (a, 1.0))], exact=True)
 
 
 @rule("PRelu", versions=(7, 9, 16), kind=Kind.ACTIVATION)
@@ -108,6 +176,11 @@ class PRelu(Rule):
         s = torch.as_tensor(np.array(node.const(1)), dtype=x.dtype, device=x.device)
         return s * x + (1.0 - s) * _soft_relu(x, t)
 
+    def local_slopes(self, node, x_range):
+        s = torch.as_tensor(np.array(node.const(1)), dtype=torch.float64)
+        return local_slopes(self, node, x_range, lambda x: torch.where(x > 0, torch.ones_like(s), s),
+                            [(0.0, (s, 1.0))], exact=True)
+
 
 @rule("Sigmoid", versions=(6, 13), kind=Kind.ACTIVATION)
 class Sigmoid(Rule):
@@ -124,6 +197,10 @@ class Sigmoid(Rule):
 
     def slopes(self, node):
         return Slopes(0.0, 0.25)
+
+    def local_slopes(self, node, x_range):
+        """σ′ = σ(1 − σ): increasing below 0, decreasing above, 1/4 at 0."""
+        return local_slopes(self, node, x_range, lambda x: torch.sigmoid(x) * torch.sigmoid(-x), [(0.0, (0.25,))])
 
 
 @rule("Tanh", versions=(6, 13), kind=Kind.ACTIVATION)
@@ -142,6 +219,10 @@ class Tanh(Rule):
     def slopes(self, node):
         return Slopes(0.0, 1.0)
 
+    def local_slopes(self, node, x_range):
+        """tanh′ = 1 − tanh²: increasing below 0, decreasing above, 1 at 0."""
+        return local_slopes(self, node, x_range, lambda x: 1.0 - torch.tanh(x) ** 2, [(0.0, (1.0,))])
+
 
 @rule("Softplus", versions=(1, 22), kind=Kind.ACTIVATION)
 class Softplus(Rule):
@@ -159,6 +240,10 @@ class Softplus(Rule):
     def slopes(self, node):
         return Slopes(0.0, 1.0)
 
+    def local_slopes(self, node, x_range):
+        """softplus′ = σ, increasing."""
+        return local_slopes(self, node, x_range, torch.sigmoid)
+
 
 def _elu_slopes(alpha: float) -> tuple[float, float]:
     """ELU's derivative: αeˣ on x < 0 (values between 0 and α), 1 on x > 0, one-sided α and 1
@@ -169,6 +254,12 @@ def _elu_slopes(alpha: float) -> tuple[float, float]:
 def _elu_smooth(x, alpha: float, t: float):
     """ELU = relu(x) + α(exp(−relu(−x)) − 1), both relus smoothed."""
     return _soft_relu(x, t) + alpha * (torch.exp(-_soft_relu(-x, t)) - 1.0)
+
+
+def _elu_prime(alpha: float, gamma: float = 1.0):
+    """(ELU′ scaled by γ, its kink): γαeˣ below 0 (monotone), γ above; one-sided γα and γ at 0."""
+    return (lambda x: gamma * torch.where(x > 0, torch.ones_like(x), alpha * torch.exp(torch.clamp(x, max=0.0))),
+            [(0.0, (gamma * alpha, gamma))])
 
 
 @rule("Elu", versions=(6, 22), kind=Kind.ACTIVATION)
@@ -190,6 +281,9 @@ class Elu(Rule):
 
     def smooth(self, node, x, t):
         return _elu_smooth(x, node.attr("alpha", 1.0), t)
+
+    def local_slopes(self, node, x_range):
+        return local_slopes(self, node, x_range, *_elu_prime(node.attr("alpha", 1.0)))
 
 
 SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
@@ -216,6 +310,9 @@ class Selu(Rule):
     def smooth(self, node, x, t):
         return node.attr("gamma", SELU_GAMMA) * _elu_smooth(x, node.attr("alpha", SELU_ALPHA), t)
 
+    def local_slopes(self, node, x_range):
+        return local_slopes(self, node, x_range, *_elu_prime(node.attr("alpha", SELU_ALPHA), node.attr("gamma", SELU_GAMMA)))
+
 
 #: GELU (erf) slope range, rounded outward at 1e-9. d(x) = Φ(x) + xφ(x); d'(x) = φ(x)(2 − x²),
 #: so the extrema are at x = ±√2: d(√2) = 1.1289041451851547863…, d(−√2) = 1 − d(√2) =
@@ -226,6 +323,32 @@ GELU_ERF_SLOPES = (-0.128904146, 1.128904146)
 #: x = ±1.4185040087908283…, where g' = 1.1289930686587717654… and −0.1289930686587717654…
 #: (mpmath findroot, 40 digits; tests check a dense grid finds no other extremum).
 GELU_TANH_SLOPES = (-0.128993069, 1.128993069)
+#: Where GELU's derivative has its extrema (−/+): √2 (erf), 1.4185040087908283 (tanh form).
+GELU_EXTREMA = {"none": 2 ** 0.5, "tanh": 1.4185040087908283}
+
+
+def gelu_prime(approximate: str):
+    """GELU′: Φ(x) + xφ(x) (erf), or the tanh form's derivative."""
+    if approximate == "tanh":
+        k = (2 / np.pi) ** 0.5
+
+        def d(x):
+            t = torch.tanh(k * (x + 0.044715 * x ** 3))
+            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+        return d
+    return lambda x: 0.5 * (1 + torch.erf(x / 2 ** 0.5)) + x * torch.exp(-x * x / 2) / (2 * np.pi) ** 0.5
+
+
+def gelu_local(rule_, node, x_range, margin: float = 0.0) -> Slopes:
+    """GELU's slopes on a range: its derivative is monotone between its two extrema ±p."""
+    approx = node.attr("approximate", "none")
+    p = GELU_EXTREMA["tanh" if approx == "tanh" else "none"]
+    lo, hi = GELU_TANH_SLOPES if approx == "tanh" else GELU_ERF_SLOPES
+    return local_slopes(rule_, node, x_range, gelu_prime(approx), [(-p, (lo,)), (p, (hi,))], margin=margin)
+
+
+#: GELU's minimum point and a certified lower value of its minimum, per form.
+GELU_MIN = {a: valley_min(lambda x, a=a: F.gelu(x, approximate=a), -2.0, 0.0) for a in ("none", "tanh")}
 
 
 @rule("Gelu", versions=(20,), kind=Kind.ACTIVATION)
@@ -246,12 +369,34 @@ class Gelu(Rule):
         pair = GELU_TANH_SLOPES if node.attr("approximate", "none") == "tanh" else GELU_ERF_SLOPES
         return Slopes(*pair, Label.CERTIFIED)
 
+    def local_slopes(self, node, x_range):
+        return gelu_local(self, node, x_range)
+
+    def interval(self, node, x_range):
+        """Decreasing, then increasing after x* ≈ −0.75: the ends, or the minimum when x* is inside."""
+        return valley_interval(lambda x: self.forward(node, x), x_range,
+                               *GELU_MIN["tanh" if node.attr("approximate", "none") == "tanh" else "none"])
+
 
 #: Mish slope range, rounded outward at 1e-9. m(x) = x·tanh(softplus(x)); m'' has two real zeros,
 #: at x = −2.2563763963607931200… (m' = −0.1125261223894625564…, the minimum) and at
 #: x = 1.4905711794854284593… (m' = 1.0884981612517278612…, the maximum) (mpmath findroot, 40
 #: digits, from a sign scan of m'' on [−20, 20]); m' → 0 as x → −∞ and → 1 as x → +∞, inside.
 MISH_SLOPES = (-0.112526123, 1.088498162)
+MISH_EXTREMA = (-2.2563763963607931200, 1.4905711794854284593)
+MISH_MIN = valley_min(F.mish, -3.0, 0.0)
+
+
+def mish_prime(x):
+    sp = F.softplus(x)
+    t = torch.tanh(sp)
+    return t + x * (1 - t * t) * torch.sigmoid(x)
+
+
+def mish_local(rule_, node, x_range, margin: float = 0.0) -> Slopes:
+    """Mish′ is monotone between its two extrema (MISH_EXTREMA)."""
+    return local_slopes(rule_, node, x_range, mish_prime,
+                        [(MISH_EXTREMA[0], (MISH_SLOPES[0],)), (MISH_EXTREMA[1], (MISH_SLOPES[1],))], margin=margin)
 
 
 @rule("Mish", versions=(18, 22), kind=Kind.ACTIVATION)
@@ -270,6 +415,13 @@ class Mish(Rule):
 
     def slopes(self, node):
         return Slopes(*MISH_SLOPES, Label.CERTIFIED)
+
+    def local_slopes(self, node, x_range):
+        return mish_local(self, node, x_range)
+
+    def interval(self, node, x_range):
+        """Decreasing, then increasing after x* ≈ −1.19."""
+        return valley_interval(F.mish, x_range, *MISH_MIN)
 
 
 def _hard_sigmoid_smooth(x, alpha: float, beta: float, t: float):
@@ -297,6 +449,15 @@ class HardSigmoid(Rule):
     def smooth(self, node, x, t):
         return _hard_sigmoid_smooth(x, node.attr("alpha", 0.2), node.attr("beta", 0.5), t)
 
+    def local_slopes(self, node, x_range):
+        """α between the kinks (−β/α, (1 − β)/α), 0 outside."""
+        a, b = node.attr("alpha", 0.2), node.attr("beta", 0.5)
+        if a == 0:
+            return Slopes(0.0, 0.0)
+        k1, k2 = sorted((-b / a, (1 - b) / a))
+        return local_slopes(self, node, x_range, lambda x: torch.where((x > k1) & (x < k2), torch.full_like(x, a), torch.zeros_like(x)),
+                            [(k1, (0.0, a)), (k2, (0.0, a))], exact=True)
+
 
 @rule("HardSwish", versions=(14, 22), kind=Kind.ACTIVATION)
 class HardSwish(Rule):
@@ -318,8 +479,22 @@ class HardSwish(Rule):
     def smooth(self, node, x, t):
         return x * _hard_sigmoid_smooth(x, 1.0 / 6.0, 0.5, t)
 
+    def local_slopes(self, node, x_range):
+        return hard_swish_local(self, node, x_range)
+
+    def interval(self, node, x_range):
+        """0 up to −3, x(x + 3)/6 (minimum −3/8 at −3/2), then x."""
+        return valley_interval(lambda x: self.forward(node, x), x_range, -1.5, -0.375)
+
 
 _FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def hard_swish_local(rule_, node, x_range, margin: float = 0.0) -> Slopes:
+    """HardSwish′: 0 below −3, x/3 + 1/2 (increasing) on (−3, 3), 1 above; kinks at ±3."""
+    return local_slopes(rule_, node, x_range,
+                        lambda x: torch.where(x < -3, 0.0, torch.where(x > 3, 1.0, x / 3 + 0.5)),
+                        [(-3.0, (0.0, -0.5)), (3.0, (1.5, 1.0))], margin=margin)
 
 
 def _clip_limits(node) -> tuple[float | None, float | None]:
@@ -373,6 +548,16 @@ class Clip(Rule):
             y = y - _soft_relu(x - hi, t)
         return y
 
+    def local_slopes(self, node, x_range):
+        """1 strictly between the limits, 0 outside."""
+        lo, hi = _clip_limits(node)
+        if lo is not None and hi is not None and lo >= hi:
+            return Slopes(0.0, 0.0)
+        lo = -np.inf if lo is None else lo
+        hi = np.inf if hi is None else hi
+        return local_slopes(self, node, x_range, lambda x: ((x > lo) & (x < hi)).to(x.dtype),
+                            [(p, (0.0, 1.0)) for p in (lo, hi) if np.isfinite(p)], exact=True)
+
 
 @rule("Abs", versions=(6, 13), kind=Kind.ACTIVATION)
 class Abs(Rule):
@@ -393,6 +578,12 @@ class Abs(Rule):
     def smooth(self, node, x, t):
         return _soft_relu(x, t) + _soft_relu(-x, t)
 
+    def local_slopes(self, node, x_range):
+        return local_slopes(self, node, x_range, lambda x: _step(x, 0.0, -1.0, 1.0), [(0.0, (-1.0, 1.0))], exact=True)
+
+    def interval(self, node, x_range):
+        return abs_range(x_range)
+
 
 @rule("Softsign", versions=(1, 22), kind=Kind.ACTIVATION)
 class Softsign(Rule):
@@ -409,6 +600,10 @@ class Softsign(Rule):
 
     def slopes(self, node):
         return Slopes(0.0, 1.0)
+
+    def local_slopes(self, node, x_range):
+        """1/(1 + |x|)²: increasing below 0, decreasing above."""
+        return local_slopes(self, node, x_range, lambda x: 1.0 / (1.0 + x.abs()) ** 2, [(0.0, (1.0,))])
 
 
 @rule("Celu", versions=(12, 28), kind=Kind.ACTIVATION)
@@ -434,7 +629,14 @@ class Celu(Rule):
         return torch.relu(x) + torch.clamp(alpha * torch.expm1(x / alpha), max=0.0)
 
     def slopes(self, node):
+        self.check(node)    # [0, 1] holds for α > 0 only
         return Slopes(0.0, 1.0)
+
+    def local_slopes(self, node, x_range):
+        """e^{x/α} below 0 (increasing), 1 above (C¹ at 0); α > 0 (as check)."""
+        self.check(node)
+        a = node.attr("alpha", 1.0)
+        return local_slopes(self, node, x_range, lambda x: torch.exp(torch.clamp(x, max=0.0) / a), [(0.0, (1.0,))])
 
 
 #: 2/√π = 1.1283791670955125738961589… rounded up to the next float64.
@@ -456,3 +658,8 @@ class Erf(Rule):
 
     def slopes(self, node):
         return Slopes(0.0, ERF_MAX_SLOPE, Label.CERTIFIED)
+
+    def local_slopes(self, node, x_range):
+        """(2/√π)e^{−x²}: increasing below 0, decreasing above."""
+        return local_slopes(self, node, x_range, lambda x: 2 / np.pi ** 0.5 * torch.exp(-x * x),
+                            [(0.0, (ERF_MAX_SLOPE,))])

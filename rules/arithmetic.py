@@ -4,7 +4,8 @@ Add, Sub and Sum are COMBINE whatever the number of analysed inputs: with one an
 the others are constants and the node is a shift plus a broadcast, whose partial bound
 √(copies) ``bounds`` gives like any other; AutoLip sums the partial bounds. Mul and Div are
 AFFINE only with a constant factor; Mul/Div of two analysed tensors has no global bound and
-is not applicable.
+is not applicable globally; on an input box it has partial bounds from the other factor's
+range (``local_bounds``, design §9: Δ(ab) = Δa⊙b(x) + a(y)⊙Δb).
 
 The one norm computed here (``scaled_broadcast_norm``): x ↦ c ⊙ broadcast(x). Each output
 entry reads exactly one input entry, so the operator's columns have disjoint supports, its
@@ -18,6 +19,7 @@ import math
 import numpy as np
 import torch
 
+from lipgraph.certify.intervals import abs_range, mul, reciprocal, sup_abs
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, rule
@@ -99,6 +101,8 @@ class Add(Rule):
     References: ONNX Add.
     """
 
+    monotone = True
+
     def forward(self, node, a, b):
         return _elementwise(torch.add, a, b)
 
@@ -123,6 +127,9 @@ class Sub(Rule):
     def forward(self, node, a, b):
         return _elementwise(torch.sub, a, b)
 
+    def interval(self, node, a, b):
+        return a[0] - b[1], a[1] - b[0]
+
     def bounds(self, node):
         return _broadcast_bounds(node)
 
@@ -139,6 +146,8 @@ class Sum(Rule):
     Assumptions: none (constant operands are shifts).
     References: ONNX Sum (multidirectional broadcasting).
     """
+
+    monotone = True
 
     def forward(self, node, *xs):
         return _elementwise(torch.add, *xs)
@@ -163,10 +172,22 @@ class Neg(Rule):
     def certified_norm(self, node):
         return Bound(1.0, Label.EXACT, "negation")
 
+    def abs_linear(self, node, r):
+        return r
+
     def conv_form(self, node):
         """−identity as a per-channel scale (one analysed input: a ConvForm, not a dict)."""
         forms = _sum_forms(node, {0: -1.0})
         return None if forms is None else forms[0]
+
+
+def _range_scaled_norm(scale: np.ndarray, in_shape, out_shape, method: str) -> Bound:
+    """``scaled_broadcast_norm`` of an entrywise sup from a range (∞ when a sup is ∞), certified."""
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), tuple(out_shape))
+    if not np.isfinite(scale).all():
+        return Bound(math.inf, Label.CERTIFIED, method)
+    b = scaled_broadcast_norm(scale, in_shape, out_shape)
+    return Bound(certify(b.value), Label.CERTIFIED, method, slack=2 * CERT_MARGIN)
 
 
 def _analysed_index(node) -> int:
@@ -193,11 +214,25 @@ class Mul(Rule):
     References: ONNX Mul.
     """
 
+    box_only = True     # refused only as a product/quotient of computed tensors
+
     def check(self, node):
         _analysed_index(node)
 
     def forward(self, node, a, b):
         return _elementwise(torch.mul, a, b)
+
+    def interval(self, node, a, b):
+        return mul(a, b)
+
+    def local_bounds(self, node, ranges):
+        """Δ(ab) = Δa⊙b(x) + a(y)⊙Δb: the partial bound in a is ‖x ↦ B ⊙ broadcast(x)‖ with B the
+        entrywise sup |b| over b's range (and symmetrically), ∞ where that range is unbounded."""
+        out = {}
+        for i in node.dynamic_indices:
+            other = sup_abs(ranges[1 - i]).numpy()
+            out[i] = _range_scaled_norm(other, node.input_shapes[i], node.output_shapes[0], "product-range")
+        return out
 
     def certified_norm(self, node):
         i = _analysed_index(node)
@@ -224,6 +259,8 @@ class Div(Rule):
     References: ONNX Div.
     """
 
+    box_only = True     # refused only as a product/quotient of computed tensors
+
     def check(self, node):
         if node.has_input(1) and node.dynamic[1]:
             raise RuleNotApplicable("no global Lipschitz bound: Div by a tensor computed from the input "
@@ -238,6 +275,29 @@ class Div(Rule):
         if not a.is_floating_point():
             return torch.div(a, b, rounding_mode="trunc")
         return a / b
+
+    def interval(self, node, a, b):
+        if not a[0].is_floating_point():
+            return None
+        return mul(a, reciprocal(b))
+
+    def local_bounds(self, node, ranges):
+        """∂/∂a: sup|1/b|; ∂/∂b: sup|a|/inf|b|² (Δ(a/b) = Δa/b(x) − a(y)Δb/(b(x)b(y))), entrywise over
+        the ranges; a divisor range containing 0 is not applicable."""
+        if not ranges[0][0].is_floating_point():
+            raise RuleNotApplicable("integer Div (truncating) is not Lipschitz")
+        d = abs_range(ranges[1])[0].numpy()
+        if node.dynamic[1] and not (d > 0).all():
+            raise RuleNotApplicable("the divisor's range on the box contains 0")
+        out = {}
+        with np.errstate(divide="ignore"):
+            inv = 1.0 / d
+        if node.dynamic[0]:
+            out[0] = _range_scaled_norm(inv, node.input_shapes[0], node.output_shapes[0], "quotient-range")
+        if node.dynamic[1]:
+            out[1] = _range_scaled_norm(sup_abs(ranges[0]).numpy() * inv * inv, node.input_shapes[1],
+                                        node.output_shapes[0], "quotient-range")
+        return out
 
     def certified_norm(self, node):
         inv = 1.0 / np.asarray(node.const(1), dtype=np.float64)

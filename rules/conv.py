@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 
 from lipgraph.registry import Kind, Rule, require_constant, rule
@@ -105,6 +107,10 @@ class _ConvBase(Rule):
         transpose = node.op_type == "ConvTranspose"
         out_pad = list(node.attr("output_padding") or [0] * len(strides)) if transpose else None
         return ConvForm.conv(w, strides, dil, pads, node.attr("group", 1), transpose, out_pad)
+
+    def abs_linear(self, node, r):
+        """The convolution with |W| and no bias applied to r (never forming |A|)."""
+        return self.forward(node, r, torch.as_tensor(np.abs(np.asarray(node.const(1), np.float64))))
 
 
 @rule("Conv", versions=(11, 22), kind=Kind.AFFINE)

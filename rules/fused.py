@@ -18,11 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from lipgraph.labels import Label
-from lipgraph.registry import FUSED_DOMAIN, Kind, Rule, Slopes, require_constant, rule
-from lipgraph.rules.activations import GELU_ERF_SLOPES, GELU_TANH_SLOPES, MISH_SLOPES, _hard_sigmoid_smooth
-from lipgraph.rules.normalization import (normalisation_bound, normalisation_note, normalise, scale_shift,
-                                          slice_scales)
-from lipgraph.rules.softmax import logsoftmax_bound, softmax_bound, softmax_over
+from lipgraph.registry import FUSED_DOMAIN, Kind, Rule, Slopes, default_interval, require_constant, rule
+from lipgraph.rules.activations import (GELU_ERF_SLOPES, GELU_MIN, GELU_TANH_SLOPES, MISH_MIN, MISH_SLOPES,
+                                        _hard_sigmoid_smooth, gelu_local, hard_swish_local, local_slopes,
+                                        mish_local, valley_interval, valley_min)
+from lipgraph.rules.normalization import (normalisation_bound, normalisation_note, normalise, normalised_interval,
+                                          normalised_local, scale_shift, slice_scales)
+from lipgraph.rules.softmax import (logsoftmax_bound, logsoftmax_local, logsoftmax_range, softmax_bound,
+                                    softmax_local, softmax_over, softmax_range)
 
 #: SiLU slope range, rounded outward at 1e-9. s(x) = x·σ(x), s'(x) = σ(x)(1 + x(1 − σ(x))) =: g(x);
 #: s''(x) = σ(x)(1 − σ(x))(2 + x(1 − 2σ(x))) vanishes where x·tanh(x/2) = 2, i.e. at
@@ -30,10 +33,35 @@ from lipgraph.rules.softmax import logsoftmax_bound, softmax_bound, softmax_over
 #: −0.0998393201288669170… (mpmath findroot, 40 digits); g → 0 and 1 at ∓∞, inside.
 SILU_SLOPES = (-0.099839321, 1.099839321)
 CONSTANT_MARGIN = 1e-5
+#: SiLU′'s extrema and SiLU's minimum point / certified minimum.
+SILU_EXTREMA = 2.3993572805154676678
+SILU_MIN = valley_min(F.silu, -3.0, 0.0)
+
+
+def silu_prime(x):
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _fused_range(pair, x_range):
+    """An ideal op's range widened for the matched constants' tolerance: CONSTANT_MARGIN·(1 + |x|)
+    covers the output change when each constant moves by up to 10·REL_TOL (the op's value moves by
+    at most about |x| times the relative change of its constants)."""
+    lo, hi = pair
+    pad = CONSTANT_MARGIN * (1 + torch.maximum(x_range[0].abs(), x_range[1].abs()))
+    return lo - pad, hi + pad
 
 
 def _widen(pair: tuple[float, float]) -> Slopes:
     return Slopes(pair[0] - CONSTANT_MARGIN, pair[1] + CONSTANT_MARGIN, Label.CERTIFIED)
+
+
+def _silu_local(rule_, node, x_range, beta: float) -> Slopes:
+    """x·σ(βx) has derivative g(βx), g = SiLU′, monotone between its extrema ±2.3994 (in βx)."""
+    p = SILU_EXTREMA / abs(beta)
+    ends = {-p: SILU_SLOPES[0], p: SILU_SLOPES[1]} if beta > 0 else {p: SILU_SLOPES[0], -p: SILU_SLOPES[1]}
+    return local_slopes(rule_, node, x_range, lambda x: silu_prime(beta * x), [(q, (v,)) for q, v in ends.items()],
+                        margin=CONSTANT_MARGIN)
 
 
 @rule("SiLU", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
@@ -53,6 +81,13 @@ class SiLU(Rule):
 
     def slopes(self, node):
         return Slopes(*SILU_SLOPES, Label.CERTIFIED)
+
+    def local_slopes(self, node, x_range):
+        return _silu_local(self, node, x_range, 1.0)
+
+    def interval(self, node, x_range):
+        """Decreasing, then increasing after x* ≈ −1.28 (the ideal op, widened as _fused_range)."""
+        return _fused_range(valley_interval(F.silu, x_range, *SILU_MIN), x_range)
 
 
 @rule("Swish", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
@@ -75,6 +110,19 @@ class Swish(Rule):
         if node.attr("beta") == 0.0:
             return Slopes(0.5, 0.5)
         return Slopes(*SILU_SLOPES, Label.CERTIFIED)
+
+    def local_slopes(self, node, x_range):
+        beta = node.attr("beta")
+        return self.slopes(node) if beta == 0.0 else _silu_local(self, node, x_range, beta)
+
+    def interval(self, node, x_range):
+        """β > 0: SiLU(βx)/β, a valley at x*/β; otherwise the default (slopes) range."""
+        beta = node.attr("beta")
+        if beta <= 0:
+            return _fused_range(default_interval(self, node, (x_range,)), x_range)
+        xstar, fmin = SILU_MIN
+        return _fused_range(valley_interval(lambda x: self.forward(node, x), x_range, xstar / beta, fmin / beta),
+                            x_range)
 
 
 @rule("HardSwish", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
@@ -99,6 +147,12 @@ class HardSwish(Rule):
     def smooth(self, node, x, t):
         return x * _hard_sigmoid_smooth(x, 1.0 / 6.0, 0.5, t)
 
+    def local_slopes(self, node, x_range):
+        return hard_swish_local(self, node, x_range, margin=CONSTANT_MARGIN)
+
+    def interval(self, node, x_range):
+        return _fused_range(valley_interval(lambda x: self.forward(node, x), x_range, -1.5, -0.375), x_range)
+
 
 @rule("Mish", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
 class Mish(Rule):
@@ -116,6 +170,12 @@ class Mish(Rule):
 
     def slopes(self, node):
         return Slopes(*MISH_SLOPES, Label.CERTIFIED)
+
+    def local_slopes(self, node, x_range):
+        return mish_local(self, node, x_range, margin=CONSTANT_MARGIN)
+
+    def interval(self, node, x_range):
+        return _fused_range(valley_interval(F.mish, x_range, *MISH_MIN), x_range)
 
 
 @rule("Gelu", versions=(1,), kind=Kind.ACTIVATION, domain=FUSED_DOMAIN)
@@ -137,6 +197,12 @@ class Gelu(Rule):
     def slopes(self, node):
         return _widen(GELU_TANH_SLOPES if node.attr("approximate", "none") == "tanh" else GELU_ERF_SLOPES)
 
+    def local_slopes(self, node, x_range):
+        return gelu_local(self, node, x_range, margin=CONSTANT_MARGIN)
+
+    def interval(self, node, x_range):
+        approx = "tanh" if node.attr("approximate", "none") == "tanh" else "none"
+        return _fused_range(valley_interval(lambda x: self.forward(node, x), x_range, *GELU_MIN[approx]), x_range)
 
 # --- normalisations: statistics over the ``axes`` of the matched reductions ---------------------
 
@@ -166,6 +232,16 @@ class _Normalisation(Rule):
 
     def notes(self, node):
         return normalisation_note(node, self.bounds(node)[0])
+
+    def interval(self, node, x_range, scale=None, bias=None):
+        return normalised_interval(x_range, _dims(node, x_range[0].shape), node.attr("epsilon"), scale, bias,
+                                   centred=self.centred)
+
+    def local_bounds(self, node, ranges):
+        """On a box: the global bound times √(ε/(v + ε)), v the least variance (LayerNorm) or mean
+        square (RMSNorm) of a slice over the box (rules/normalization.py, ``normalised_local``)."""
+        return normalised_local(self.bounds(node)[0], ranges[0], _dims(node, ranges[0][0].shape),
+                                node.attr("epsilon"), centred=self.centred)
 
 
 @rule("LayerNorm", versions=(1,), kind=Kind.NONLINEAR, domain=FUSED_DOMAIN)
@@ -224,6 +300,16 @@ class Softmax(Rule):
         shape = node.input_shapes[0]
         return {0: softmax_bound(math.prod(shape[d] for d in _dims(node, shape)))}
 
+    def interval(self, node, x_range):
+        return softmax_range(x_range, _dims(node, x_range[0].shape))
+
+    def local_bounds(self, node, ranges):
+        """On a box: max_i 2p_i(1 − p_i) over each p_i's range (as Softmax, ``softmax_local``)."""
+        shape = node.input_shapes[0]
+        if math.prod(shape[d] for d in _dims(node, shape)) < 2:
+            return self.bounds(node)
+        return {0: softmax_local(ranges[0], _dims(node, shape))}
+
 
 @rule("LogSoftmax", versions=(1,), kind=Kind.NONLINEAR, domain=FUSED_DOMAIN)
 class LogSoftmax(Rule):
@@ -243,3 +329,12 @@ class LogSoftmax(Rule):
     def bounds(self, node):
         shape = node.input_shapes[0]
         return {0: logsoftmax_bound(math.prod(shape[d] for d in _dims(node, shape)))}
+
+    def interval(self, node, x_range):
+        return logsoftmax_range(x_range, _dims(node, x_range[0].shape))
+
+    def local_bounds(self, node, ranges):
+        """On a box: √n·‖p̄‖₂ over the slices, p̄ the upper ends of softmax's range (``logsoftmax_local``)."""
+        shape = node.input_shapes[0]
+        n = math.prod(shape[d] for d in _dims(node, shape))
+        return self.bounds(node) if n < 2 else {0: logsoftmax_local(ranges[0], _dims(node, shape), n)}

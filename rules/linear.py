@@ -9,7 +9,8 @@ import torch
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 from lipgraph.certify.dense import matrix_norm
-from lipgraph.registry import Kind, Rule, require_constant, rule
+from lipgraph.certify.intervals import matmul, sup_abs
+from lipgraph.registry import Kind, Rule, default_interval, require_constant, rule
 
 
 def spectral_norm(matrix: np.ndarray) -> float:
@@ -86,6 +87,10 @@ class Gemm(Rule):
         sigma = abs(node.attr("alpha", 1.0)) * spectral_norm(node.const(1))
         return Bound(certify(sigma), Label.CERTIFIED, "svd", slack=LADDER_SLACK)
 
+    def abs_linear(self, node, r):
+        """|alpha|·r·|B| (transposes as the node's)."""
+        return self.forward(node, r, torch.as_tensor(np.abs(np.asarray(node.const(1), np.float64)))).abs()
+
 
 @rule("MatMul", versions=(9, 13), kind=Kind.AFFINE)
 class MatMul(Rule):
@@ -101,6 +106,8 @@ class MatMul(Rule):
     References: ONNX MatMul (numpy.matmul semantics).
     """
 
+    box_only = True     # refused only as a product of two computed tensors
+
     def check(self, node):
         if node.dynamic[0] and node.dynamic[1]:
             raise RuleNotApplicable("MatMul of two tensors computed from the input is bilinear: "
@@ -108,6 +115,31 @@ class MatMul(Rule):
 
     def forward(self, node, a, b):
         return a @ b
+
+    def abs_linear(self, node, r):
+        left = not node.dynamic[0]
+        w = torch.as_tensor(np.abs(np.asarray(node.const(0 if left else 1), np.float64)))
+        return w @ r if left else r @ w
+
+    def interval(self, node, a, b):
+        """One constant operand: centre ± |W|·radius (the default); two ranges: midpoint–radius product."""
+        if node.dynamic[0] and node.dynamic[1]:
+            return matmul(a, b)
+        return default_interval(self, node, (a, b))
+
+    def local_bounds(self, node, ranges):
+        """Two computed operands: Δ(AB) = ΔA·B(x) + A(y)·ΔB, and ‖X ↦ X·B‖ ≤ ‖X ↦ X·B̄‖ for the
+        entrywise sup B̄ = sup|B| over B's range (σ_max is monotone in |entries|), so the partial
+        bounds are ``matmul_norm`` of the other operand's sup (∞ when that range is unbounded)."""
+        out = {}
+        for i in node.dynamic_indices:
+            other = sup_abs(ranges[1 - i]).numpy()
+            if not np.isfinite(other).all():
+                out[i] = Bound(math.inf, Label.CERTIFIED, "matmul-range")
+                continue
+            sigma = matmul_norm(other, node.input_shapes[i], weight_left=(i == 1))
+            out[i] = Bound(certify(sigma), Label.CERTIFIED, "matmul-range")
+        return out
 
     def cost(self, node):
         """Multiply-adds: each output entry is a dot product over A's last axis."""
@@ -188,3 +220,11 @@ class Einsum(Rule):
     def certified_norm(self, node):
         value = einsum_norm(node)
         return None if value is None else Bound(certify(value), Label.CERTIFIED, "einsum-svd", slack=LADDER_SLACK)
+
+    def abs_linear(self, node, r):
+        """The einsum with every constant operand replaced by its absolute value: each entry of the
+        linear part A is a sum of products of constant entries, so |A| ≤ that entrywise."""
+        k = node.dynamic_indices[0]
+        ops = [r if i == k else torch.as_tensor(np.abs(np.asarray(node.const(i), np.float64)))
+               for i in range(len(node.inputs))]
+        return self.forward(node, *ops)

@@ -166,6 +166,13 @@ class Where(Rule):
     def forward(self, node, cond, x, y):
         return torch.where(cond.to(torch.bool), x, y)
 
+    def interval(self, node, cond, x, y):
+        """A condition known on the box (a point range): each branch's range where it is selected;
+        otherwise each entry is an entry of X or of Y, so the hull of both ranges."""
+        if torch.equal(cond[0], cond[1]):
+            return self.forward(node, cond[0], x[0], y[0]), self.forward(node, cond[0], x[1], y[1])
+        return torch.minimum(x[0], y[0]), torch.maximum(x[1], y[1])   # broadcast to the output by the pass
+
     def bounds(self, node):
         self.check(node)
         out = node.output_shapes[0]

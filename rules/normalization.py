@@ -2,7 +2,8 @@
 and LayerNormalization, InstanceNormalization, GroupNormalization (statistics computed from the
 input: NONLINEAR, with the exact global constant ‖diag(γ)P‖/√ε and a note that it is huge).
 The fused LayerNorm and RMSNorm (rules/fused.py) use the same maths: ``slice_scales``,
-``normalisation_bound``, ``normalise``, ``normalisation_note``."""
+``normalisation_bound``, ``normalise``, ``normalisation_note``, and on a box ``normalised_interval``,
+``normalised_local``."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from lipgraph.certify.intervals import mul, rms_scaled, standardised
 from lipgraph.errors import RuleNotApplicable
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
@@ -46,6 +48,12 @@ class BatchNormalization(Rule):
         var = np.asarray(node.const(4), dtype=np.float64)
         factor = np.abs(scale / np.sqrt(var + node.attr("epsilon", 1e-5)))
         return Bound(certify(float(factor.max(initial=0.0))), Label.CERTIFIED, "diagonal", slack=CERT_MARGIN)
+
+    def abs_linear(self, node, r):
+        """|scale_c|/√(var_c + eps)·r per channel."""
+        scale = torch.as_tensor(np.asarray(node.const(1), dtype=np.float64))
+        var = torch.as_tensor(np.asarray(node.const(4), dtype=np.float64))
+        return r * (scale / torch.sqrt(var + node.attr("epsilon", 1e-5))).abs().reshape((1, -1) + (1,) * (r.dim() - 2))
 
     def conv_form(self, node):
         """Per-channel scale scale_c/√(var_c + eps) (rank ≥ 3 inputs), for segment folding."""
@@ -158,6 +166,47 @@ def _check_stats(node, *indices):
         raise RuleNotApplicable(f"{node.op_type}'s Mean/InvStdDev outputs are not analysed")
 
 
+# On an input box (design §9): each slice's variance has a certified lower bound v (the exact
+# minimum of the variance over the box, ``certify.intervals.variance_lower``), so s ≥ √(v + ε)
+# and the Jacobian bound ‖ΓP‖/s above becomes ‖ΓP‖/√(v + ε): the global bound times
+# √(ε/(v + ε)) with v the least over slices. The output range is γ·z + β with z's range from
+# ``certify.intervals.standardised`` (|z_i| ≤ √(n − 1) even where the input range is unknown).
+# RMSNorm likewise with v the least mean square over the box (``certify.intervals.rms_scaled``):
+# ‖J‖ ≤ max|γ|/√(v + ε), the global bound max|γ|/√ε times √(ε/(v + ε)).
+
+
+def box_statistics(x_range, dims, eps: float, centred: bool = True):
+    """(range of the normalised z, lower bound on each slice's variance — mean square when not
+    ``centred`` —) for the input range ``x_range`` normalised over ``dims`` taken together."""
+    dims = sorted(dims)
+    rank = x_range[0].dim()
+    end = list(range(rank - len(dims), rank))
+    moved = [torch.movedim(t, dims, end) for t in x_range]
+    shape = moved[0].shape
+    lo, hi = (t.reshape(-1, math.prod(shape[rank - len(dims):])) for t in moved)
+    (z_lo, z_hi), v = standardised(lo, hi, eps) if centred else rms_scaled(lo, hi, eps)
+    back = lambda t: torch.movedim(t.reshape(shape), end, dims)  # noqa: E731
+    return (back(z_lo), back(z_hi)), v
+
+
+def normalised_interval(x_range, dims, eps: float, scale=None, bias=None, centred: bool = True):
+    """The output range of γ ⊙ z + β (``scale``/``bias``: constant ranges (c, c) or None)."""
+    z, _ = box_statistics(x_range, dims, eps, centred)
+    y = z if scale is None else mul(z, scale)
+    return y if bias is None else (y[0] + bias[0], y[1] + bias[1])
+
+
+def normalised_local(global_bound: Bound, x_range, dims, eps: float, centred: bool = True) -> dict[int, Bound]:
+    """The global bound ‖ΓP‖/√ε (max|γ|/√ε) scaled to ‖ΓP‖/√(v + ε), v the least lower bound on a
+    slice's variance (mean square) over the box."""
+    _, v = box_statistics(x_range, dims, eps, centred)
+    vmin = float(v.min()) if v.numel() else 0.0
+    if eps <= 0 or not math.isfinite(global_bound.value):
+        return {0: Bound(math.inf if vmin <= 0 else certify(global_bound.value), Label.CERTIFIED, "variance-range")}
+    value = certify(global_bound.value * math.sqrt(eps / (vmin + eps)), 4 * CERT_MARGIN)
+    return {0: Bound(min(value, global_bound.value), Label.CERTIFIED, "variance-range")}
+
+
 @rule("LayerNormalization", versions=(17,), kind=Kind.NONLINEAR)
 class LayerNormalization(Rule):
     """LayerNormalization: L = ‖diag(γ)·P‖₂/√ε ≤ max|γ|/√ε, P = I − 11ᵀ/n (exact supremum).
@@ -194,6 +243,14 @@ class LayerNormalization(Rule):
     def notes(self, node):
         return normalisation_note(node, self.bounds(node)[0])
 
+    def interval(self, node, x_range, scale=None, bias=None):
+        dims = range(node.attr("axis", -1) % x_range[0].dim(), x_range[0].dim())
+        return normalised_interval(x_range, dims, node.attr("epsilon", 1e-5), scale, bias)
+
+    def local_bounds(self, node, ranges):
+        dims = range(node.attr("axis", -1) % ranges[0][0].dim(), ranges[0][0].dim())
+        return normalised_local(self.bounds(node)[0], ranges[0], dims, node.attr("epsilon", 1e-5))
+
 
 @rule("InstanceNormalization", versions=(6, 22), kind=Kind.NONLINEAR)
 class InstanceNormalization(Rule):
@@ -221,6 +278,15 @@ class InstanceNormalization(Rule):
 
     def notes(self, node):
         return normalisation_note(node, self.bounds(node)[0])
+
+    def interval(self, node, x_range, scale, bias):
+        per = (1, -1) + (1,) * (x_range[0].dim() - 2)
+        scale, bias = ((t[0].reshape(per), t[0].reshape(per)) for t in (scale, bias))
+        return normalised_interval(x_range, range(2, x_range[0].dim()), node.attr("epsilon", 1e-5), scale, bias)
+
+    def local_bounds(self, node, ranges):
+        return normalised_local(self.bounds(node)[0], ranges[0], range(2, ranges[0][0].dim()),
+                                node.attr("epsilon", 1e-5))
 
 
 def _group_scale(node, x_shape, scale) -> np.ndarray:
@@ -265,3 +331,17 @@ class GroupNormalization(Rule):
 
     def notes(self, node):
         return normalisation_note(node, self.bounds(node)[0])
+
+    def interval(self, node, x_range, scale, bias):
+        shape = x_range[0].shape
+        groups = (shape[0], node.attr("num_groups"), -1)
+        z, _ = box_statistics(tuple(t.reshape(groups) for t in x_range), (2,), node.attr("epsilon", 1e-5))
+        per = (1, shape[1]) + (1,) * (len(shape) - 2)
+        gamma, beta = (torch.as_tensor(_group_scale(node, shape, t[0].numpy())).reshape(per) for t in (scale, bias))
+        y = mul((z[0].reshape(shape), z[1].reshape(shape)), (gamma, gamma))
+        return y[0] + beta, y[1] + beta
+
+    def local_bounds(self, node, ranges):
+        groups = (ranges[0][0].shape[0], node.attr("num_groups"), -1)
+        return normalised_local(self.bounds(node)[0], tuple(t.reshape(groups) for t in ranges[0]), (2,),
+                                node.attr("epsilon", 1e-5))

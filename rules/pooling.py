@@ -163,6 +163,8 @@ class MaxPool(Rule):
     References: ONNX MaxPool; design §4 (closed form √(ceil(k_h/s_h)·ceil(k_w/s_w))).
     """
 
+    monotone = True     # a max, or an average with nonnegative weights and no offset
+
     def check(self, node):
         _check_pool(node)
         if len(node.outputs) > 1 and node.outputs[1]:
@@ -195,6 +197,8 @@ class AveragePool(Rule):
     References: ONNX AveragePool; Kronecker-product norm identity (Horn & Johnson, Topics in
       Matrix Analysis, Thm 4.2.15).
     """
+
+    monotone = True     # a max, or an average with nonnegative weights and no offset
 
     def check(self, node):
         _check_pool(node)
@@ -237,6 +241,8 @@ class GlobalMaxPool(Rule):
     References: ONNX GlobalMaxPool.
     """
 
+    monotone = True     # a max, or an average with nonnegative weights and no offset
+
     def forward(self, node, x):
         return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
 
@@ -253,6 +259,8 @@ class GlobalAveragePool(Rule):
     Assumptions: none.
     References: ONNX GlobalAveragePool; design §4.
     """
+
+    monotone = True     # a max, or an average with nonnegative weights and no offset
 
     def forward(self, node, x):
         return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
@@ -287,6 +295,8 @@ class ReduceMean(Rule):
     Assumptions: the axes input (opset 18+) is constant.
     References: ONNX ReduceMean.
     """
+
+    monotone = True     # a max, or an average with nonnegative weights and no offset
 
     def check(self, node):
         if node.since_version >= 18:

@@ -266,6 +266,22 @@ class _Recurrent(Rule):
     def bounds(self, node):
         return {0: Bound(recurrent_bound(node), Label.CERTIFIED, "unrolled-product-rule")}
 
+    def interval(self, node, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
+        """Default activations, any weights: every h_t lies in hull([−1, 1], initial_h) — RNN's
+        tanh and LSTM's o ⊙ tanh(c) are in [−1, 1], a GRU step (1 − z) ⊙ ĥ + z ⊙ h_{t−1} with
+        z ∈ [0, 1] is a convex combination — and Y's padded steps are 0, a length-0 sequence
+        leaves Y_h = initial_h; so Y and Y_h lie there. LSTM: |c_t| ≤ |c_{t−1}| + 1 (f, i ∈ [0, 1],
+        |tanh| ≤ 1), so |Y_c| ≤ max|initial_c| + T."""
+        if _unsupported(node):
+            return None
+        ends = (-1.0, 1.0) if h0 is None else (min(-1.0, float(h0[0].min())), max(1.0, float(h0[1].max())))
+        h = tuple(torch.tensor(e, dtype=torch.float64) for e in ends)
+        if node.op_type != "LSTM":
+            return [h, h]
+        steps = x[0].shape[1 if node.attr("layout", 0) else 0]
+        c_max = steps + (0.0 if c0 is None else float(torch.maximum(c0[0].abs(), c0[1].abs()).max()))
+        return [h, h, (torch.tensor(-c_max, dtype=torch.float64), torch.tensor(c_max, dtype=torch.float64))]
+
     def cost(self, node):
         shape = node.input_shapes[0] or (1, 1, 1)
         hidden = node.input_shapes[2][-1] if node.input_shapes[2] else 1

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from lipgraph.certify.intervals import abs_range
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 from lipgraph.registry import Kind, Rule, require_constant, rule
 from lipgraph.rules.arithmetic import _elementwise, broadcast_gain
@@ -27,6 +28,7 @@ class _Elementwise(Rule):
 
     combine = "l2"
     reduce = staticmethod(torch.maximum)
+    monotone = True
 
     def forward(self, node, *xs):
         return _elementwise(type(self).reduce, *[x for x in xs if x is not None])   # uint16/32/64 via int64
@@ -121,6 +123,8 @@ class ReduceMax(_Reduction):
     References: ONNX ReduceMax.
     """
 
+    monotone = True
+
     def forward(self, node, x, axes=None):
         return _reduce(node, x, axes, lambda t, d, k: _extreme(t, d, k, True))
 
@@ -134,6 +138,8 @@ class ReduceMin(_Reduction):
     Assumptions: the axes input (opset 18+) is constant.
     References: ONNX ReduceMin.
     """
+
+    monotone = True
 
     def forward(self, node, x, axes=None):
         return _reduce(node, x, axes, lambda t, d, k: _extreme(t, d, k, False))
@@ -151,6 +157,12 @@ class ReduceL2(_Reduction):
     References: ONNX ReduceL2.
     """
 
+    def interval(self, node, x_range, *rest):
+        """√(Σx²) is nondecreasing in every |x|: its value at the entrywise least and largest |x|."""
+        a, b = abs_range(x_range)
+        axes = rest[0][0] if rest and rest[0] is not None else None
+        return self.forward(node, a, axes), self.forward(node, b, axes)
+
     def forward(self, node, x, axes=None):
         if _dims(node, x, axes) is None:   # no axes with noop_with_empty_axes: √(x²) entrywise
             return torch.abs(x)
@@ -167,6 +179,8 @@ class ReduceSum(Rule):
     Assumptions: the axes input (opset 13+) is constant.
     References: ONNX ReduceSum.
     """
+
+    monotone = True
 
     def check(self, node):
         require_constant(node, 1)
@@ -222,3 +236,7 @@ class CumSum(Rule):
             return copies_bound(0, "empty")
         n = n - 1 if node.attr("exclusive", 0) else n
         return Bound(cumsum_norm(n), Label.CERTIFIED, "cumsum-closed-form", slack=CERT_MARGIN)
+
+    def abs_linear(self, node, r):
+        """The map's matrix has entries 0 and 1 (no offset): |A|·r is the cumulative sum of r."""
+        return self.forward(node, r, torch.as_tensor(node.const(1)))

@@ -133,6 +133,12 @@ class _Separable(Rule):
             x = _apply_along(x, a, matrix)
         return x
 
+    def abs_linear(self, node, r):
+        """The separable interpolation with |R_a| on every axis (cubic weights can be negative)."""
+        for a, matrix in _matrices(node, tuple(r.shape), *self.operands(node), self.settings(node)):
+            r = _apply_along(r, a, np.abs(matrix))
+        return r
+
     def certified_norm(self, node):
         from lipgraph.certify.dense import matrix_norm
         mats = _matrices(node, node.input_shapes[0], *self.operands(node), self.settings(node))

@@ -1,13 +1,14 @@
 """Softmax: ℓ2 Lipschitz constant 1/2 (0 over slices of length 1); LogSoftmax: √n. The fused
 Softmax and LogSoftmax (rules/fused.py) use the same maths: ``softmax_over``, ``softmax_bound``,
-``logsoftmax_bound``."""
+``logsoftmax_bound``, and on a box ``softmax_range``, ``logsoftmax_range``, ``softmax_local``,
+``logsoftmax_local``."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from lipgraph.labels import Bound, Label
+from lipgraph.labels import Bound, Label, certify
 from lipgraph.registry import Kind, Rule, rule
 
 
@@ -21,14 +22,53 @@ def _slices(node, shape) -> tuple[int, int]:
     return node.attr("axis", 1) % rank, rank
 
 
-def softmax_over(x, dims, log: bool = False):
-    """Softmax (log-softmax) of ``x`` over the block of ``dims`` taken together, contiguous or not."""
+def _flat(x, dims):
+    """(x with the block of ``dims`` flattened into its last dim, an inverse of that move)."""
     dims = sorted(dims)
     end = list(range(x.dim() - len(dims), x.dim()))
     moved = torch.movedim(x, dims, end)
-    flat = moved.reshape(*moved.shape[:x.dim() - len(dims)], -1)
-    y = torch.log_softmax(flat, dim=-1) if log else torch.softmax(flat, dim=-1)
-    return torch.movedim(y.reshape(moved.shape), end, dims)
+    return (moved.reshape(*moved.shape[:x.dim() - len(dims)], -1),
+            lambda y: torch.movedim(y.reshape(moved.shape), end, dims))
+
+
+def softmax_over(x, dims, log: bool = False):
+    """Softmax (log-softmax) of ``x`` over the block of ``dims`` taken together, contiguous or not."""
+    flat, back = _flat(x, dims)
+    return back(torch.log_softmax(flat, dim=-1) if log else torch.softmax(flat, dim=-1))
+
+
+def logsoftmax_range(x_range, dims):
+    """Ranges of log softmax over ``dims``: l_i − log(e^{l_i} + Σ_{j≠i} e^{u_j}) ≤ y_i ≤ min(0, u_i −
+    log(e^{u_i} + Σ_{j≠i} e^{l_j})), loosened to l_i − log(e^{l_i} + Σ_j e^{u_j}) and u_i − LSE(l)
+    (the denominator Σ_j e^{x_j} lies between Σ_{j≠i} e^{l_j} + e^{x_i} and Σ_{j≠i} e^{u_j} + e^{x_i};
+    counting x_i's own term at its other end only loosens them)."""
+    (L, back), (U, _) = _flat(x_range[0], dims), _flat(x_range[1], dims)
+    y_lo = L - torch.logaddexp(L, torch.logsumexp(U, dim=-1, keepdim=True))
+    y_hi = torch.clamp(U - torch.logsumexp(L, dim=-1, keepdim=True), max=0.0)
+    return back(y_lo), back(y_hi)
+
+
+def softmax_range(x_range, dims):
+    """p_i ∈ [exp of the log-softmax lower end, exp of its upper end] (``logsoftmax_range``)."""
+    y_lo, y_hi = logsoftmax_range(x_range, dims)
+    return torch.exp(y_lo), torch.exp(y_hi)
+
+
+def softmax_local(x_range, dims) -> Bound:
+    """Softmax on a box: the Gershgorin bound max_i 2p_i(1 − p_i) (the Softmax rule's Bound) with
+    each p_i in its range: 1/2 where the range contains 1/2, else the larger end value of 2p(1 − p)."""
+    p_lo, p_hi = softmax_range(x_range, dims)
+    f = lambda p: 2 * p * (1 - p)  # noqa: E731
+    g = torch.where((p_lo <= 0.5) & (p_hi >= 0.5), 0.5, torch.maximum(f(p_lo), f(p_hi)))
+    return Bound(min(0.5, certify(float(g.max()))), Label.CERTIFIED, "softmax-range")
+
+
+def logsoftmax_local(x_range, dims, n: int) -> Bound:
+    """LogSoftmax on a box: ‖J‖ = √n‖p‖₂ (the LogSoftmax rule's Bound) ≤ √n·‖p̄‖₂ per slice, p̄ the
+    upper ends of softmax's range."""
+    p_hi, _ = _flat(softmax_range(x_range, dims)[1], dims)
+    norm = float(torch.linalg.vector_norm(p_hi, dim=-1).max())
+    return Bound(min(math.sqrt(n), certify(math.sqrt(n) * norm)), Label.CERTIFIED, "logsoftmax-range")
 
 
 def softmax_bound(n: int) -> Bound:
@@ -67,6 +107,15 @@ class Softmax(Rule):
         start, end = _slices(node, shape)
         return {0: softmax_bound(math.prod(shape[start:end]))}
 
+    def interval(self, node, x_range):
+        return softmax_range(x_range, range(*_slices(node, x_range[0].shape)))
+
+    def local_bounds(self, node, ranges):
+        start, end = _slices(node, node.input_shapes[0])
+        if math.prod(node.input_shapes[0][start:end]) < 2:
+            return self.bounds(node)
+        return {0: softmax_local(ranges[0], range(start, end))}
+
 
 @rule("LogSoftmax", versions=(1, 11, 13), kind=Kind.NONLINEAR)
 class LogSoftmax(Rule):
@@ -92,3 +141,11 @@ class LogSoftmax(Rule):
         shape = node.input_shapes[0]
         start, end = _slices(node, shape)
         return {0: logsoftmax_bound(math.prod(shape[start:end]))}
+
+    def interval(self, node, x_range):
+        return logsoftmax_range(x_range, range(*_slices(node, x_range[0].shape)))
+
+    def local_bounds(self, node, ranges):
+        start, end = _slices(node, node.input_shapes[0])
+        n = math.prod(node.input_shapes[0][start:end])
+        return self.bounds(node) if n < 2 else {0: logsoftmax_local(ranges[0], range(start, end), n)}

@@ -7,15 +7,20 @@ of "unsupported op") and so that lipgraph can still execute the model (the lower
 the onnxruntime cross-check). ``check`` raises RuleNotApplicable ("no global Lipschitz bound: …")
 or its subclass NotLipschitz ("not Lipschitz: …", diagnostic code ``not-lipschitz``). The few
 cases that are Lipschitz (Pow with exponent 0 or 1, ThresholdedRelu with α = 0) get their exact
-slopes. A bound on a box of inputs (box pass, design §9) is what these ops need.
+slopes. A bound on a box of inputs (box pass, design §9) is what these ops need: ``local_slopes``
+gives the derivative's range on the input range (Exp, Log, Sqrt, Reciprocal, Pow), not applicable
+where the range leaves the op's domain (Log, Sqrt of a range reaching below 0; Reciprocal of one
+containing 0); the discontinuous ops have value ranges (they are monotone) but no slopes.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from lipgraph.certify.intervals import hull, reciprocal
 from lipgraph.errors import NotLipschitz, RuleNotApplicable
 from lipgraph.registry import Kind, Rule, Slopes, rule
+from lipgraph.rules.activations import local_slopes
 
 
 class _Unbounded(Rule):
@@ -23,6 +28,7 @@ class _Unbounded(Rule):
 
     reason = ""
     error = RuleNotApplicable
+    box_only = True
 
     def check(self, node):
         raise self.error(self.reason)
@@ -44,6 +50,11 @@ class Exp(_Unbounded):
     """
 
     reason = _no_bound("Exp", "has slope eˣ, unbounded as x → ∞")
+    monotone = True
+
+    def local_slopes(self, node, x_range):
+        """eˣ, increasing: [e^l, e^u]."""
+        return local_slopes(self, node, x_range, torch.exp)
 
     def forward(self, node, x):
         return torch.exp(x)
@@ -58,6 +69,11 @@ class Log(_Unbounded):
     """
 
     reason = _no_bound("Log", "has slope 1/x, unbounded as x → 0⁺")
+    monotone = True
+
+    def local_slopes(self, node, x_range):
+        """1/x on x > 0 (decreasing); a range reaching 0 or below is not applicable."""
+        return local_slopes(self, node, x_range, lambda x: torch.where(x > 0, 1.0 / x, torch.nan))
 
     def forward(self, node, x):
         return torch.log(x)
@@ -72,6 +88,11 @@ class Sqrt(_Unbounded):
     """
 
     reason = _no_bound("Sqrt", "has slope 1/(2√x), unbounded as x → 0⁺")
+    monotone = True
+
+    def local_slopes(self, node, x_range):
+        """1/(2√x) on x ≥ 0 (∞ at 0); a range reaching below 0 is not applicable."""
+        return local_slopes(self, node, x_range, lambda x: torch.where(x >= 0, 0.5 / torch.sqrt(x), torch.nan))
 
     def forward(self, node, x):
         return torch.sqrt(x)
@@ -85,6 +106,15 @@ class Reciprocal(_Unbounded):
     """
 
     reason = _no_bound("Reciprocal", "has slope −1/x², unbounded as x → 0")
+
+    def interval(self, node, x_range):
+        return reciprocal(x_range)
+
+    def local_slopes(self, node, x_range):
+        """−1/x², monotone on each side of 0; a range containing 0 is not applicable."""
+        lo, hi = x_range
+        return local_slopes(self, node, x_range,
+                            lambda x: torch.where((lo > 0) | (hi < 0), -1.0 / (x * x), torch.nan))
 
     def forward(self, node, x):
         return torch.reciprocal(x)
@@ -102,6 +132,8 @@ class Pow(Rule):
       (cˣ, xʸ) has no global bound either (not applicable).
     References: ONNX Pow.
     """
+
+    box_only = True
 
     def check(self, node):
         if node.dynamic[1] or not node.dynamic[0]:
@@ -122,6 +154,28 @@ class Pow(Rule):
         e = np.asarray(node.const(1), dtype=np.float64)
         return Slopes(e, e)
 
+    def interval(self, node, x_range, e_range):
+        """xᵉ is monotone on each side of 0: the hull of the ends and of 0ᵉ when 0 is inside; unknown
+        for a computed exponent, and where e < 0 and the range contains 0."""
+        if not torch.equal(*e_range):
+            return None
+        lo, hi = x_range
+        e = e_range[0].to(torch.float64)
+        zero = (lo <= 0) & (hi >= 0)
+        at0 = torch.where(zero, torch.pow(torch.zeros_like(lo), e), torch.pow(lo, e))
+        out_lo, out_hi = hull(torch.pow(lo, e), torch.pow(hi, e), at0)
+        bad = zero & (e < 0)
+        return torch.where(bad, -np.inf, out_lo), torch.where(bad, np.inf, out_hi)
+
+    def local_slopes(self, node, x_range):
+        """e·x^{e−1}, monotone on each side of 0 (value 0 at 0 for e > 1, ∞ for e < 1)."""
+        if node.dynamic[1]:
+            raise RuleNotApplicable(_no_bound("Pow", "with a computed exponent (cˣ or xʸ) is exponential in it"))
+        e = torch.as_tensor(np.asarray(node.const(1), dtype=np.float64))
+        at0 = torch.where(e > 1, 0.0, torch.where(e == 1, 1.0, np.inf)).to(torch.float64)
+        return local_slopes(self, node, x_range, lambda x: torch.where(e == 0, 0.0, e * torch.pow(x, e - 1)),
+                            [(0.0, (at0,))])
+
 
 def _discontinuous(op, why):
     return f"not Lipschitz: {op} {why} (no Lipschitz bound exists, on any box containing a jump either)"
@@ -129,6 +183,8 @@ def _discontinuous(op, why):
 
 class _Discontinuous(_Unbounded):
     error = NotLipschitz
+    box_only = False
+    monotone = True     # Sign, Round, Floor, Ceil are nondecreasing: value ranges exist
 
 
 @rule("Sign", versions=(9, 13), kind=Kind.ACTIVATION)
@@ -210,3 +266,19 @@ class ThresholdedRelu(Rule):
     def slopes(self, node):
         self.check(node)
         return Slopes(0.0, 1.0)
+
+    def interval(self, node, x_range):
+        """x where x > α, else 0: 0 when the range reaches α or below, and (α, hi] ∩ range above it."""
+        a = node.attr("alpha", 1.0)
+        lo, hi = x_range
+        low_part = lo <= a
+        above = hi > a
+        zero = torch.zeros_like(lo)
+        out_lo = torch.where(low_part, torch.where(above, torch.minimum(zero, torch.clamp(lo, min=a)), zero),
+                             lo)
+        out_hi = torch.where(above, torch.maximum(hi, torch.where(low_part, zero, hi)), zero)
+        return out_lo, out_hi
+
+    def local_slopes(self, node, x_range):
+        self.check(node)
+        return local_slopes(self, node, x_range, lambda x: (x > 0).to(x.dtype), [(0.0, (0.0, 1.0))], exact=True)

@@ -73,6 +73,26 @@ def test_certified_radius_never_exceeds_an_adversarial_distance(capsys, digits):
         assert s["radius"] == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 
+def test_on_the_input_box_radii_grow_and_the_attack_stays_inside(capsys, digits, monkeypatch):
+    """--input-box 0,1: every bound is on the box (the domain says so), so radii are ≥ the global
+    ones; the attack's examples lie in the box and no radius exceeds their distance."""
+    import sys
+    certify_module = sys.modules["lipgraph.robust.certify"]
+    path, x, y, _ = digits
+    whole = certify_json(capsys, path, "--data", x, "--labels", y, "--eps", "0.5,1")
+    seen = []
+    pgd = certify_module.pgd
+    monkeypatch.setattr(certify_module, "pgd", lambda *a, **k: seen.append(pgd(*a, **k)) or seen[-1])
+    box = certify_json(capsys, path, "--data", x, "--labels", y, "--eps", "0.5,1", "--attack", "--input-box", "0,1")
+    assert whole["domain"] == "R^n" and box["domain"] == "box [0, 1]"
+    assert box["model_bound"]["value"] <= whole["model_bound"]["value"]
+    for s, g in zip(box["samples"], whole["samples"]):
+        assert s["radius"] >= g["radius"] * (1 - 1e-9)
+        assert s["attack_distance"] is None or s["radius"] <= s["attack_distance"]
+    adversarial = [a for a in seen if a is not None]
+    assert adversarial and all(a.min() >= 0 and a.max() <= 1 for a in adversarial)
+
+
 def test_margin_bounds_hold_and_beat_the_product(capsys, digits):
     path, x, y, net = digits
     doc = certify_json(capsys, path, "--data", x, "--labels", y)
@@ -109,6 +129,7 @@ def test_margin_network_bound_is_at_most_sqrt2_times_the_model_bound(name):
     ("nan", ["NaN"]),
     ("count", ["24 inputs", "labels"]),
     ("labels-float", ["integer class indices"]),
+    ("outside-box", ["input 3", "outside --input-box 0,0.5"]),
 ])
 def test_bad_input(capsys, digits, tmp_path, case, words):
     path, x, y, _ = digits
@@ -122,11 +143,16 @@ def test_bad_input(capsys, digits, tmp_path, case, words):
         data[3, 7] = np.nan
     elif case == "count":
         labels = labels[:-1]
+    elif case == "outside-box":
+        data = np.clip(data, 0.0, 0.5)
+        data[3, 7] = 0.75
     else:
         labels = labels + 0.5
     np.save(tmp_path / "x.npy", data)
     np.save(tmp_path / "y.npy", labels)
-    code = main(["certify", str(path), "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "-q"])
+    box = ["--input-box", "0,0.5"] if case == "outside-box" else []
+    code = main(["certify", str(path), "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "-q",
+                 *box])
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert code == 2 and out == "" and len(lines) == 1 and lines[0].startswith("lipgraph: error:"), err

@@ -90,6 +90,8 @@ def test_celu_nonpositive_alpha_not_applicable(alpha):
     _, view = _view("Celu", {"alpha": alpha}, 12)
     with pytest.raises(RuleNotApplicable, match="no global Lipschitz bound"):
         rule_for(view).check(view)
+    with pytest.raises(RuleNotApplicable, match="no global Lipschitz bound"):   # never [0, 1] for α ≤ 0
+        rule_for(view).slopes(view)
 
 
 def test_conformance():

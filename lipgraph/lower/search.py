@@ -67,6 +67,8 @@ import torch.fx.experimental.symbolic_shapes  # noqa: F401 - autograd.grad impor
 import lipgraph.budget as budget
 from torch.func import vmap
 
+from lipgraph.options import WHOLE_SPACE, box_name
+
 RATIO_EPS = (1.0, 0.1)  # ε from 1 to 0.1 × the typical ‖x‖, measured best on 784-50-10
 RATIO_LR = 0.2
 SCREEN = 32  # each round starts from the steepest 1/SCREEN of its random points
@@ -199,18 +201,13 @@ class _Domain:
         if box is not None:
             self.lo = torch.as_tensor(np.broadcast_to(np.asarray(box[0], float), shape).copy(), dtype=dtype)
             self.hi = torch.as_tensor(np.broadcast_to(np.asarray(box[1], float), shape).copy(), dtype=dtype)
-            if bool((self.lo >= self.hi).any()):
-                raise ValueError("box needs lo < hi in every coordinate")
+            if bool((self.lo > self.hi).any()) or not bool((self.lo < self.hi).any()):
+                raise ValueError("box needs lo ≤ hi in every coordinate and lo < hi in one")
         self.data = None if data is None else np.asarray(data, float).reshape(-1, *self.shape)
 
     @property
     def name(self) -> str:
-        if self.lo is None:
-            return "R^n"
-        lo, hi = self.lo.unique(), self.hi.unique()
-        if lo.numel() == 1 and hi.numel() == 1:
-            return f"box [{lo.item():g}, {hi.item():g}]"
-        return f"box [{self.lo.min().item():g}..{self.lo.max().item():g}, {self.hi.min().item():g}..{self.hi.max().item():g}]"
+        return WHOLE_SPACE if self.lo is None else box_name(self.lo.numpy(), self.hi.numpy())
 
     @property
     def scale(self) -> float:

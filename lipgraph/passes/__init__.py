@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from lipgraph.passes import autolip_pass, chains, lipsdp_pass, lower_pass
+from lipgraph.passes import autolip_pass, box, chains, lipsdp_pass, lower_pass
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class Pass:
 
 
 PASSES: tuple[Pass, ...] = (
-    Pass("autolip", ("autolip", "autolip-power"), (), autolip_pass.run),
+    Pass("box", (), (), box.run),   # value ranges on the input box (nothing without a domain)
+    Pass("autolip", ("autolip", "autolip-power"), ("box",), autolip_pass.run),
     Pass("seqlip", ("seqlip", "seqlip-greedy"), ("autolip",), chains.run),
     Pass("lipsdp", ("lipsdp",), ("seqlip",), lipsdp_pass.run),
     Pass("lower", ("lower",), (), lower_pass.run),

@@ -38,7 +38,8 @@ import numpy as np
 
 from lipgraph.context import Context, MethodResult, PassResult
 from lipgraph.diagnostics import Diagnostic
-from lipgraph.labels import Bound, Label, weakest
+from lipgraph.labels import Bound, Label, certify, weakest
+from lipgraph.options import WHOLE_SPACE
 from lipgraph.certify.dense import materialise
 from lipgraph.registry import Kind
 from lipgraph.passes.autolip import Unit, compose
@@ -143,10 +144,15 @@ def find_chains(units: list[Unit], infos, graph, slopes_of: Callable | None = No
 
 
 class ChainPass:
-    def __init__(self, ctx: Context, progress: Callable[[str], None] = lambda s: None):
+    """SeqLip on every chain. ``on_box``: the box's units and per-neuron slopes (artefacts
+    ``units`` and ``local_slopes`` of the AutoLip pass on a domain); otherwise the global ones."""
+
+    def __init__(self, ctx: Context, progress: Callable[[str], None] = lambda s: None, on_box: bool = True):
         self.ctx = ctx
         self.graph, self.infos = ctx.graph, ctx.infos
-        self.units = ctx.artefact("units")
+        boxed = on_box and ctx.artefact("local_slopes") is not None
+        self.units = ctx.artefact("units") if boxed or ctx.artefact("global_units") is None else ctx.artefact("global_units")
+        self.local = ctx.artefact("local_slopes", {}) if boxed else {}
         self.progress = progress
         self.opts = ctx.options.seqlip
         self.exact = ctx.exact
@@ -161,7 +167,7 @@ class ChainPass:
         g, info = self.graph, self.infos[nid]
         shape = g.shape(unit.inputs[0])
         try:
-            lo, hi = info.rule.slopes(g.views[nid])
+            lo, hi = self.local[nid] if nid in self.local else info.rule.slopes(g.views[nid])
             lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), shape).reshape(-1).copy()
             hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), shape).reshape(-1).copy()
             if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (lo > hi).any():
@@ -208,6 +214,12 @@ class ChainPass:
             self.diagnostics.extend(replace(d, node=run[0].nodes[0], message=f"chain {chain_id}: {d.message}")
                                     for d in res.diagnostics)
             cert = res.certified.value
+            fixed = _fixed_chain_norm(maps, kinds, boxes)
+            if fixed is not None and fixed < cert:
+                cert = fixed
+                self.diagnostics.append(Diagnostic(run[0].nodes[0], "seqlip-factor", f"chain {chain_id}: every "
+                                                   "activation has one slope per neuron on the box: the chain is linear "
+                                                   "there, its norm certified by SVD"))
             if math.isfinite(cert) and cert <= auto_bound.value:
                 value, method = cert, "seqlip"
                 label = weakest(Label.CERTIFIED, slope_label,
@@ -222,6 +234,18 @@ class ChainPass:
                 maps=list(kinds), seconds=time.perf_counter() - t0,
                 matrices=[m if k == "dense" else None for m, k in zip(maps, kinds)], slopes=boxes))
         return results
+
+
+def _fixed_chain_norm(maps, kinds, boxes) -> float | None:
+    """When every neuron's slope range is a point (stable ReLUs on a small box) and every map is
+    dense, the chain is the linear map M_K D_{K−1} … D_1 M_1 on the box: its σ_max in float64,
+    rounded up (``certify``) — the exact local constant. None otherwise."""
+    if any(k != "dense" for k in kinds) or any(not np.array_equal(lo, hi) for lo, hi in boxes):
+        return None
+    prod = np.asarray(maps[0], dtype=np.float64)
+    for (d, _), m in zip(boxes, maps[1:]):
+        prod = np.asarray(m, dtype=np.float64) @ (d[:, None] * prod)
+    return certify(float(np.linalg.norm(prod, 2))) if prod.size else 0.0
 
 
 def replaced_units(units: list[Unit], chains: list[ChainResult], bound_of=None) -> list[Unit]:
@@ -247,15 +271,35 @@ def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassR
     t0 = time.perf_counter()
     chain_pass = ChainPass(ctx, progress)
     chains = chain_pass.run()
-    units = replaced_units(ctx.artefact("units"), chains)
-    g, autolip = ctx.graph, ctx.artefact("autolip")
-    cert = compose(units, g.analysed, g.output)
-    value = min(cert.value, autolip.value)   # monotone, so equal unless rounding
-    label = cert.label if cert.value <= autolip.value else autolip.label
+    cert, est = _composed(ctx, chains, ctx.artefact("units"), ctx.artefact("autolip"))
     seconds = time.perf_counter() - t0
     detail = {"chains": len(chains)}
-    methods = [MethodResult("seqlip", value, label, seconds, detail)]
+    boxed = ctx.artefact("local_slopes") is not None
+    domain = ctx.options.domain.name if boxed else WHOLE_SPACE
+    diagnostics = chain_pass.diagnostics
+    extra = {}
+    if boxed and ctx.options.domain_also_global:
+        progress("seqlip: the global bound too (--domain-also-global)")
+        global_pass = ChainPass(ctx, progress, on_box=False)
+        gc, ge = _composed(ctx, global_pass.run(), ctx.artefact("global_units"), ctx.artefact("global_autolip"))
+        extra = {"seqlip": {"global": _finite(gc[0])}, "seqlip-greedy": {"global": _finite(ge)}}
+    methods = [MethodResult("seqlip", cert[0], cert[1], seconds, {**detail, **extra.get("seqlip", {})}, domain)]
     if "seqlip-greedy" in ctx.options.methods:
-        est = compose(units, g.analysed, g.output, use_estimates=True)
-        methods.append(MethodResult("seqlip-greedy", est.value, Label.ESTIMATE, seconds, dict(detail)))
-    return PassResult(methods, {"chains": chains}, chain_pass.diagnostics)
+        methods.append(MethodResult("seqlip-greedy", est, Label.ESTIMATE, seconds,
+                                    {**detail, **extra.get("seqlip-greedy", {})}, domain))
+    return PassResult(methods, {"chains": chains}, diagnostics)
+
+
+def _composed(ctx: Context, chains: list[ChainResult], units: list[Unit], autolip) -> tuple[tuple, float]:
+    """((certified value, label), greedy estimate) of the composition with the chains' values,
+    never above ``autolip`` (monotone, so equal unless rounding)."""
+    g = ctx.graph
+    units = replaced_units(units, chains)
+    cert = compose(units, g.analysed, g.output)
+    pair = (cert.value, cert.label) if cert.value <= autolip.value else (autolip.value, autolip.label)
+    est = compose(units, g.analysed, g.output, use_estimates=True).value if "seqlip-greedy" in ctx.options.methods else math.nan
+    return pair, est
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None

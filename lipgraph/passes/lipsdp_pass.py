@@ -10,6 +10,7 @@ import time
 import lipgraph.budget as budget
 from lipgraph.certify.lipsdp import lipsdp
 from lipgraph.context import Context, MethodResult, PassResult
+from lipgraph.options import WHOLE_SPACE
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.labels import Bound, Label, weakest
 from lipgraph.passes.autolip import compose
@@ -49,7 +50,8 @@ def run(ctx: Context, progress) -> PassResult:
     detail = {"chains": len(chains), "solved": len(results), "certified": certified,
               "chain_values": {k: (r.bound.value if r.bound is not None and math.isfinite(r.bound.value) else None)
                                for k, r in results.items()}}
-    method = MethodResult("lipsdp", value, label, time.perf_counter() - t0, detail)
+    domain = ctx.options.domain.name if ctx.artefact("local_slopes") is not None else WHOLE_SPACE
+    method = MethodResult("lipsdp", value, label, time.perf_counter() - t0, detail, domain)
     return PassResult([method], {"lipsdp": results}, diagnostics)
 
 

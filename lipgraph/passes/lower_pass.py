@@ -7,7 +7,7 @@ surrogates (``Executor.model_function(smooth=t)``) for the ``smooth`` rounds. Th
 is realised twice: by lipgraph in float64 and by onnxruntime in float32 on the model file
 itself; the smaller ratio is reported. So the value is a ratio ‖f(x) − f(y)‖/‖x − y‖ of an
 actual pair, and a true lower bound on the constant on the reported domain (R^n, or the
-``--input-box``).
+box of ``--input-box`` / ``--around``).
 
 A model with a node lipgraph cannot execute (no rule) is searched by onnxruntime alone:
 finite-difference Jacobians on random subspaces and simulated annealing, realised in float32
@@ -54,7 +54,7 @@ def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassR
     ort_fn = _ort_function(g, notes)
     nodes = g.nodes_between()
     missing = sorted({g.views[n].op_type for n in nodes if g.rules.get(n) is None})
-    common = dict(seed=ctx.options.seed, box=opts.box, data=data, restarts=opts.restarts)
+    common = dict(seed=ctx.options.seed, box=ctx.box, data=data, restarts=opts.restarts)
     res = None
     if not missing:
         try:
@@ -78,8 +78,8 @@ def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassR
     if ctx.options.verbose:
         res.chains = chain_lowers(ctx, progress)
     method = MethodResult("lower", res.value, Label.LOWER, time.perf_counter() - t_start,
-                          {"seed": res.seed, "eps": res.eps, "domain": res.domain, "search": search,
-                           "realised": how, "rounds": res.rounds})
+                          {"seed": res.seed, "eps": res.eps, "search": search,
+                           "realised": how, "rounds": res.rounds}, domain=res.domain)
     return PassResult([method], {"lower": res}, diagnostics)
 
 

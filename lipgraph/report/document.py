@@ -59,13 +59,15 @@ def to_json(a: Analysis, path: str) -> dict:
         "output_shape": list(g.model.shapes.get(g.output, ())),
         "opset": g.model.opset,
         "device": a.device,
-        "upper_bound": {"value": up.value, "label": up.label.value, "method": up.name} if up else None,
+        "upper_bound": ({"value": up.value, "label": up.label.value, "method": up.name, "domain": up.domain}
+                        if up else None),
         "lower_bound": ({"value": lower.value, "method": lower.method, "seed": lower.seed, "eps": lower.eps,
                          "domain": lower.domain, "rounds": lower.rounds, "seconds": round(lower.seconds, 4),
                          "chains": lower.chains} if lower else None),
         "gap": (up.value / lower.value) if (up and lower and lower.value > 0) else None,
+        "domain": a.domain,
         "methods": [{"name": m.name, "value": _num(m.value), "label": m.label.value,
-                     "seconds": round(m.seconds, 4), **m.detail} for m in a.methods],
+                     "seconds": round(m.seconds, 4), "domain": m.domain, **m.detail} for m in a.methods],
         "nodes": [{**r, "bound": _num(r["bound"])} for r in rows if not r["kind"] == "segment"],
         "table": [{**r, "bound": _num(r["bound"])} for r in rows],
         "autolip": ({"value": _num(a.autolip.value), "label": a.autolip.label.value} if a.autolip is not None

@@ -21,8 +21,9 @@ def render(doc: dict, verbose: bool = False) -> str:
     lines += _table(doc)
     if verbose:
         lines += _verbose(doc)
-    lines.append("methods: " + ", ".join(f"{m['name']} {_fmt(m['value'], True)} [{m['label']}] {m['seconds']:.2f}s"
-                                         for m in doc["methods"]))
+    lines.append("methods: " + ", ".join(f"{m['name']} {_fmt(m['value'], True)} [{m['label']}"
+                                         + ("" if m["domain"] == "R^n" else f", on {m['domain']}")
+                                         + f"] {m['seconds']:.2f}s" for m in doc["methods"]))
     if doc["unfinished"]:
         lines.append(f"unfinished (--time-limit): {', '.join(doc['unfinished'])}")
     lo = doc["lower_bound"]
@@ -84,7 +85,7 @@ def summary(doc: dict) -> str:
         if doc["partial"]:
             head = "PARTIAL (time limit): no finite certified upper bound yet"
     else:
-        head = f"certified upper {up['value']:.6g} ({up['method']}, {up['label']})"
+        head = f"certified upper {up['value']:.6g} ({up['method']}, {up['label']}, on {up['domain']})"
     if lower is not None:
         head += f", realised lower {lower['value']:.6g}" + (f" on {lower['domain']}" if lower["domain"] != "R^n" else "")
         if up is not None and lower["value"] > 0:

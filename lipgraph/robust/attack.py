@@ -10,9 +10,10 @@ import torch
 STEPS = 40
 
 
-def pgd(fn, x: np.ndarray, label: int, eps: float, seed: int, box: tuple[float, float] | None = None,
+def pgd(fn, x: np.ndarray, label: int, eps: float, seed: int, box: tuple[torch.Tensor, torch.Tensor] | None = None,
         steps: int = STEPS, restarts: int = 2) -> np.ndarray | None:
-    """An input within ℓ2 distance ``eps`` of ``x`` (and inside ``box``) that ``fn`` does not
+    """An input within ℓ2 distance ``eps`` of ``x`` (and inside ``box``: per-element float64 ``lo``, ``hi``
+    tensors of ``x``'s shape) that ``fn`` does not
     classify as ``label``, or None if the attack finds none. Ascends the largest wrong logit
     minus the right one by normalised gradient steps, projecting on the ball (then the box)."""
     gen = torch.Generator().manual_seed(seed)
@@ -42,5 +43,5 @@ def _project(x0: torch.Tensor, delta: torch.Tensor, eps: float, box) -> torch.Te
     if norm > eps:
         delta = delta * (eps / norm)
     if box is not None:   # clipping into a box that holds x0 only shortens delta: still in the ball
-        delta = (x0 + delta).clamp(box[0], box[1]) - x0
+        delta = torch.minimum(torch.maximum(x0 + delta, box[0]), box[1]) - x0
     return delta

@@ -12,7 +12,7 @@ import torch
 
 from lipgraph.version import __version__
 from lipgraph.errors import InputError, SemanticMismatch
-from lipgraph.options import Options
+from lipgraph.options import WHOLE_SPACE, Options
 from lipgraph.robust.attack import pgd
 from lipgraph.robust.margin import margin_bounds
 
@@ -38,9 +38,13 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
     x, y = _read_data(data, shape), _read_labels(labels)
     if len(x) != len(y):
         raise InputError(f"--data has {len(x)} inputs but --labels has {len(y)} labels")
-    box = options.lower.box
-    if box is not None and (x.min() < box[0] or x.max() > box[1]):
-        raise InputError(f"--data has values outside --input-box {box[0]:g},{box[1]:g}")
+    box = None
+    if options.domain is not None:
+        lo, hi = options.domain.bounds(shape)
+        outside = np.flatnonzero(((x < lo) | (x > hi)).reshape(len(x), -1).any(axis=1))
+        if len(outside):
+            raise InputError(f"--data: input {int(outside[0])} has values outside {options.domain.spec}")
+        box = (torch.as_tensor(lo), torch.as_tensor(hi))
     fn = Executor(graph, torch.float64).model_function()
     with torch.no_grad():
         logits = np.stack([fn(torch.as_tensor(xi, dtype=torch.float64)).reshape(-1).numpy() for xi in x])
@@ -94,7 +98,7 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
         "output": graph.output,
         "inputs": len(x),
         "classes": classes,
-        "domain": f"[{box[0]:g}, {box[1]:g}]^n" if box else "R^n",
+        "domain": options.domain.name if options.domain is not None else WHOLE_SPACE,
         "model_bound": base.to_json()["upper_bound"],
         "margin_bounds": [b.to_json() for b in bounds.values()],
         "clean_accuracy": float(np.mean(predicted == y)),

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import BUNDLED, MODELS
 from lipgraph.context import MethodResult
-from lipgraph.options import LowerOptions, Options
+from lipgraph.options import Domain, LowerOptions, Options
 from lipgraph.pipeline import analyze
 from lipgraph.cli import main
 from lipgraph.ir.execute import Executor
@@ -27,9 +27,11 @@ from randgraphs import random_graph, random_mlp, run_ort
 ANCHOR_EXACT = 36.48223
 
 
-def run_analysis(path, methods=("autolip", "seqlip", "lower"), seed=0, **lower):
+def run_analysis(path, methods=("autolip", "seqlip", "lower"), seed=0, box=None, **lower):
     """The pipeline with a fixed number of search rounds (2: one smooth, one anneal — the auto cycle)."""
-    return analyze(path, Options(methods=methods, seed=seed, lower=LowerOptions(**{"restarts": 2, **lower})))
+    domain = None if box is None else Domain(box[0], box[1], "test box")
+    return analyze(path, Options(methods=methods, seed=seed, domain=domain,
+                                 lower=LowerOptions(**{"restarts": 2, **lower})))
 
 
 def run_cli(argv, capsys):
@@ -97,7 +99,7 @@ def test_anchor_reaches_exact_constant_and_reports_honestly():
     assert report["upper_bound"]["label"] in ("certified", "exact") and report["upper_bound"]["method"] != "lower"
     text = to_text(a, "anchor.onnx")
     last = text.strip().splitlines()[-1]
-    assert re.match(r"certified upper [\d.]+ \(\w+, certified\), realised lower [\d.]+, gap [\d.]+", last), last
+    assert re.match(r"certified upper [\d.]+ \(\w+, certified, on R\^n\), realised lower [\d.]+, gap [\d.]+", last), last
     assert summary_line(a) == last
     assert f"lower bound {a.lower.value:.6g} on R^n" in text
 
