@@ -160,7 +160,8 @@ def factor_relaxation(A, B, lo, hi) -> Bound:
     """Certified bound on ``max_{d ∈ [lo, hi]} ‖A diag(d) B‖`` for any width.
 
     Bound: ``‖A diag(m) B‖ + min(‖ |A| diag(r) |B| ‖, min_w ‖A diag(√r∘w)‖·‖diag(√r/w) B‖)``,
-    further capped by ``max_j|d_j|·‖A‖‖B‖``; ``m = (lo+hi)/2``, ``r = (hi−lo)/2``.
+    further capped by ``max_j|d_j|·‖A‖‖B‖``; ``m = (lo+hi)/2``, ``r = (hi−lo)/2``; with per-neuron
+    ranges, also the same bound for the hull ``[min lo, max hi]`` (which contains them), the smaller.
 
     Proof. Every admissible ``D = diag(m) + diag(r∘e)`` with ``|e_j| ≤ 1``, so by the triangle
     inequality ``‖ADB‖ ≤ ‖A diag(m) B‖ + ‖A diag(r∘e) B‖``. For any ``w > 0``,
@@ -176,6 +177,11 @@ def factor_relaxation(A, B, lo, hi) -> Bound:
     lo, hi = _box(lo, hi, A.shape[1])
     m, r = (lo + hi) / 2, (hi - lo) / 2
     relax = _norm2(A * m[None, :] @ B) + _relax_radius_term(A, B, r)
+    if A.shape[1] and not (bool((lo == lo[0]).all()) and bool((hi == hi[0]).all())):
+        # the hull [min lo, max hi] holds every admissible d as well: per-neuron ranges (a box)
+        # must never do worse than the uniform ones (the global case)
+        m0, r0 = (float(lo.min()) + float(hi.max())) / 2, (float(hi.max()) - float(lo.min())) / 2
+        relax = min(relax, _norm2(m0 * A @ B) + _relax_radius_term(A, B, torch.full_like(r, r0)))
     cap = float(torch.maximum(lo.abs(), hi.abs()).max()) * _norm2(A) * _norm2(B) if A.shape[1] else 0.0
     if cap < relax:
         return Bound(certify(cap), Label.CERTIFIED, "autolip-factor")

@@ -63,7 +63,7 @@ def _local(u: Unit, graph, infos, ranges, out: LocalUnits) -> dict[int, Bound] |
         if info.kind is Kind.ACTIVATION:
             s = rule.local_slopes(view, ins[0])
             lo, hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), graph.shape(view.inputs[0])) for v in s)
-            out.slopes[nid] = (lo.reshape(-1).copy(), hi.reshape(-1).copy())
+            out.slopes[nid] = (lo.copy(), hi.copy())       # of the input's shape
             value = float(max(np.max(np.abs(lo), initial=0.0), np.max(np.abs(hi), initial=0.0)))
             label = getattr(s, "label", None) or u.bounds[0].label
             return {i: Bound(value, label, "box-slopes") for i in _dyn(graph, u)}

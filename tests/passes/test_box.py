@@ -214,3 +214,19 @@ def test_trained_digits_mlp_on_boxes(digits_mlp):
         assert a.upper.value <= glob.upper.value * (1 + 1e-9)
         below.append(a.upper.value < glob.upper.value * (1 - 1e-3))
     assert any(below), "no test digit got a box bound below the global one"
+
+
+def test_seqlip_on_the_box_takes_conv_chains(tmp_path):
+    """A small CNN (activations on image-shaped tensors): SeqLip on [0, 1] keeps its chain (the
+    per-neuron slopes have the activation input's shape) and is never above its global value."""
+    import torch
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, stride=2),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(net.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"])
+    glob = _analyse(path, None, methods=("seqlip",))
+    box = _analyse(path, Domain(0.0, 1.0, "--input-box 0,1"), methods=("seqlip",))
+    assert _method(box, "seqlip").detail["chains"] == _method(glob, "seqlip").detail["chains"] >= 1
+    assert not [d for d in box.diagnostics if d.code == "seqlip-slopes"]
+    assert _method(box, "seqlip").value <= _method(glob, "seqlip").value * (1 + 1e-12)
