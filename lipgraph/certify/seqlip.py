@@ -655,10 +655,16 @@ def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence
         return (op(v.reshape(in_shape)) - out0).reshape(-1)
 
     if adjoint is None:
-        _, vjp = torch.func.vjp(lambda x: op(x) - out0, zero)
+        try:   # the linearisation once, when every rule on the path supports torch.func
+            _, vjp = torch.func.vjp(lambda x: op(x) - out0, zero)
 
-        def adj(u):
-            return vjp(u.reshape(out_shape))[0].reshape(-1)
+            def adj(u):
+                return vjp(u.reshape(out_shape))[0].reshape(-1)
+        except Exception:  # noqa: BLE001 - e.g. a rule reading a constant's data: plain autograd per call
+            def adj(u):
+                x = zero.clone().requires_grad_(True)
+                with torch.enable_grad():
+                    return torch.autograd.grad(op(x), x, u.reshape(out_shape))[0].reshape(-1)
     else:
         def adj(u):
             return adjoint(u.reshape(out_shape)).reshape(-1)

@@ -378,3 +378,17 @@ def test_relaxation_with_per_neuron_ranges_never_exceeds_the_hull(seed):
     box = factor_relaxation(A, B, lo, hi).value
     assert box <= factor_relaxation(A, B, np.zeros(n), np.ones(n)).value
     assert box >= factor_exact(A, B, lo, hi).value * (1 - 1e-12)
+
+
+def test_topk_triplets_through_an_operator_torch_func_cannot_transform():
+    """Operators whose rules read the data of a tensor computed from the input (shape logic in
+    Split/Resize: zoo yolo_neck and unet_decoder) cannot run under torch.func.vjp; the adjoint then
+    falls back to plain autograd and the triplets are still the SVD's."""
+    W = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def op(x):
+        n = int(x.detach().numpy().size)   # fails on a functorch-wrapped tensor
+        return W @ x.reshape(n)
+
+    _, S, _ = topk_triplets(op, (5,), 3)
+    np.testing.assert_allclose(S.numpy(), torch.linalg.svdvals(W)[:3].numpy(), rtol=1e-8)
