@@ -175,7 +175,6 @@ def _options(base: Options, *, input, output, input_shape, fix, methods, box, se
         changes["methods"] = check_methods(tuple(methods))
     if seed is not None:
         changes["seed"] = seed
-        changes["norms"] = dataclasses.replace(base.norms, seed=seed)
     if device is not None:
         changes["device"] = device
     if assume is not None:

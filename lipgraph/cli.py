@@ -201,7 +201,7 @@ def cmd_analyze(args) -> int:
                       methods=methods, device=args.device, seed=args.seed, assume=parse_assumptions(args.assume),
                       plugins=tuple(args.plugin),
                       norms=NormOptions(materialize_limit=args.materialize_limit, power_tol=args.power_tol,
-                                        power_iters=args.power_iters, seed=args.seed),
+                                        power_iters=args.power_iters),
                       lipsdp=LipSDPOptions(variant=args.lipsdp_variant, route=args.lipsdp_route,
                                            max_neurons=args.lipsdp_max_neurons),
                       seqlip=SeqLipOptions(exact_max=args.seqlip_exact_max, topk=args.seqlip_topk,
@@ -257,7 +257,7 @@ def _analyze_many(args, options) -> int:
 
 def cmd_certify(args) -> int:
     from lipgraph.ir.inputs import parse_fixes, parse_input_shapes
-    from lipgraph.options import LowerOptions, NormOptions, Options, check_methods
+    from lipgraph.options import Options, check_methods
     from lipgraph.progress import Progress
     from lipgraph.report.certify_text import render
     from lipgraph.report.document import dumps
@@ -272,7 +272,7 @@ def cmd_certify(args) -> int:
         if any(not e >= 0 for e in eps):
             raise InputError(f"--eps '{args.eps}': radii must be ≥ 0")
     options = Options(input=args.input, output=args.output, input_shapes=parse_input_shapes(args.input_shape),
-                      fixed=parse_fixes(args.fix), seed=args.seed, norms=NormOptions(seed=args.seed),
+                      fixed=parse_fixes(args.fix), seed=args.seed,
                       methods=check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip())),
                       domain=parse_domain(args.input_box, None, None))
     doc = certify(args.model, args.data, args.labels, options, eps=eps, attack=args.attack,

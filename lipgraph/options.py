@@ -26,7 +26,6 @@ class NormOptions:
     power_tol: float = 1e-6            # relative tolerance of the norm estimates (Lanczos on AᵀA)
     power_iters: int = 500             # cap on AᵀA products per segment
     agree_tol: float = 1e-3            # the estimate stops once within this of the segment's certificate
-    seed: int = 0
 
 
 @dataclass

@@ -20,7 +20,6 @@ from lipgraph.cli import main
 METHODS = "autolip,lower"
 CLI_FLAGS = ["--methods", METHODS, "--lower-restarts", "1", "--seed", "3", "--format", "json", "-q"]
 OPTIONS = lipgraph.options.Options(methods=tuple(METHODS.split(",")), seed=3,
-                                   norms=lipgraph.options.NormOptions(seed=3),
                                    lower=lipgraph.options.LowerOptions(restarts=1))
 
 

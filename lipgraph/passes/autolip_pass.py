@@ -21,7 +21,7 @@ from lipgraph.passes.norms import UnitBuilder
 def run(ctx: Context, progress) -> PassResult:
     g, options = ctx.graph, ctx.options
     t0 = time.perf_counter()
-    builder = UnitBuilder(g, ctx.infos, ctx.exact, ctx.fast, options.norms, progress)
+    builder = UnitBuilder(g, ctx.infos, ctx.exact, ctx.fast, options.norms, progress, seed=options.seed)
     units, segments = builder.build(g.nodes_between())
     certified = compose(units, g.analysed, g.output)
     artefacts = {"units": units, "segments": segments, "node_bounds": builder.node_bounds, "autolip": certified}

@@ -34,9 +34,9 @@ UNBOUNDED = Bound(math.inf, Label.CERTIFIED, "none")
 
 class UnitBuilder:
     def __init__(self, graph: Graph, infos: dict[str, NodeInfo], exact: Executor, fast: Executor,
-                 options: NormOptions, progress: Callable[[str], None] = lambda s: None):
+                 options: NormOptions, progress: Callable[[str], None] = lambda s: None, seed: int = 0):
         self.graph, self.infos, self.exact, self.fast = graph, infos, exact, fast
-        self.options, self.progress = options, progress
+        self.options, self.progress, self.seed = options, progress, seed
         self.node_bounds: dict[str, Bound | None] = {}
         self.diagnostics: list[Diagnostic] = []
 
@@ -164,7 +164,7 @@ class UnitBuilder:
         if folded is None:
             return None
         shape = self.graph.shape(seg.entry)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(self.options.seed), dtype=torch.float64)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
         with torch.no_grad():
             lin = linear_part(self.exact.function(list(seg.nodes), seg.entry, seg.exit), shape, torch.float64, "cpu")
             want, got = lin(x), convfold.apply(folded, x)
@@ -199,7 +199,7 @@ class UnitBuilder:
         fn = self.fast.function(list(seg.nodes), seg.entry, seg.exit)
         o = self.options
         result = power_iteration(fn, self.graph.shape(seg.entry), dtype=self.fast.dtype, device=self.fast.device,
-                                 tol=o.power_tol, max_iter=o.power_iters, seed=o.seed, target=target,
+                                 tol=o.power_tol, max_iter=o.power_iters, seed=self.seed, target=target,
                                  agree=o.agree_tol)
         if math.isinf(result.sigma):
             self.diagnostics.append(Diagnostic(seg.id, "overflow", "the norm estimate overflowed in "
