@@ -22,24 +22,11 @@ CLASSES = 3
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """A 64-24-3 ReLU MLP trained on digits 0, 1, 2 (pixels / 16), its file, 24 test inputs."""
-    from sklearn.datasets import load_digits
-    x, y = load_digits(return_X_y=True)
-    keep = y < CLASSES
-    x, y = (x[keep] / 16.0).astype(np.float32), y[keep]
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 24), torch.nn.ReLU(), torch.nn.Linear(24, CLASSES))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    xt, yt = torch.as_tensor(x[:-24]), torch.as_tensor(y[:-24])
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
+    from digits import train_digits_mlp
     folder = tmp_path_factory.mktemp("digits")
-    path = folder / "digits_mlp.onnx"
-    torch.onnx.export(net.eval(), (torch.zeros(1, 64),), str(path), dynamo=False, input_names=["x"],
-                      output_names=["logits"])
-    np.save(folder / "x.npy", x[-24:])
-    np.save(folder / "y.npy", y[-24:].astype(np.int64))
+    path, net, x, y = train_digits_mlp([24], folder, classes=CLASSES, holdout=24)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y)
     return path, folder / "x.npy", folder / "y.npy", net
 
 

@@ -178,23 +178,9 @@ def test_backward_linear_bounds_tighten_the_box_pass_on_an_mlp(tmp_path, monkeyp
 @pytest.fixture(scope="module")
 def digits_mlp(tmp_path_factory):
     """A 64-32-32-10 ReLU MLP trained on sklearn's digits (pixels / 16), its file and test digits."""
-    import torch
-    from sklearn.datasets import load_digits
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
-                              torch.nn.Linear(32, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    xt, yt = torch.as_tensor(x[:-100]), torch.as_tensor(y[:-100])
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
-    path = tmp_path_factory.mktemp("digits") / "digits_mlp.onnx"
-    torch.onnx.export(net.eval(), (torch.zeros(1, 64),), str(path), dynamo=False, input_names=["x"],
-                      output_names=["logits"])
-    return path, x[-100:]
+    from digits import train_digits_mlp
+    path, _, x, _ = train_digits_mlp([32, 32], tmp_path_factory.mktemp("digits"))
+    return path, x
 
 
 def test_trained_digits_mlp_on_boxes(digits_mlp):
