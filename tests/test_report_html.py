@@ -51,6 +51,8 @@ def test_page_shows_the_document(capsys, tmp_path, name):
     shown = {td.get("data-method"): td.text for td in root.iter("td") if td.get("data-method")}
     assert shown == {m["name"]: _fmt(m["value"]) for m in doc["methods"]}
     text = "".join(root.itertext())
+    for m in doc["methods"]:
+        assert m["domain"] in text
     for row in doc["table"]:
         assert row["name"] in text and _fmt(row["bound"], row["label"] is not None) in text
     for d in doc["diagnostics"]:

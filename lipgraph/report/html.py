@@ -46,9 +46,9 @@ def _bracket(doc: dict) -> str:
     if lower is not None and lower["value"] > 0:
         points.append(("lower bound", lower["value"], "lower"))
     rows = "".join(f"<tr><td>{escape(m['name'])}</td><td class=\"num\" data-method=\"{escape(m['name'])}\">"
-                   f"{_fmt(m['value'])}</td><td>{_badge(m['label'])}</td><td class=\"num\">{m['seconds']:.2f} s</td></tr>"
-                   for m in doc["methods"])
-    table = f"<table><tr><th>method</th><th>value</th><th>label</th><th>time</th></tr>{rows}</table>"
+                   f"{_fmt(m['value'])}</td><td>{_badge(m['label'])}</td><td>{escape(m.get('domain', 'R^n'))}</td>"
+                   f"<td class=\"num\">{m['seconds']:.2f} s</td></tr>" for m in doc["methods"])
+    table = f"<table><tr><th>method</th><th>value</th><th>label</th><th>domain</th><th>time</th></tr>{rows}</table>"
     if not points:
         return f"<h2>Bounds</h2>{table}"
     logs = [math.log10(v) for _, v, _ in points]
