@@ -88,6 +88,7 @@ def test_margin_bounds_hold_and_beat_the_product(capsys, digits):
     pts = torch.tensor(rng.uniform(-1, 2, size=(400, 64)), dtype=torch.float32, requires_grad=True)
     logits = net(pts)
     for b in doc["margin_bounds"]:
+        assert b["label"] == "certified"
         assert b["value"] <= math.sqrt(2) * model_bound * (1 + 1e-9)
         (grad,) = torch.autograd.grad((logits[:, b["i"]] - logits[:, b["j"]]).sum(), pts, retain_graph=True)
         assert float(grad.norm(dim=1).max()) <= b["value"] * (1 + 1e-5)

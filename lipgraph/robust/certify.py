@@ -57,11 +57,10 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
     progress("bounding the model")
     bound_options = dataclasses.replace(options, methods=tuple(m for m in options.methods if m != "lower") or ("autolip",))
     base = analyze(path, options=bound_options)
-    model_bound = base.upper.value if base.upper else math.inf
     correct = np.flatnonzero(predicted == y)
     pairs = sorted({(min(int(y[n]), j), max(int(y[n]), j)) for n in correct for j in range(classes) if j != y[n]})
     fixed_options = dataclasses.replace(bound_options, input_shapes={}, fixed={}, input=graph.analysed)
-    bounds = margin_bounds(model.ort_proto, graph.output, classes, pairs, fixed_options, model_bound, progress)
+    bounds = margin_bounds(model.ort_proto, graph.output, classes, pairs, fixed_options, base.upper, progress)
 
     radii = np.zeros(len(x))
     for n in correct:

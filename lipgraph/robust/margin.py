@@ -42,17 +42,21 @@ def margin_model(proto: onnx.ModelProto, output: str, classes: int, i: int, j: i
 class MarginBound:
     i: int
     j: int
-    value: float          # certified (math.inf when none)
+    value: float          # an upper bound (math.inf when none)
+    label: str            # how far it can be trusted: the label of the bound it comes from
     method: str           # the method that gave it, or "√2·L"
 
     def to_json(self) -> dict:
         return {"i": self.i, "j": self.j, "value": self.value if math.isfinite(self.value) else None,
-                "method": self.method}
+                "label": self.label, "method": self.method}
 
 
 def margin_bounds(proto: onnx.ModelProto, output: str, classes: int, pairs: list[tuple[int, int]],
-                  options: Options, model_bound: float, progress=lambda s: None) -> dict[tuple[int, int], MarginBound]:
-    """A certified bound per unordered pair (i < j): |∇(f_i − f_j)| is the same for (j, i)."""
+                  options: Options, model_bound, progress=lambda s: None) -> dict[tuple[int, int], MarginBound]:
+    """A bound per unordered pair (i < j) — |∇(f_i − f_j)| is the same for (j, i) — the smaller of
+    the margin network's headline bound and √2 times ``model_bound`` (the model's headline
+    ``MethodValue``, or None), each keeping its label (``certified``, or ``assumed`` when it rests
+    on --assume)."""
     from lipgraph.api import analyze
     margin_options = dataclasses.replace(options, output=None,
                                          methods=tuple(m for m in options.methods if m != "lower") or ("autolip",))
@@ -61,8 +65,9 @@ def margin_bounds(proto: onnx.ModelProto, output: str, classes: int, pairs: list
         progress(f"margin bounds: pair {k + 1}/{len(pairs)} (classes {i}, {j})")
         report = analyze(margin_model(proto, output, classes, i, j), options=margin_options)
         up = report.upper
-        best = MarginBound(i, j, up.value, up.name) if up else MarginBound(i, j, math.inf, "none")
-        if math.sqrt(2.0) * model_bound < best.value:
-            best = MarginBound(i, j, math.sqrt(2.0) * model_bound * (1 + 1e-12), "√2·L")
+        best = MarginBound(i, j, up.value, up.label.value, up.name) if up else \
+            MarginBound(i, j, math.inf, "certified", "none")
+        if model_bound is not None and math.sqrt(2.0) * model_bound.value < best.value:
+            best = MarginBound(i, j, math.sqrt(2.0) * model_bound.value * (1 + 1e-12), model_bound.label.value, "√2·L")
         out[(i, j)] = best
     return out
