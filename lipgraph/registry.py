@@ -119,6 +119,10 @@ class Rule:
       the node globally, e.g. a product of two computed tensors) → {input index: Bound} on the
       box; default: ``bounds`` (global). Raise ``RuleNotApplicable`` when the box leaves the
       op's domain.
+    - ``kink(node)`` (ACTIVATION) → ``(at, below, above)``, broadcastable to the input, when the
+      activation is linear with slope ``below`` for x < at and ``above`` for x > at (ReLU: 0, 0, 1);
+      default None. SeqLip on a box then keeps only the activation patterns some input of the box
+      realises (``lipgraph.certify.patterns``).
     """
 
     #: The output is nondecreasing in every input, entry by entry (its range is ``forward`` at
@@ -190,6 +194,10 @@ class Rule:
     def local_bounds(self, node: NodeView, ranges: tuple) -> dict[int, Bound]:
         """Partial bounds per analysed input on the box; default: the global ``bounds``."""
         return self.bounds(node)
+
+    def kink(self, node: NodeView) -> tuple | None:
+        """ACTIVATION: (at, slope below, slope above) of a one-kink piecewise-linear op, or None."""
+        return None
 
     def linear_relaxation(self, node: NodeView, x_range: Any) -> tuple:
         """ACTIVATION: per entry, lines a_lo·x + b_lo ≤ f(x) ≤ a_hi·x + b_hi on the finite range

@@ -95,6 +95,9 @@ class Relu(Rule):
     def smooth(self, node, x, t):
         return _soft_relu(x, t)
 
+    def kink(self, node):
+        return 0.0, 0.0, 1.0
+
     def local_slopes(self, node, x_range):
         """Exactly 1 where the range is positive, 0 where negative, [0, 1] across 0."""
         return local_slopes(self, node, x_range, lambda x: _step(x, 0.0, 0.0, 1.0), [(0.0, (0.0, 1.0))], exact=True)
@@ -129,6 +132,9 @@ class LeakyRelu(Rule):
     def smooth(self, node, x, t):
         alpha = node.attr("alpha", 0.01)
         return alpha * x + (1.0 - alpha) * _soft_relu(x, t)
+
+    def kink(self, node):
+        return 0.0, node.attr("alpha", 0.01), 1.0
 
     def local_slopes(self, node, x_range):
         a = node.attr("alpha", 0.01)
@@ -175,6 +181,9 @@ class PRelu(Rule):
     def smooth(self, node, x, t):
         s = torch.as_tensor(np.array(node.const(1)), dtype=x.dtype, device=x.device)
         return s * x + (1.0 - s) * _soft_relu(x, t)
+
+    def kink(self, node):
+        return 0.0, np.asarray(node.const(1), dtype=np.float64), 1.0
 
     def local_slopes(self, node, x_range):
         s = torch.as_tensor(np.array(node.const(1)), dtype=torch.float64)

@@ -83,6 +83,8 @@ _DT = torch.float64
 ENUM_MAX = 18
 #: Relative slack of the per-node rounding term (see the module docstring).
 _EPS = 1e-14
+#: Suggested vertices offered to a realisability oracle per batch (best first).
+_ORACLE_TRIES = 4
 #: ``log t`` stays within this distance of its starting value (keeps P, Q finite).
 _LOG_T_RANGE = 30.0
 
@@ -193,7 +195,7 @@ class _Problem:
 def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget: float | None = None,
                           incumbent: float | None = None, progress: Callable[[str], None] | None = None,
                           batch: int = 256, iters: int = 3, root_iters: int = 30,
-                          rtol: float = 1e-9) -> BnbResult:
+                          rtol: float = 1e-9, oracle=None) -> BnbResult:
     """Anytime exact ``max_{d ∈ [lo, hi]} ‖A diag(d) B‖₂`` by branch and bound.
 
     Bound and proof: see the module docstring (Lagrangian node bound, rounding slack,
@@ -201,26 +203,72 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     lower bound on the factor) — a larger value would make the result unsound. ``iters``
     eigen-decompositions per node (``root_iters`` at the root). ``progress`` gets a line about
     once a second. The returned ``bound`` is ``certified`` whether or not the search finished.
+
+    ``oracle`` restricts the maximum to the vertices it admits (an input box's activation
+    patterns, :class:`lipgraph.certify.patterns.SignPatterns`): ``oracle.realisable`` maps sides
+    per original coordinate (N × n, +1 fixed at ``hi``, −1 at ``lo``, 0 free) to one bool per row,
+    False only for proven unrealisable ones; ``oracle.drain()`` returns full patterns realised
+    by actual inputs. Children it rejects are dropped (no completion is admitted); only vertices
+    it admits become incumbents — realisable leaves, drained patterns, and the best suggested
+    vertex of each batch when admitted (no coordinate-flip polish). ``incumbent`` must then be
+    the value of an admitted vertex.
     """
     t0 = time.perf_counter()
     pr = _Problem(A, B, lo, hi)
     if pr.p == 0 or pr.q == 0 or pr.n == 0:
         return BnbResult(Bound(0.0, Label.CERTIFIED, "exact-bnb"), True, 0.0, None, 0, 0, 0.0, "")
-    lower, vbest = pr.polish(torch.where(pr.hi.abs() >= pr.lo.abs(), pr.hi, pr.lo))
+    if oracle is None:
+        lower, vbest = pr.polish(torch.where(pr.hi.abs() >= pr.lo.abs(), pr.hi, pr.lo))
+    else:
+        lower, vbest = 0.0, None
     inc = max(lower, incumbent or 0.0)
 
-    def offer(vals: torch.Tensor, verts: torch.Tensor) -> None:
+    def sides(dc: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        fixed = ~free
+        fixed[:, pr.k:] = False   # the unbranchable coordinates have lo = hi
+        s = torch.where(fixed, torch.where(dc == pr.hi, 1, -1), 0).to(torch.int8)
+        out = torch.empty_like(s)
+        out[:, pr.perm] = s
+        return out
+
+    def admitted(dc: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(oracle.realisable(sides(dc, free).numpy()))
+
+    def collect() -> None:
+        """Offer the patterns the oracle's inputs realised (as vertices in permuted order)."""
+        found = torch.from_numpy(oracle.drain()).to(torch.int64)
+        if found.numel():
+            verts = torch.where(found[:, pr.perm] > 0, pr.hi, pr.lo)
+            offer(_norm2_batch(pr.A[None] * verts[:, None, :] @ pr.B), verts,
+                  known=torch.ones(verts.shape[0], dtype=torch.bool))
+
+    def offer(vals: torch.Tensor, verts: torch.Tensor, known: torch.Tensor | None = None) -> None:
+        """Raise the incumbent: polished best vertex, or with an oracle the best admitted one
+        (``known``: rows already admitted; else the top suggestions are asked, a few at most)."""
         nonlocal lower, vbest, inc
-        i = int(torch.argmax(vals))
-        if float(vals[i]) > lower:
-            lower, vbest = pr.polish(verts[i])
-            inc = max(inc, lower)
+        if oracle is None:
+            i = int(torch.argmax(vals))
+            if float(vals[i]) > lower:
+                lower, vbest = pr.polish(verts[i])
+                inc = max(inc, lower)
+            return
+        order = torch.sort(torch.where(known, vals, -math.inf) if known is not None else vals,
+                           descending=True, stable=True).indices
+        for i in order[:1 if known is not None else _ORACLE_TRIES].tolist():
+            v = float(vals[i])
+            if v <= lower or (known is not None and not bool(known[i])):
+                break
+            if known is not None or bool(admitted(verts[i:i + 1], torch.zeros_like(verts[i:i + 1], dtype=torch.bool))[0]):
+                lower, vbest, inc = v, verts[i], max(inc, v)
+                break
 
     dc = pr.m[None].clone()
     free = (torch.arange(pr.n) < pr.k)[None]
     bound, log_t, eta, vert, br = pr.bounds(dc, free, pr.log_t0[None], torch.full((1,), 0.3, dtype=_DT),
                                         root_iters)
     offer(_norm2_batch(pr.A[None] * vert[:, None, :] @ pr.B), vert)
+    if oracle is not None:
+        collect()
     nodes, stopped, last = 1, "", t0
     if pr.k == 0:  # nothing to branch on: the root is the only vertex
         dc, free, br, log_t, eta, bound = dc[:0], free[:0], br[:0], log_t[:0], eta[:0], bound[:0]
@@ -254,8 +302,15 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
                                          torch.cat([eta[take]] * 2), iters)
         cb = torch.minimum(cb, torch.cat([bound[take]] * 2))
         nodes += cdc.shape[0]
-        offer(_norm2_batch(pr.A[None] * cvert[:, None, :] @ pr.B), cvert)
-        inner = cfree.any(1)  # leaves are vertices: their value is in the incumbent
+        vals = _norm2_batch(pr.A[None] * cvert[:, None, :] @ pr.B)
+        inner = cfree.any(1)  # leaves are vertices: their value goes to the incumbent
+        if oracle is not None:
+            ok = admitted(cdc, cfree)
+            cb = torch.where(ok, cb, -math.inf)
+            offer(vals, cvert, known=ok & ~inner)   # a leaf's suggested vertex is the leaf
+        offer(vals, cvert)
+        if oracle is not None:
+            collect()
         dc = torch.cat([dc[rest], cdc[inner]])
         free = torch.cat([free[rest], cfree[inner]])
         br = torch.cat([br[rest], cbr[inner]])
@@ -274,10 +329,11 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
 
 def factor_exact_auto(A, B, lo, hi, *, enum_max: int = ENUM_MAX, max_nodes: int = 1 << 16,
                       time_budget: float | None = None, incumbent: float | None = None,
-                      progress: Callable[[str], None] | None = None) -> tuple[Bound, bool]:
+                      progress: Callable[[str], None] | None = None,
+                      oracle=None) -> tuple[Bound, bool]:
     """The exact factor by the faster method: vertex enumeration
-    (:func:`~lipgraph.certify.seqlip.factor_exact`) when ``n ≤ enum_max``, else
-    :func:`factor_bnb_lagrangian`. Returns ``(certified bound, exact)``; ``exact`` is False
+    (:func:`~lipgraph.certify.seqlip.factor_exact`) when ``n ≤ enum_max`` and no ``oracle``
+    restricts the vertices, else :func:`factor_bnb_lagrangian`. Returns ``(certified bound, exact)``; ``exact`` is False
     only when branch and bound stopped at ``max_nodes`` or ``time_budget`` (the bound is then
     its anytime value). Enumeration raises :class:`~lipgraph.certify.seqlip.BudgetExhausted`
     when ``time_budget`` runs out, and either search before it starts when its tables would exceed
@@ -286,12 +342,13 @@ def factor_exact_auto(A, B, lo, hi, *, enum_max: int = ENUM_MAX, max_nodes: int 
     oa, ob = _oriented(A, B)
     n, pq = oa.shape[1], oa.shape[0] + ob.shape[1]
     half = n - n // 2   # enumeration: vertex tables of 2^half rows and their degree-3 moment features
-    need = 8 * 4 * 2 ** half * math.comb(half + 3, 3) if n <= enum_max else 8 * 4 * 2 * 256 * pq * pq
+    enumerate_ = n <= enum_max and oracle is None
+    need = 8 * 4 * 2 ** half * math.comb(half + 3, 3) if enumerate_ else 8 * 4 * 2 * 256 * pq * pq
     if not budget.fits(need, f"the exact SeqLip search at n={n}", "the certified relaxation instead"):
         raise OverMemory(f"exact search n={n}: over the memory limit", incumbent or 0.0)
-    if n <= enum_max:
+    if enumerate_:
         return factor_exact(A, B, lo, hi, time_budget=time_budget, progress=progress,
                             incumbent=incumbent), True
     res = factor_bnb_lagrangian(A, B, lo, hi, max_nodes=max_nodes, time_budget=time_budget,
-                                incumbent=incumbent, progress=progress)
+                                incumbent=incumbent, progress=progress, oracle=oracle)
     return res.bound, res.done

@@ -140,7 +140,7 @@ def seqlip_factors(maps) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None = None,
                  topk: int = 200, seed: int = 0, progress: Callable[[str], None] | None = None,
                  bnb_max: int = 64, bnb_nodes: int = 1 << 11, dense_max: int = 4096,
-                 greedy_max: int = 1 << 18) -> ChainBounds:
+                 greedy_max: int = 1 << 18, patterns=None) -> ChainBounds:
     """SeqLip bounds for ``M_K ∘ ρ_{K−1} ∘ … ∘ ρ_1 ∘ M_1``.
 
     ``maps``: K dense matrices (out × in) or :class:`OperatorMap`; ``slopes``: K−1 pairs
@@ -155,6 +155,11 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
     estimates: the paper's coordinate greedy when ``n·p·q ≤ greedy_max``, else
     :func:`factor_ascent`; top-k truncations for operator maps (label ``estimate``).
 
+    ``patterns``: per activation, None or a realisability oracle of its activation patterns on
+    an input box (:class:`lipgraph.certify.patterns.SignPatterns`); a dense factor with one is
+    maximised by branch and bound over the realisable vertices only (n ≤ ``bnb_max``; method
+    ``exact-bnb-patterns`` when finished) — still a bound on every Jacobian the box realises.
+
     Determinism: branch and bound is limited to ``n·bnb_nodes`` node evaluations (scaled down
     by ``(64/(p+q))³`` for factors with p + q > 64, at least 256) and enumeration by
     ``exact_max``, never by seconds, so the certified value depends only on the inputs and the options.
@@ -168,8 +173,8 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
     K = len(maps)
     if K == 0:
         raise ValueError("empty chain")
-    if len(slopes) != K - 1:
-        raise ValueError(f"{K} maps need {K - 1} slope boxes, got {len(slopes)}")
+    if len(slopes) != K - 1 or (patterns is not None and len(patterns) != K - 1):
+        raise ValueError(f"{K} maps need {K - 1} slope boxes (and pattern oracles if any), got {len(slopes)}")
     # SeqLip is homogeneous in each map: dense maps are scaled by powers of four (exact, and exact
     # square roots for the Σ^{1/2} of middle maps) so that huge and subnormal weights stay exact
     scaled = [(M, 1.0) if isinstance(M, OperatorMap) else pow2_normalise(_t(M), even=True) for M in maps]
@@ -218,8 +223,9 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
             A = s_out[:, None] * nxt.V.T
             B = prev.U * s_in[None, :]
             g = _vertex_estimate(A, B, lo, hi, seed=seed, greedy_max=greedy_max)
+            oracle = patterns[i] if patterns else None
             cval, method = _certified_factor(A, B, lo, hi, n, i, g.value, exact_max, bnb_max,
-                                             bnb_nodes, deadline, progress, diags)
+                                             bnb_nodes, deadline, progress, diags, oracle)
             if cap < cval:
                 cval, method = cap, "autolip-factor"
         # back to the maps' own scale: 2^(e_i + e_{i+1}), halved for the middle maps (even exponents)
@@ -235,9 +241,10 @@ def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None
 
 
 def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nodes, deadline,
-                      progress, diags) -> tuple[float, str]:
+                      progress, diags, oracle=None) -> tuple[float, str]:
     """Certified value of one dense factor and the method that produced it (deterministic
-    unless the outer ``deadline`` fires, which is reported)."""
+    unless the outer ``deadline`` fires, which is reported). With a realisability ``oracle``
+    the greedy ``incumbent`` (maybe an unrealisable vertex) is not used."""
     def left():
         return None if deadline is None else max(0.0, deadline - time.perf_counter())
 
@@ -245,6 +252,8 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
         return deadline is not None and time.perf_counter() >= deadline
 
     relax = factor_relaxation(A, B, lo, hi)
+    if n > bnb_max:   # enumeration (n ≤ exact_max) takes no oracle
+        oracle = None
     if n > bnb_max and n > exact_max:
         diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n} > exact_max={exact_max}, used relaxation",
                             factor=i + 1, n=n))
@@ -259,13 +268,20 @@ def _certified_factor(A, B, lo, hi, n, i, incumbent, exact_max, bnb_max, bnb_nod
     try:
         b, done = factor_exact_auto(A, B, lo, hi, enum_max=exact_max if n > bnb_max else min(exact_max, ENUM_MAX),
                                     max_nodes=max(256, n * bnb_nodes * 64 ** 3 // max(64, p + q) ** 3),
-                                    time_budget=left(), incumbent=incumbent, progress=progress)
+                                    time_budget=left(), incumbent=None if oracle else incumbent,
+                                    progress=progress, oracle=oracle)
     except OverMemory:   # the memory guard's note says so
         return relax.value, relax.method
     except BudgetExhausted:
         diags.append(_event("seqlip-budget", f"factor {i + 1}: n={n}: time budget exhausted during enumeration; "
                             "certified relaxation used (result depends on machine load)", factor=i + 1, n=n))
         return relax.value, relax.method
+    if oracle is not None:
+        diags.append(_event("seqlip-factor", f"factor {i + 1}: n={n}: vertices restricted to the activation "
+                            f"patterns the box realises ({oracle.lps} linear programs"
+                            + (", the limit: later patterns admitted unchecked)" if oracle.exhausted else ")"),
+                            factor=i + 1, n=n))
+        b = Bound(b.value, b.label, b.method + "-patterns")
     if done:
         return b.value, b.method
     gap = b.value / incumbent - 1 if incumbent else math.inf

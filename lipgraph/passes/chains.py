@@ -35,12 +35,14 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
+import torch
 
 from lipgraph.context import Context, MethodResult, PassResult
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.labels import Bound, Label, certify, weakest
 from lipgraph.options import WHOLE_SPACE
 from lipgraph.certify.dense import materialise
+from lipgraph.certify.patterns import SignPatterns
 from lipgraph.registry import Kind
 from lipgraph.passes.autolip import Unit, compose
 from lipgraph.certify.seqlip_chain import OperatorMap, seqlip_chain
@@ -192,6 +194,25 @@ class ChainPass:
         cost = sum(g.rules[n].cost(g.views[n]) for n in unit.nodes if g.rules.get(n) is not None)
         return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None, cost=cost), "operator"
 
+    def patterns(self, run: list[Unit], first_map, kind: str, box) -> list | None:
+        """On a box: the realisability oracle of the first activation's patterns, when that
+        activation has a kink (ReLU-like) and the first segment is dense — its pre-activation is
+        then ``G x + c`` exactly, with x in the box pass's range of the chain's entry."""
+        ranges = self.ctx.artefact("ranges") if self.local else None
+        entry, act = run[0].inputs[0], run[1].nodes[0]
+        if ranges is None or kind != "dense" or entry not in ranges:
+            return None
+        kink = self.infos[act].rule.kink(self.graph.views[act])
+        lo, hi = (np.asarray(r, dtype=np.float64).reshape(-1) for r in ranges[entry])
+        if kink is None or not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            return None
+        shape = self.graph.shape(run[1].inputs[0])
+        at, below, above = (np.broadcast_to(np.asarray(v, dtype=np.float64), shape).reshape(-1) for v in kink)
+        fn = self.exact.function(list(run[0].nodes), entry, run[0].outputs[0])
+        with torch.no_grad():
+            c = fn(torch.zeros(self.graph.shape(entry), dtype=torch.float64)).reshape(-1).numpy()
+        return [SignPatterns(first_map, c, lo, hi, at, above >= below)] + [None] * (len(run) // 2 - 1)
+
     def run(self) -> list[ChainResult]:
         deadline = time.perf_counter() + self.opts.budget
         results = []
@@ -210,7 +231,7 @@ class ChainPass:
             res = seqlip_chain(list(maps), boxes, exact_max=self.opts.exact_max, time_budget=left,
                                topk=self.opts.topk, seed=self.ctx.options.seed, progress=self.progress,
                                dense_max=0, bnb_nodes=self.opts.bnb_nodes,
-                               greedy_max=self.opts.greedy_max)
+                               greedy_max=self.opts.greedy_max, patterns=self.patterns(run, maps[0], kinds[0], boxes[0]))
             self.diagnostics.extend(replace(d, node=run[0].nodes[0], message=f"chain {chain_id}: {d.message}")
                                     for d in res.diagnostics)
             cert = res.certified.value
