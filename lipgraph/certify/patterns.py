@@ -60,6 +60,7 @@ class SignPatterns:
         self.cache: dict[bytes, bool] = {}
         self.witnesses = np.empty((0, m))   # inputs of the box that realised earlier queries
         self.found: list[np.ndarray] = []     # their patterns, not yet collected by ``drain``
+        self.best: tuple[float, np.ndarray] | None = None   # the search's best admitted pattern
         self.lps, self.max_programs = 0, max_programs
 
     def realisable(self, sides) -> np.ndarray:
@@ -84,6 +85,31 @@ class SignPatterns:
         out = np.array(self.found, dtype=np.int8).reshape(-1, self.G.shape[0])
         self.found = []
         return out
+
+    def incumbent(self, sides, value: float) -> None:
+        """The search's best admitted pattern so far (its value and sides)."""
+        if self.best is None or value > self.best[0]:
+            self.best = (value, np.asarray(sides, dtype=np.int8).copy())
+
+    def interior(self, sides) -> tuple[np.ndarray, float] | None:
+        """(x, r): a point of the box whose ℓ2 ball of radius r > 0 lies in the box and inside the
+        open region of the pattern ``sides`` (neurons with side 0 unconstrained; the Chebyshev
+        centre, by one program), or None when the region has no interior there. A pair of points
+        of that ball realises the pattern's Jacobian (the network is affine on it)."""
+        sides = np.asarray(sides, dtype=np.float64)
+        on = np.flatnonzero(sides)       # neurons with no side (stable, or without influence) are free
+        sigma = sides[on] * self.orient[on]
+        m = self.G.shape[1]
+        norms = np.linalg.norm(self.G[on], axis=1)
+        # max r: σ_j(g_j·x + c_j) ≥ r‖g_j‖ + τ_j, lo + r ≤ x ≤ hi − r
+        A = np.r_[np.c_[-sigma[:, None] * self.G[on], norms], np.c_[-np.eye(m), np.ones(m)],
+                  np.c_[np.eye(m), np.ones(m)]]
+        b = np.r_[sigma * self.c[on] - self.tau[on], -self.lo, self.hi]
+        res = linprog(np.r_[np.zeros(m), -1.0], A_ub=A, b_ub=b, bounds=[(None, None)] * m + [(0, None)],
+                      method="highs")
+        if res.status != 0 or not res.x[m] > 0:
+            return None
+        return res.x[:m], float(res.x[m])
 
     def sides_at(self, x) -> np.ndarray:
         """The sides (+1/−1 per neuron, as in :meth:`realisable`) of the pattern at input ``x``."""

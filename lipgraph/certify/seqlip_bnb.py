@@ -208,7 +208,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
     patterns, :class:`lipgraph.certify.patterns.SignPatterns`): ``oracle.realisable`` maps sides
     per original coordinate (N × n, +1 fixed at ``hi``, −1 at ``lo``, 0 free) to one bool per row,
     False only for proven unrealisable ones; ``oracle.drain()`` returns full patterns realised
-    by actual inputs. Children it rejects are dropped (no completion is admitted); only vertices
+    by actual inputs; ``oracle.incumbent(sides, value)`` hears of each new incumbent. Children it rejects are dropped (no completion is admitted); only vertices
     it admits become incumbents — realisable leaves, drained patterns, and the best suggested
     vertex of each batch when admitted (no coordinate-flip polish). ``incumbent`` must then be
     the value of an admitted vertex.
@@ -260,6 +260,7 @@ def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget
                 break
             if known is not None or bool(admitted(verts[i:i + 1], torch.zeros_like(verts[i:i + 1], dtype=torch.bool))[0]):
                 lower, vbest, inc = v, verts[i], max(inc, v)
+                oracle.incumbent(sides(verts[i:i + 1], torch.zeros_like(verts[i:i + 1], dtype=torch.bool))[0].numpy(), v)
                 break
 
     dc = pr.m[None].clone()

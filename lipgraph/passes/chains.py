@@ -74,6 +74,7 @@ class ChainResult:
     seconds: float = 0.0
     matrices: list = field(default_factory=list, repr=False)  # dense maps (float64), None for operators
     slopes: list = field(default_factory=list, repr=False)    # per activation: (lo, hi) per neuron
+    witness: tuple | None = field(default=None, repr=False)   # (x, direction, radius): see ChainPass.witness
 
     @property
     def id(self) -> str:
@@ -194,7 +195,7 @@ class ChainPass:
         cost = sum(g.rules[n].cost(g.views[n]) for n in unit.nodes if g.rules.get(n) is not None)
         return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None, cost=cost), "operator"
 
-    def patterns(self, run: list[Unit], first_map, kind: str, box) -> list | None:
+    def patterns(self, run: list[Unit], first_map, kind: str) -> list | None:
         """On a box: the realisability oracle of the first activation's patterns, when that
         activation has a kink (ReLU-like) and the first segment is dense — its pre-activation is
         then ``G x + c`` exactly, with x in the box pass's range of the chain's entry."""
@@ -228,10 +229,11 @@ class ChainPass:
             left = max(0.0, deadline - time.perf_counter())
             chain_id = f"{run[0].id}…{run[-1].id}"
             self.progress(f"seqlip: chain {chain_id} ({len(acts)} activations)")
+            patterns = self.patterns(run, maps[0], kinds[0])
             res = seqlip_chain(list(maps), boxes, exact_max=self.opts.exact_max, time_budget=left,
                                topk=self.opts.topk, seed=self.ctx.options.seed, progress=self.progress,
                                dense_max=0, bnb_nodes=self.opts.bnb_nodes,
-                               greedy_max=self.opts.greedy_max, patterns=self.patterns(run, maps[0], kinds[0], boxes[0]))
+                               greedy_max=self.opts.greedy_max, patterns=patterns)
             self.diagnostics.extend(replace(d, node=run[0].nodes[0], message=f"chain {chain_id}: {d.message}")
                                     for d in res.diagnostics)
             cert = res.certified.value
@@ -253,8 +255,26 @@ class ChainPass:
                 exit=run[-1].outputs[0], autolip=auto_bound.value, autolip_label=auto_bound.label,
                 seqlip=value, greedy=greedy, label=label, method=method, factors=res.factors,
                 maps=list(kinds), seconds=time.perf_counter() - t0,
-                matrices=[m if k == "dense" else None for m, k in zip(maps, kinds)], slopes=boxes))
+                matrices=[m if k == "dense" else None for m, k in zip(maps, kinds)], slopes=boxes,
+                witness=_witness(patterns, maps, kinds, boxes)))
         return results
+
+
+def _witness(patterns, maps, kinds, boxes) -> tuple | None:
+    """For a dense chain with one activation whose pattern search ran: (x, v, r) with the ball of
+    radius r around the chain input x inside the box and inside the region of the best pattern
+    found, and v the top right singular vector of that pattern's Jacobian M₂DM₁ — a pair
+    x ± (r/2)v realises the pattern's norm (the lower pass tries it). None otherwise."""
+    if not patterns or patterns[0] is None or patterns[0].best is None or len(maps) != 2 or kinds != ("dense", "dense"):
+        return None
+    oracle, (lo, hi) = patterns[0], boxes[0]
+    sides = oracle.best[1]
+    inside = oracle.interior(sides)
+    if inside is None:
+        return None
+    d = np.where(sides < 0, lo, hi)
+    _, _, vt = np.linalg.svd(maps[1] @ (d[:, None] * maps[0]))
+    return inside[0], vt[0], inside[1]
 
 
 def _fixed_chain_norm(maps, kinds, boxes) -> float | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -91,11 +92,31 @@ def _search_torch(ctx, nodes, shape, opts, ort_fn, progress, common):
     batch, steps, screen = _sizes(ctx.graph, nodes)
     f64, fs32, f32 = _torch_functions(ctx, nodes)
     check32 = None if ort_fn is None else _ratio(ort_fn)
+    realise64 = _ratio(lambda x: f64(torch.as_tensor(x, dtype=torch.float64)).numpy())
     res = search_lower(f32, shape, f_smooth=fs32, budget_s=opts.budget, search=opts.search,
-                       realise64=_ratio(lambda x: f64(torch.as_tensor(x, dtype=torch.float64)).numpy()),
-                       check32=check32, progress=progress, batch=batch, steps=steps, screen=screen,
-                       patience=PATIENCE, **common)
-    return res, opts.search, "realised in float64 by lipgraph" + (" and float32 by onnxruntime" if check32 else "")
+                       realise64=realise64, check32=check32, progress=progress, batch=batch, steps=steps,
+                       screen=screen, patience=PATIENCE, **common)
+    res, search = _pattern_pair(ctx, res, opts.search, shape, realise64, check32)
+    return res, search, "realised in float64 by lipgraph" + (" and float32 by onnxruntime" if check32 else "")
+
+
+def _pattern_pair(ctx, res: LowerResult, search: str, shape, realise64, check32) -> tuple[LowerResult, str]:
+    """On a box, when the model is one SeqLip chain with one activation whose pattern search
+    left a witness (``chains.ChainResult.witness``: a ball inside the best realisable pattern's
+    region), the pair x ± (r/2)v along that pattern's top singular vector, realised like the
+    search's pairs; the better of it and the search's result (and its search name)."""
+    g = ctx.graph
+    for chain in ctx.artefact("chains") or []:
+        if chain.witness is None or chain.entry != g.analysed or chain.exit != g.output:
+            continue
+        x, v, r = chain.witness
+        dom = _Domain(shape, ctx.box, None, torch.float64)
+        value, x32, direction, eps = _realise(x.reshape(shape), v.reshape(shape), dom, (r / 2, r / 8),
+                                              realise64, check32)
+        if value > res.value:
+            return replace(res, value=value, method="lower-pattern", x=x32, direction=direction, eps=eps), \
+                "seqlip-pattern"
+    return res, search
 
 
 def _torch_functions(ctx, nodes):

@@ -190,7 +190,8 @@ def test_trained_digits_mlp_on_the_unit_box_is_below_every_global_bound(tmp_path
     activation pattern with the largest ‖W₂DW₁‖ is not realised by any input of the box: SeqLip
     on the box maximises over the realisable patterns only (certified infeasibility), which is
     the exact constant on the box — strictly below the best *global* certified value (AutoLip,
-    SeqLip, LipSDP), at least the realised lower bound on the box, with the gap reported."""
+    SeqLip, LipSDP), at least the realised lower bound on the box, with the gap reported. The
+    lower pass realises a pair inside the best pattern's region (``lower-pattern``): the gap is 1."""
     from digits import train_digits_mlp
     path, *_ = train_digits_mlp([32], tmp_path)
     methods = ("autolip", "seqlip", "lipsdp", "lower")
@@ -199,7 +200,8 @@ def test_trained_digits_mlp_on_the_unit_box_is_below_every_global_bound(tmp_path
     assert unit.upper.domain == "box [0, 1]" and unit.upper.label.is_bound
     assert unit.upper.value < glob.upper.value * (1 - 1e-5), (unit.upper.value, glob.upper.value)
     assert any("patterns the box realises" in d.message for d in unit.diagnostics)
-    assert unit.lower is not None and unit.lower.value <= unit.upper.value
+    assert unit.lower is not None and unit.upper.value * (1 - 1e-6) <= unit.lower.value <= unit.upper.value
+    assert unit.lower.method == "lower-pattern" and unit.lower.domain == "box [0, 1]"
     doc = to_json(unit, str(path))
     assert doc["gap"] == pytest.approx(unit.upper.value / unit.lower.value) and doc["gap"] >= 1
     print(f"64-32-10 digits MLP: box {unit.upper.value:.6f} < global {glob.upper.value:.6f}, "
