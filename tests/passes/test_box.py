@@ -242,18 +242,40 @@ def test_seqlip_on_the_box_takes_conv_chains(tmp_path):
     assert _method(box, "seqlip").value <= _method(glob, "seqlip").value * (1 + 1e-12)
 
 
-def test_one_hidden_layer_on_a_box_is_the_largest_realised_jacobian(tmp_path):
-    """Random 2-12-3 ReLU MLP on [−1, 1]²: SeqLip on the box (realisable patterns only) is at
-    least ‖J(x)‖ at every sampled point (numpy, all 12 neurons' patterns) and at most the global
-    SeqLip value; the print shows how close the samples come."""
-    model = random_mlp(5, [2, 12, 3])
+def _one_hidden_layer(path, seed: int, widths, alpha: float | None):
+    """x → Gemm → ReLU (alpha None) or LeakyRelu(alpha) → Gemm, Gaussian weights; (W1, b1, W2)."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(seed)
+    n_in, n_hid, n_out = widths
+    W1, b1 = rng.standard_normal((n_hid, n_in)), rng.standard_normal(n_hid) * 0.5
+    W2 = rng.standard_normal((n_out, n_hid))
+    inits = [numpy_helper.from_array(a.astype(np.float32), name) for a, name in ((W1, "W1"), (b1, "b1"), (W2, "W2"))]
+    act = helper.make_node("Relu", ["z"], ["a"]) if alpha is None else helper.make_node("LeakyRelu", ["z"], ["a"], alpha=alpha)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W1", "b1"], ["z"], transB=1), act,
+         helper.make_node("Gemm", ["a", "W2"], ["y"], transB=1)], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_out])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return [a.astype(np.float32).astype(np.float64) for a in (W1, b1, W2)]
+
+
+@pytest.mark.parametrize("alpha", [None, 0.1, -0.5, 2.0])
+def test_one_hidden_layer_on_a_box_is_the_largest_realised_jacobian(tmp_path, alpha):
+    """A 2-12-3 MLP on [−1, 1]² with ReLU or LeakyRelu (α < 0 and α > 1 swap which slope is the
+    range's upper end): SeqLip on the box (realisable patterns only) is at least ‖J(x)‖ at every
+    sampled point (numpy, the 12 neurons' slopes) and at most the global SeqLip value; the
+    realised lower bound (a pair inside the best pattern's region) equals it: exact on the box."""
     path = tmp_path / "mlp.onnx"
-    onnx.save(model, path)
-    (W1, b1), (W2, _) = _weights(model)
+    W1, b1, W2 = _one_hidden_layer(path, 5, (2, 12, 3), alpha)
     box = Domain(-1.0, 1.0, "--input-box -1,1")
-    local = _method(_analyse(path, box), "seqlip").value
+    on_box = _analyse(path, box, methods=("seqlip", "lower"))
+    local = _method(on_box, "seqlip").value
     glob = _method(_analyse(path, None), "seqlip").value
+    slope = 0.0 if alpha is None else float(np.float32(alpha))
     xs = np.random.default_rng(0).uniform(-1, 1, (40000, 2))
-    norms = [np.linalg.norm(W2 @ ((W1 @ x + b1 > 0)[:, None] * W1), 2) for x in xs]
+    norms = [np.linalg.norm(W2 @ (np.where(W1 @ x + b1 > 0, 1.0, slope)[:, None] * W1), 2) for x in xs]
     assert max(norms) <= local <= glob * (1 + 1e-9)
-    print(f"sampled max {max(norms):.6f}, box {local:.6f}, global {glob:.6f}")
+    assert local * (1 - 1e-6) <= on_box.lower.value <= local   # the box value is realised: exact
+    print(f"alpha {alpha}: sampled max {max(norms):.6f}, lower {on_box.lower.value:.6f}, box {local:.6f}, "
+          f"global {glob:.6f}")
