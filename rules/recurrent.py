@@ -38,6 +38,18 @@ order), so the rows of both are stacked into one matrix before its norm. Batch e
 independent sequences: the bound of the batch is the largest over its sequence lengths. One
 bound per analysed input covers all the node's outputs (AutoLip gives every output of a node
 the same constant): the largest over the outputs the node names.
+
+**On a box** (``local_bounds``): X's range, hulled over steps and batch, bounds every x_t. From the
+initial state, interval arithmetic follows each step's pre-activations, gates, cell and hidden
+state (per unit; a GRU's h_t is also kept in the hull of [−1, 1] and h_0). The recursions above
+then take, at step t, the largest derivative of each gate over its pre-activation interval instead
+of ¼ or 1, and each product's largest factor magnitude instead of 1 or C_{t−1}: LSTM s_f =
+max(|c_{t−1}|·σ′_f), s_i = max(|g|·σ′_i), s_g = max(i·tanh′_g), the γ coefficient max f instead of
+1, and η_t ≤ max(|tanh c_t|·σ′_o)(…) + max(o·tanh′(c_t))γ_t; GRU max(1 − z), max z, max r and
+max_j(σ′_z|h − ĥ|); RNN ‖S_tW‖, ‖S_tR‖ with S_t the per-unit tanh′ maxima. The same mean-value
+argument holds with these constants (each is a bound on the same quantity over the box).
+Every interval end is widened for rounding (1e-10 of the absolute sums for affine maps, 1e-12
+for sigmoid/tanh values and slopes).
 """
 from __future__ import annotations
 
@@ -206,6 +218,181 @@ def _step_coefficients(node, d: int):
     return lstm
 
 
+# ------------------------------------------------------------------------------ on a box
+def _affine(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, bias) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of m·v + bias for v ∈ [lo, hi] (centre ± |m|·radius), widened by 1e-10 of the
+    sum of absolute terms (far above float64's rounding of these sums)."""
+    mid, rad = (lo + hi) / 2, (hi - lo) / 2
+    centre = m @ mid + bias
+    slack = 1e-10 * (np.abs(m) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(bias)) + 1e-300
+    spread = np.abs(m) @ rad + slack
+    return centre - spread, centre + spread
+
+
+def _times(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Interval product, entrywise."""
+    ends = np.stack([a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]])
+    return ends.min(0), ends.max(0)
+
+
+def _plus(a, b) -> tuple[np.ndarray, np.ndarray]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _sig(z):
+    return 0.5 * (1.0 + np.tanh(z / 2))
+
+
+def _squash(z, f) -> tuple[np.ndarray, np.ndarray]:
+    """f (sigmoid or tanh, increasing) of an interval, widened by 1e-12 for its rounding."""
+    return f(z[0]) - 1e-12, f(z[1]) + 1e-12
+
+
+def _peak(z, f_prime) -> np.ndarray:
+    """max of a bell-shaped derivative (even, decreasing in |z|) over each interval: at the point
+    nearest 0, plus 1e-12 for rounding."""
+    return f_prime(np.clip(0.0, z[0], z[1])) + 1e-12
+
+
+def _dsig(z):
+    s = _sig(z)
+    return s * (1.0 - s)
+
+
+def _dtanh(z):
+    return 1.0 - np.tanh(z) ** 2
+
+
+def _absmax(v) -> np.ndarray:
+    return np.maximum(np.abs(v[0]), np.abs(v[1]))
+
+
+def _initial(node, i: int, d: int, hidden: int):
+    """Per-unit hull over the batch of initial state i of direction d (zeros when omitted)."""
+    if not node.has_input(i):
+        return np.zeros(hidden), np.zeros(hidden)
+    v = np.asarray(node.const(i), np.float64)
+    v = v[:, d] if node.attr("layout", 0) else v[d]
+    return v.min(0), v.max(0)
+
+
+def _local_step_coefficients(node, d: int, x_lo: np.ndarray, x_hi: np.ndarray, steps: int):
+    """As :func:`_step_coefficients`, with every constant of the derivation replaced by its value
+    over the box: the steps' states are followed by interval arithmetic from the initial state
+    (x_t in the hull of X's range over steps and batch), and at step t each gate's slope is the
+    largest derivative over its pre-activation interval, each factor of a product its largest
+    magnitude (``_rnn_box``, ``_gru_box``, ``_lstm_box``)."""
+    op, hidden = node.op_type, node.input_shapes[2][-1]
+    gates = GATES[op]
+    w, r = _blocks(node.const(1)[d], gates), _blocks(node.const(2)[d], gates)
+    b = np.zeros(2 * gates * hidden) if not node.has_input(3) else np.asarray(node.const(3)[d], np.float64)
+    wb, rb = np.split(b[:gates * hidden], gates), np.split(b[gates * hidden:], gates)
+    wn, rn = [_norm(m) for m in w], [_norm(m) for m in r]
+    h = _initial(node, 5, d, hidden)
+    x_in = [_affine(w[k], x_lo, x_hi, wb[k]) for k in range(gates)]     # W_k x_t + Wb_k, every step
+    if op == "RNN":
+        return _rnn_box(w, x_in, r, rb, h, steps)
+    if op == "GRU":
+        return _gru_box(node, x_in, r, rb, h, wn, rn, steps)
+    p = np.split(np.asarray(node.const(7)[d], np.float64), 3) if node.has_input(7) else [np.zeros(hidden)] * 3
+    return _lstm_box(node, x_in, w, r, rb, p, h, _initial(node, 6, d, hidden), wn, rn, steps)
+
+
+def _rnn_box(w, x_in, r, rb, h, steps):
+    """η_t ≤ ‖S_tW‖δ_t + ‖S_tR‖η_{t−1}, S_t = diag(max tanh′ over each unit's pre-activation)."""
+    norms = []
+    for _ in range(steps):
+        z = _plus(x_in[0], _affine(r[0], *h, rb[0]))
+        s = _peak(z, _dtanh)[:, None]
+        norms.append((_norm(s * w[0]), _norm(s * r[0])))
+        h = _squash(z, np.tanh)
+    return lambda t, e, eta, gam: (norms[t - 1][0] * e + norms[t - 1][1] * eta, gam)
+
+
+def _gru_box(node, x_in, r, rb, h, wn, rn, steps):
+    """dz = max σ′_z·(‖W_z‖δ + ‖R_z‖η), dr likewise; ‖Δĥ‖ ≤ max tanh′·(‖W_h‖δ + ‖R_h‖(max|h|·dr +
+    max r·η)) (linear_before_reset: K_t·dr + max r·‖R_h‖η, K_t = max|R_h h + Rb_h|);
+    η_t ≤ max(1 − z)‖Δĥ‖ + max z·η + max_j(σ′_z|h − ĥ|)_j(‖W_z‖δ + ‖R_z‖η)."""
+    lbr = node.attr("linear_before_reset", 0)
+    hull = np.minimum(h[0], -1.0), np.maximum(h[1], 1.0)    # every h_t (see ``interval``)
+    coef = []
+    for _ in range(steps):
+        zz = _plus(x_in[0], _affine(r[0], *h, rb[0]))
+        zr = _plus(x_in[1], _affine(r[1], *h, rb[1]))
+        z, reset = _squash(zz, _sig), _squash(zr, _sig)
+        if lbr:
+            inner = _affine(r[2], *h, rb[2])
+            zh = _plus(x_in[2], _times(reset, inner))
+            via_r = float(_absmax(inner).max())
+        else:
+            zh = _plus(x_in[2], _affine(r[2], *_times(reset, h), rb[2]))
+            via_r = float(_absmax(h).max()) * rn[2]
+        hh = _squash(zh, np.tanh)
+        gap = _absmax((h[0] - hh[1], h[1] - hh[0]))
+        coef.append((float(_peak(zz, _dsig).max()), float(_peak(zr, _dsig).max()), float(_peak(zh, _dtanh).max()),
+                     via_r, float(np.abs(reset).max()), float(1.0 - z[0].min()), float(z[1].max()),
+                     float((_peak(zz, _dsig) * gap).max())))
+        h = _plus(hh, _times(z, (h[0] - hh[1], h[1] - hh[0])))
+        h = np.maximum(h[0], hull[0]), np.minimum(h[1], hull[1])   # a convex combination stays in the hull
+    (wz, wr, wh), (rz, rr, rh) = wn, rn
+
+    def gru(t, e, eta, gam):
+        sz, sr, sh, via_r, r_max, one_minus_z, z_max, z_gap = coef[t - 1]
+        dr = sr * (wr * e + rr * eta)
+        dh = sh * (wh * e + via_r * dr + r_max * rh * eta)
+        return one_minus_z * dh + z_max * eta + z_gap * (wz * e + rz * eta), gam
+    return gru
+
+
+def _lstm_box(node, x_in, w, r, rb, p, h, c, wn, rn, steps):
+    """γ_t ≤ (max f + s_f p_f + s_i p_i)γ_{t−1} + ρη_{t−1} + ξδ_t with s_f = max(|c_{t−1}|σ′_f),
+    s_i = max(|g|σ′_i), s_g = max(i·tanh′_g) (ξ, ρ as globally); η_t ≤ max(|tanh c_t|σ′_o)(‖W_o‖δ +
+    ‖R_o‖η + p_oγ_t) + max(o·tanh′(c_t))γ_t."""
+    w_fig = _norm(np.concatenate([w[2], w[0], w[3]]))
+    r_fig = _norm(np.concatenate([r[2], r[0], r[3]]))
+    (wi, wo, wf, wg), (ri, ro, rf, rg) = wn, rn
+    pi, po, pf = (float(np.abs(v).max(initial=0.0)) for v in p)
+    coef = []
+    for _ in range(steps):
+        gi, go, gf, gc = (_plus(x_in[k], _affine(r[k], *h, rb[k])) for k in range(4))
+        zi = _plus(gi, _times((p[0], p[0]), c))
+        zf = _plus(gf, _times((p[2], p[2]), c))
+        i, f, g = _squash(zi, _sig), _squash(zf, _sig), _squash(gc, np.tanh)
+        c_new = _plus(_times(f, c), _times(i, g))
+        zo = _plus(go, _times((p[1], p[1]), c_new))
+        o, tc = _squash(zo, _sig), _squash(c_new, np.tanh)
+        s = np.array([float((_absmax(c) * _peak(zf, _dsig)).max()), float((_absmax(g) * _peak(zi, _dsig)).max()),
+                      float((_absmax(i) * _peak(gc, _dtanh)).max())])
+        coef.append((s, float(_absmax(f).max()), float((_absmax(tc) * _peak(zo, _dsig)).max()),
+                     float((_absmax(o) * _peak(c_new, _dtanh)).max())))
+        h, c = _times(o, tc), c_new
+
+    def lstm(t, e, eta, gam):
+        s, f_max, out_gate, out_cell = coef[t - 1]
+        joint = math.sqrt(float(s @ s))
+        xi = min(s @ [wf, wi, wg], joint * w_fig)
+        rho = min(s @ [rf, ri, rg], joint * r_fig)
+        gam_t = (f_max + s[0] * pf + s[1] * pi) * gam + rho * eta + xi * e
+        return out_gate * (wo * e + ro * eta + po * gam_t) + out_cell * gam_t, gam_t
+    return lstm
+
+
+def local_recurrent_bound(node, x_range) -> float:
+    """The certified constant of the node's named outputs in X over the box ``x_range`` (X's
+    per-entry range): as :func:`recurrent_bound` with :func:`_local_step_coefficients`."""
+    layout = node.attr("layout", 0)
+    lo, hi = (np.asarray(v, np.float64) for v in x_range)
+    lo, hi = (np.broadcast_to(v, node.input_shapes[0]).reshape(-1, node.input_shapes[0][-1]) for v in (lo, hi))
+    x_lo, x_hi = lo.min(0), hi.max(0)         # hull over steps and batch
+    steps = node.input_shapes[0][1 if layout else 0]
+    if not (np.isfinite(x_lo).all() and np.isfinite(x_hi).all()):
+        return math.inf
+    with np.errstate(over="ignore", invalid="ignore"):
+        steppers = [_local_step_coefficients(node, d, x_lo, x_hi, steps) for d in range(_directions(node))]
+        value = max(_length_bound(node, steppers, n) for n in _lengths(node))
+    return certify(value, 4 * CERT_MARGIN) if value < math.inf else math.inf
+
+
 #: Sequence lengths up to which ‖A‖₂ is computed from A itself (T×T floats); beyond, the
 #: Hölder bound ‖A‖₂ ≤ √(‖A‖₁‖A‖_∞) from column and row sums, in O(T) memory.
 ROWS_LIMIT = 2048
@@ -238,13 +425,17 @@ def _length_bound(node, steppers, n: int) -> float:
 def recurrent_bound(node) -> float:
     """The certified constant of the node's named outputs in X (module docstring): the largest over
     the sequence lengths present; ∞ when it overflows float64."""
-    steps = node.input_shapes[0][1 if node.attr("layout", 0) else 0]
-    lens = node.const(4) if node.has_input(4) else None
-    lengths = {steps} if lens is None else {min(max(int(v), 0), steps) for v in np.asarray(lens).reshape(-1)}
     steppers = [_step_coefficients(node, d) for d in range(_directions(node))]
     with np.errstate(over="ignore", invalid="ignore"):
-        value = max(_length_bound(node, steppers, n) for n in lengths)
+        value = max(_length_bound(node, steppers, n) for n in _lengths(node))
     return certify(value, 4 * CERT_MARGIN) if value < math.inf else math.inf
+
+
+def _lengths(node) -> set[int]:
+    """The sequence lengths present (sequence_lens clipped to [0, steps], or all steps)."""
+    steps = node.input_shapes[0][1 if node.attr("layout", 0) else 0]
+    lens = node.const(4) if node.has_input(4) else None
+    return {steps} if lens is None else {min(max(int(v), 0), steps) for v in np.asarray(lens).reshape(-1)}
 
 
 class _Recurrent(Rule):
@@ -265,6 +456,14 @@ class _Recurrent(Rule):
 
     def bounds(self, node):
         return {0: Bound(recurrent_bound(node), Label.CERTIFIED, "unrolled-product-rule")}
+
+    def local_bounds(self, node, ranges):
+        """The unrolled recursion with the gates' slopes and values over the box (module docstring,
+        *On a box*); never above the global bound."""
+        local = local_recurrent_bound(node, ranges[0])
+        glob = recurrent_bound(node)
+        return {0: Bound(min(local, glob), Label.CERTIFIED,
+                         "unrolled-product-rule-on-box" if local < glob else "unrolled-product-rule")}
 
     def interval(self, node, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
         """Default activations, any weights: every h_t lies in hull([−1, 1], initial_h) — RNN's
