@@ -26,10 +26,13 @@ from typing import Callable
 
 import numpy as np
 
+from .report import lipsdp_line
+
 #: Routes in table order: (variant, route).
 ROUTES = (("layer", "first-order"), ("neuron", "first-order"), ("layer", "sdp"), ("neuron", "sdp"))
-#: Largest SDP matrix (input + hidden neurons) given to Clarabel; its cost grows like the sixth
-#: power (measured: 50 → 0.5 s, 128 → 140 s): full run, quick run.
+#: Largest SDP matrix (input + hidden neurons) given to Clarabel, full run and quick run: its time
+#: grows steeply with the size (measured on the 2-core machine: 48 → 0.4 s, 64 → 4 s, 84 → 15 s,
+#: 128 → 140 s per solve).
 SDP_LIMIT = (100, 64)
 
 
@@ -85,26 +88,26 @@ def cvxpy_installed() -> bool:
 # ------------------------------------------------------------------------------ worker
 
 
-def _cell(result, seconds: float) -> dict:
+def _cell(result) -> dict:
     if result.bound is None:
-        return {"value": None, "label": None, "seconds": seconds, "notes": result.notes,
-                "skipped": "; ".join(result.notes)}
+        return {"value": None, "label": None, "notes": result.notes, "skipped": "; ".join(result.notes)}
     v = result.bound.value
     return {"value": v if math.isfinite(v) else None, "label": result.bound.label.value,
-            "method": result.bound.method, "seconds": seconds, "notes": result.notes}
+            "method": result.bound.method, "notes": result.notes}
 
 
 def _timed(fn, limit: float) -> dict:
-    """``fn()`` within ``limit`` seconds (the first-order route checks lipgraph's budget)."""
+    """``fn()`` within ``limit`` seconds (the first-order route checks lipgraph's budget); wall
+    seconds, and the process's CPU seconds (the routes use one thread, so on a shared machine
+    these are close to the wall time the same run would take alone)."""
     import lipgraph.budget as budget
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         with budget.active(budget.Budget.start(limit, None)):
-            res = fn()
+            cell = _cell(fn())
     except budget.TimeUp:
-        return {"value": None, "label": None, "seconds": time.perf_counter() - t,
-                "skipped": f"stopped at the {limit:g} s limit"}
-    return _cell(res, time.perf_counter() - t)
+        cell = {"value": None, "label": None, "skipped": f"stopped at the {limit:g} s limit"}
+    return {**cell, "seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu}
 
 
 def run_case(case: dict, job: dict, save: Callable[[dict], None]) -> dict:
@@ -171,6 +174,7 @@ def main(argv=None) -> int:
             print(row["traceback"], file=sys.stderr, flush=True)
         rows.append(row)
         save()
+        print("    " + lipsdp_line(row), file=sys.stderr, flush=True)
     return 0
 
 

@@ -197,8 +197,6 @@ def lipsdp_section(cfg: Config, cases: list, built: dict, tmp: Path) -> list[dic
         f"limit {cfg.lipsdp_timeout:.0f} s)")
     done, secs = _worker("bench.lipsdp", [str(jf)], cfg.lipsdp_timeout)
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
-    for row in rows:
-        log("    " + report.lipsdp_line(row))
     seen = {r["name"] for r in rows}
     why = f"not reached: the section's worker {'overran ' + format(cfg.lipsdp_timeout, '.0f') + ' s' if not done else 'stopped'}"
     rows += [{"name": c.name, "ok": False, "describe": c.describe, "series": c.series, "error": why}

@@ -44,8 +44,7 @@ def test_worker_runs_every_route_on_the_chain(tmp_path):
     text = "\n".join(report.section_f([row], {"sdp_limit": 64, "cvxpy": False, "lower_budget_s": 0.2,
                                                "route_limit_s": 60.0, "load_average_end": 1.0, "cpus": 2}))
     assert "cvxpy not installed" in text and "full run only" in text
-    met = "**met**" if neuron["seconds"] < 10 else "**not met**"
-    assert f"goal < 10 s: {met}" in text
+    assert "goal < 10 s: **met**" in text    # a 3-5-4-2 chain takes well under a second
 
 
 def test_soundness_covers_the_routes():
