@@ -174,6 +174,8 @@ def box_targets(cfg: Config, nets: list, built: dict) -> list[tuple[str, Path]]:
 def lipsdp_section(cfg: Config, cases: list, built: dict, tmp: Path) -> list[dict]:
     """Section (f) in one worker (``bench.lipsdp``): each case's ONNX model is the main run's when
     it was built, else built here; rows the worker did not reach say so."""
+    if not cases:
+        return []
     jobs = []
     for case in cases:
         path = built.get(case.source) if isinstance(case.source, str) else None
