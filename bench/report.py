@@ -173,7 +173,8 @@ def markdown(p: dict) -> str:
                 L.append(f"\nThe realised lower bound is still reported: {g(lo)}.")
             L.append("")
 
-    L += section_a(p) + section_b(nets) + section_c(nets) + section_e(p.get("box") or []) + notes(nets)
+    L += section_a(p) + section_b(nets) + section_c(nets) + section_e(p.get("box") or []) + \
+        section_f(p.get("lipsdp") or [], meta) + notes(nets)
     return "\n".join(L) + "\n"
 
 
@@ -319,6 +320,121 @@ def section_e(rows: list[dict]) -> list[str]:
         L.append(f"| {r['name']} | {gl['analysis_s']:.2f} | {bx['analysis_s']:.2f} (×{bx['analysis_s'] / gl['analysis_s']:.2f}) "
                  f"| {secs(bx['box_s'])} | {pair('autolip')} | {pair('seqlip')} | {g(up_g) if up_g else '∞'} → "
                  f"{g(up_b) if up_b else '∞'} | {g(low)} | {g(up_b / low, 3) if up_b and low else '∞'} |")
+    L.append("")
+    return L
+
+
+ROUTE_NAMES = {"layer/first-order": "Layer, first-order", "neuron/first-order": "Neuron, first-order",
+               "layer/sdp": "Layer, SDP", "neuron/sdp": "Neuron, SDP"}
+
+
+def _route_value(c: dict | None, digits: int = 6) -> str:
+    """A section (f) cell's value: the number (with its label unless certified), or why there is none."""
+    if not c:
+        return "—"
+    if c.get("skipped"):
+        return c["skipped"]
+    if c.get("value") is None:
+        return "∞ (" + "; ".join(c.get("notes") or ["no value"]) + ")"
+    return g(c["value"], digits) + ("" if c.get("label") == "certified" else f" ({c.get('label')})")
+
+
+def _route_cell(c: dict | None) -> str:
+    return _route_value(c) + (f" · {secs(c['seconds'])}" if c and not c.get("skipped") and c.get("seconds") is not None
+                              else "")
+
+
+def _route_secs(c: dict | None) -> str:
+    if not c or c.get("skipped"):
+        return (c or {}).get("skipped", "—")
+    return secs(c["seconds"]) + ("" if c.get("label") == "certified" else f" ({c.get('label')})")
+
+
+def lipsdp_best(r: dict):
+    """Smallest certified value among the routes and ECLipsE-Fast (section (f))."""
+    cells = [*r.get("routes", {}).values(), r.get("eclipse_fast") or {}]
+    return min((c["value"] for c in cells if c.get("label") in BOUND_LABELS and c.get("value") is not None),
+               default=None)
+
+
+def lipsdp_line(r: dict) -> str:
+    if not r.get("ok"):
+        return f"{r['name']}: FAILED: {r.get('error')}"
+    return (f"{r['name']}: {r['neurons']} neurons; eclipse-fast {_route_cell(r.get('eclipse_fast'))}; " +
+            "; ".join(f"{k} {_route_cell(c)}" for k, c in r["routes"].items()))
+
+
+def route_comparison(rows: list[dict]) -> list[str]:
+    """One sentence: the SDP route against the first-order one, where both gave certified values."""
+    pairs = []
+    for r in rows:
+        for variant in ("layer", "neuron"):
+            fo, sdp = (r.get("routes", {}).get(f"{variant}/{x}") or {} for x in ("first-order", "sdp"))
+            if fo.get("label") == sdp.get("label") == "certified":
+                pairs.append(((fo["value"] - sdp["value"]) / sdp["value"], sdp["seconds"] / fo["seconds"]))
+    if not pairs:
+        return []
+    gains, ratios = [p[0] for p in pairs], [p[1] for p in pairs]
+    return [f"Where both routes ran ({len(pairs)} network × variant pairs), first-order minus SDP value, relative: "
+            f"{min(gains):+.1e} to {max(gains):+.1e} (positive: the SDP route is tighter); the SDP route took "
+            f"{min(ratios):.3g}–{max(ratios):.3g}× the first-order route's seconds.\n"]
+
+
+def section_f(rows: list[dict], meta: dict) -> list[str]:
+    L = ["## (f) LipSDP routes\n"]
+    if not rows:
+        return L + ["n/a (not in this run)\n"]
+    L.append("`lipgraph.certify.lipsdp` on the one chain `analyze()` finds in each network (here the whole network), "
+             "in one worker (`bench/lipsdp.py`): ECLipsE-Fast's closed-form multipliers, LipSDP-Layer and "
+             "LipSDP-Neuron by the first-order route (L-BFGS on the closed-form ρ(Λ), float64 torch, one thread) and "
+             "by cvxpy + Clarabel (the dense SDP; only up to an SDP matrix of "
+             f"{meta.get('sdp_limit')} = input + hidden neurons, as Clarabel's time grows steeply with it; "
+             f"cvxpy {'installed' if meta.get('cvxpy') else 'not installed: `pip install lipgraph[sdp]`'}). "
+             "Every value is proven after solving (block LDLᵀ in float64 with rounding margins) and is certified "
+             "unless marked; seconds include the proof. autolip, seqlip (certified) and lower (realised, "
+             f"{meta['lower_budget_s']:g} s search) come from the same worker's `analyze()`. *best / lower* = the "
+             "smallest certified LipSDP or ECLipsE-Fast value over the lower bound. First-order iterations "
+             f"(`max_iter` Layer, Neuron) per network in the last column; each route stops at {meta.get('route_limit_s', 0):g} s.\n")
+    goals = [r for r in rows if r.get("goal")]
+    for r in goals:
+        c = (r.get("routes") or {}).get("neuron/first-order") or {}
+        if r.get("ok") and c.get("value") is not None and not c.get("skipped"):
+            wall, cpu = c["seconds"], c.get("cpu_seconds", c["seconds"])
+            met = "**met**" if wall < r["goal"] else \
+                "**met in CPU time**, not in wall time on this loaded machine" if cpu < r["goal"] else "**not met**"
+            L.append(f"- Speed goal, {r['describe']}: LipSDP-Neuron first-order {secs(wall)} wall, {secs(cpu)} CPU "
+                     f"(value {_route_value(c)}; goal < {r['goal']:g} s: {met}; {r['others']}).")
+        else:
+            L.append(f"- Speed goal, {r['describe']} (< {r['goal']:g} s): not measured "
+                     f"({r.get('error') or _route_value(c)}).")
+    if goals:
+        L.append(f"\nThe goals are the issue's, for this CPU. Seconds in this section are wall time on a shared machine "
+                 f"(load average {meta['load_average_end']:.1f} on {meta['cpus']} CPUs at the end of the run); the "
+                 "routes run on one thread, so their CPU time is close to what they take on an idle machine.\n")
+    bounds = [r for r in rows if not r.get("series")]
+    L.append("| network | hidden neurons | autolip | seqlip | lower | ECLipsE-Fast | " +
+             " | ".join(ROUTE_NAMES.values()) + " | best / lower | iterations |")
+    L.append("|---" * 12 + "|")
+    for r in bounds:
+        if not r.get("ok"):
+            L.append(f"| {r['describe']} | n/a ({r.get('error')}) |" + " |" * 10)
+            continue
+        best = lipsdp_best(r)
+        ratio = (f"{best / r['lower']:.4f}" if best / r["lower"] < 100 else g(best / r["lower"], 3)) \
+            if best and r.get("lower") else "n/a"
+        L.append(f"| {r['describe']} | {r['neurons']} | {cell(r, 'autolip')} | {cell(r, 'seqlip')} | "
+                 f"{g(r['lower'], 6)} | {_route_cell(r.get('eclipse_fast'))} | "
+                 + " | ".join(_route_cell(r["routes"].get(k)) for k in ROUTE_NAMES)
+                 + f" | {ratio} | {r['iters'][0]}, {r['iters'][1]} |")
+    L.append("")
+    L += route_comparison(rows)
+    L += ["How the cost grows with the number of hidden neurons (seconds; every network of this section, the "
+          "`32-n-10` rows only for this table):\n",
+          "| network | hidden layers | hidden neurons | SDP size | ECLipsE-Fast | " + " | ".join(ROUTE_NAMES.values()) + " |",
+          "|---" * 9 + "|"]
+    for r in sorted((r for r in rows if r.get("ok")), key=lambda r: (r["neurons"], r["hidden_layers"])):
+        L.append(f"| {r['describe']} | {r['hidden_layers']} | {r['neurons']} | {r['sdp_size']} | "
+                 f"{_route_secs(r.get('eclipse_fast'))} | " + " | ".join(_route_secs(r['routes'].get(k)) for k in ROUTE_NAMES) + " |")
     L.append("")
     return L
 

@@ -11,13 +11,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import lipsdp as F
 from . import networks as N
+from . import onnxutil
 from . import report
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("autolip", "autolip-power", "seqlip", "seqlip-greedy", "lipsdp", "lower")
 SEQLIP = ("seqlip", "seqlip-greedy")
 BOUND_LABELS = ("exact", "certified", "assumed")
+SECTIONS = ("a", "networks", "e", "f")
 
 
 class Config:
@@ -34,6 +37,9 @@ class Config:
         self.conv_timeout = 150.0
         self.net_timeout_scale = 0.4 if quick else 1.0
         self.box_timeout = 120.0 if quick else 300.0         # section (e), per network (two analyses)
+        self.sdp_limit = F.SDP_LIMIT[quick]                  # section (f): largest SDP matrix for Clarabel
+        self.route_limit = 120.0 if quick else 600.0         # section (f): seconds per route and case
+        self.lipsdp_timeout = 900.0 if quick else 7200.0     # section (f): its worker's safety net
 
 
 def log(msg: str) -> None:
@@ -165,22 +171,71 @@ def box_targets(cfg: Config, nets: list, built: dict) -> list[tuple[str, Path]]:
         [(f"zoo/{p.stem}", p) for p in zoo]
 
 
-def soundness(results: list[dict]) -> list[str]:
-    """Every certified/exact/assumed value must be ≥ every realised lower bound on its network."""
+def lipsdp_section(cfg: Config, cases: list, built: dict, tmp: Path) -> list[dict]:
+    """Section (f) in one worker (``bench.lipsdp``): each case's ONNX model is the main run's when
+    it was built, else built here; rows the worker did not reach say so."""
+    if not cases:
+        return []
+    jobs = []
+    for case in cases:
+        path = built.get(case.source) if isinstance(case.source, str) else None
+        try:
+            if path is None and isinstance(case.source, str):
+                path = N.build(next(n for n in N.NETWORKS if n.name == case.source), tmp)
+            elif path is None:
+                path = onnxutil.mlp(tmp / f"f-{case.name}.onnx", case.source(), name=case.name.replace("-", "_"))
+        except Exception as exc:  # noqa: BLE001 - a builder failure is a row, not a crash
+            log(f"[f] {case.name}: build failed: {exc!r}")
+            continue
+        jobs.append({"name": case.name, "describe": case.describe, "path": str(path), "iters": list(case.iters),
+                     "goal": case.goal, "others": case.others, "series": case.series,
+                     "full_only": list(case.full_only)})
+    out, jf = tmp / "lipsdp.json", tmp / "lipsdp.job.json"
+    jf.write_text(json.dumps({"cases": jobs, "out": str(out), "device": cfg.device, "cvxpy": F.cvxpy_installed(),
+                              "quick": cfg.quick, "sdp_limit": cfg.sdp_limit, "route_limit": cfg.route_limit,
+                              "analysis_limit": cfg.route_limit, "lower_budget": cfg.lower_budget,
+                              "seqlip_budget": cfg.seqlip_budget}))
+    log(f"[f] LipSDP routes on {len(jobs)} networks (cvxpy {'installed' if F.cvxpy_installed() else 'not installed'}; "
+        f"limit {cfg.lipsdp_timeout:.0f} s)")
+    done, secs = _worker("bench.lipsdp", [str(jf)], cfg.lipsdp_timeout)
+    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    seen = {r["name"] for r in rows}
+    why = f"not reached: the section's worker {'overran ' + format(cfg.lipsdp_timeout, '.0f') + ' s' if not done else 'stopped'}"
+    rows += [{"name": c.name, "ok": False, "describe": c.describe, "series": c.series, "error": why}
+             for c in cases if c.name not in seen]
+    return rows
+
+
+def realised_lowers(r: dict) -> list[tuple[str, float]]:
+    """Every lower bound realised on a network in one worker's result: (what, value)."""
+    lows = []
+    low = r.get("methods", {}).get("lower")
+    if low and low.get("value") is not None:
+        lows.append(("lower", low["value"]))
+    for b, run in (r.get("trace") or {}).items():
+        lows.append((f"search_lower {b} s", run["value"]))
+    if r.get("bench_lower"):
+        lows.append(("bench search_lower", r["bench_lower"]["value"]))
+    return lows
+
+
+def soundness(results: list[dict], lipsdp_rows: list[dict] = ()) -> list[str]:
+    """Every certified/exact/assumed value must be ≥ every realised lower bound on its network: the
+    methods of each network's analysis, and in section (f) every route and ECLipsE-Fast's value,
+    against that section's lower bound and those realised on the same network in the main run."""
     bad = []
-    for r in results:
+    lows_of = {r["name"]: realised_lowers(r) for r in results if r.get("ok")}
+    checks = [(r, realised_lowers(r)) for r in results] + \
+        [(r, realised_lowers(r) + lows_of.get(r["name"], [])) for r in lipsdp_rows]
+    for r, lows in checks:
         if not r.get("ok"):
             continue
-        lows = []
-        low = r.get("methods", {}).get("lower")
-        if low and low.get("value") is not None:
-            lows.append(("lower", low["value"]))
-        for b, run in (r.get("trace") or {}).items():
-            lows.append((f"search_lower {b} s", run["value"]))
-        if r.get("bench_lower"):
-            lows.append(("bench search_lower", r["bench_lower"]["value"]))
-        for mname, m in r.get("methods", {}).items():
-            if m["label"] not in BOUND_LABELS or m["value"] is None:
+        values = dict(r.get("methods", {}))
+        values.update({f"lipsdp {k}": m for k, m in r.get("routes", {}).items()})
+        if r.get("eclipse_fast"):
+            values["eclipse-fast"] = r["eclipse_fast"]
+        for mname, m in values.items():
+            if m.get("label") not in BOUND_LABELS or m.get("value") is None:
                 continue
             for lname, lv in lows:
                 if m["value"] < lv:
@@ -209,24 +264,29 @@ def box_soundness(rows: list[dict]) -> list[str]:
 def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="a small subset with short budgets (< 3 min)")
+    ap.add_argument("--quick", action="store_true", help="a small subset with short budgets (a few minutes)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--only", nargs="*", help="network names (default: all, or the quick subset)")
     ap.add_argument("--out", default=str(HERE), help="folder for results.md / results.json")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (networks: the bounds tables, (b) and (c))")
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        ap.error(f"--sections: unknown {', '.join(sorted(sections - set(SECTIONS)))}")
 
     import torch
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = Config(args.quick, device)
-    nets = N.select(args.quick, args.only)
+    nets = N.select(args.quick, args.only) if "networks" in sections else []
     start = time.perf_counter()
     log(f"lipgraph bench: {len(nets)} networks, {'quick' if cfg.quick else 'full'}, device {device}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     results, built = [], {}
     with tempfile.TemporaryDirectory(prefix="lipgraph-bench-") as td:
         tmp = Path(td)
-        exact = exact_section(cfg, tmp)
-        bnb = bnb_section(cfg, tmp)
+        exact = exact_section(cfg, tmp) if "a" in sections else []
+        bnb = bnb_section(cfg, tmp) if "a" in sections else []
         for i, net in enumerate(nets, 1):
             log(f"[{i}/{len(nets)}] {net.name}: {net.describe}")
             t = time.perf_counter()
@@ -245,18 +305,21 @@ def main(argv=None) -> int:
             res.update(family=net.family, describe=net.describe, notes=net.notes, quick=net.quick)
             results.append(res)
             log("  " + report.one_line(res))
-        boxes = box_section(cfg, box_targets(cfg, nets, built), tmp)
+        boxes = box_section(cfg, box_targets(cfg, nets, built), tmp) if "e" in sections else []
+        sdp = lipsdp_section(cfg, F.select(cfg.quick, args.only), built, tmp) if "f" in sections else []
     total = time.perf_counter() - start
     meta = {"quick": cfg.quick, "device": device, "total_s": total, "python": platform.python_version(),
             "torch": torch.__version__, "cpus": os.cpu_count(), "load_average_end": os.getloadavg()[0],
             "lower_budget_s": cfg.lower_budget, "seqlip_budget_s": cfg.seqlip_budget,
-            "trace_budgets_s": list(cfg.trace_budgets), "date": time.strftime("%Y-%m-%d %H:%M")}
-    bad = soundness(results)
+            "trace_budgets_s": list(cfg.trace_budgets), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "sections": [x for x in SECTIONS if x in sections], "cvxpy": F.cvxpy_installed(),
+            "sdp_limit": cfg.sdp_limit, "route_limit_s": cfg.route_limit}
+    bad = soundness(results, sdp)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bad += box_soundness(boxes)
     payload = {"meta": meta, "exact_factor": exact, "bnb_factor": bnb, "networks": results, "box": boxes,
-               "soundness_violations": bad}
+               "lipsdp": sdp, "soundness_violations": bad}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
     (out / "results.md").write_text(report.markdown(payload))
     log(f"wrote {out / 'results.md'} and {out / 'results.json'} in {total:.0f} s total")

@@ -11,16 +11,25 @@ import pytest
 import torch
 
 from lipgraph.certify.lipsdp import ClosedForm, chain, eclipse_fast, lipsdp, prove
+from lipgraph.certify.seqlip import factor_exact
 from lipgraph.labels import Label
+from lipgraph.lower.search import search_lower
 
 ANCHOR = Path(__file__).resolve().parents[2].parent / "shared" / "anchors" / "lipsdp_random_2-10-30-20-2.npz"
 needs_anchor = pytest.mark.skipif(not ANCHOR.is_file(), reason=f"anchor weights not found at {ANCHOR}")
 EXACT_ANCHOR = 36.48223
 
+def kinked(x):
+    """Piecewise linear with slopes exactly −0.1 (x < 0) and 1.1 (x > 0): the range [−0.1, 1.1]
+    with both ends attained everywhere (where dropping the αβ term hurts most)."""
+    return torch.where(x > 0, 1.1 * x, -0.1 * x)
+
+
 #: Activations realising the slope ranges they are declared with (GELU: [−0.12899, 1.12899]).
 ACTIVATIONS = {
     "relu": (torch.relu, 0.0, 1.0),
     "leaky": (lambda x: torch.nn.functional.leaky_relu(x, 0.01), 0.01, 1.0),
+    "kinked": (kinked, -0.1, 1.1),
     "gelu": (torch.nn.functional.gelu, -0.1290, 1.1290),
     "sigmoid": (torch.sigmoid, 0.0, 0.25),
 }
@@ -116,18 +125,46 @@ def test_nonnegative_relu_nets_are_exact(seed):
     assert exact <= res.bound.value <= exact * (1 + 1e-4)
 
 
+def realised_pattern_pair(w1, w2, pattern):
+    """A pair realising ‖W₂ D W₁‖ for the activation pattern D = diag(pattern) of a one-hidden-layer
+    ReLU net (W₁ of full row rank): x with W₁x = ±1 (+ where the pattern is on), y = x + εv with v
+    the top right singular vector of W₂DW₁ — both in the same linear region. Returns the ratio."""
+    x = np.linalg.lstsq(w1, np.where(pattern > 0, 1.0, -1.0), rcond=None)[0]
+    v = np.linalg.svd(w2 @ (pattern[:, None] * w1))[2][0]
+    y = x + 1e-3 * v / np.abs(w1 @ v).max()
+    f = network([w1, w2], torch.relu)
+    fx, fy = (f(torch.as_tensor(z)) for z in (x, y))
+    return float(torch.linalg.vector_norm(fy - fx) / np.linalg.norm(y - x))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_one_hidden_layer_against_enumeration(seed):
+    """n ≤ input width: every pattern is realised, so the constant is max over patterns ‖W₂DW₁‖
+    (brute force here), and a pair in the best pattern's region realises it."""
     rng = np.random.default_rng(100 + seed)
     n = int(rng.integers(4, 11))
     d, m = n + int(rng.integers(0, 4)), int(rng.integers(1, 5))
     w1, w2 = rng.standard_normal((n, d)), rng.standard_normal((m, n))
     patterns = np.array(list(itertools.product([0.0, 1.0], repeat=n)))
-    exact = np.linalg.norm(np.einsum("mn,pn,nd->pmd", w2, patterns, w1), ord=2, axis=(1, 2)).max()
+    norms = np.linalg.norm(np.einsum("mn,pn,nd->pmd", w2, patterns, w1), ord=2, axis=(1, 2))
+    exact = norms.max()
+    assert realised_pattern_pair(w1, w2, patterns[norms.argmax()]) == pytest.approx(exact, rel=1e-9)
     res = lipsdp([w1, w2])
     assert res.bound.label is Label.CERTIFIED
     assert res.bound.value >= exact
     print(f"n={n}: lipsdp-neuron / exact = {res.bound.value / exact:.4f}")
+
+
+def test_one_hidden_layer_n20_against_exact_seqlip():
+    """n = 20 ≤ input width: the exact constant is the exact SeqLip factor (all 2²⁰ patterns,
+    lipgraph's enumeration; certified, so rounded up by a few ulps)."""
+    rng = np.random.default_rng(120)
+    w1, w2 = rng.standard_normal((20, 24)), rng.standard_normal((3, 20))
+    exact = factor_exact(w2, w1, 0.0, 1.0).value
+    res = lipsdp([w1, w2])
+    assert res.bound.label is Label.CERTIFIED
+    assert res.bound.value >= exact * (1 - 1e-12)
+    print(f"n=20: lipsdp-neuron / exact SeqLip = {res.bound.value / exact:.4f}")
 
 
 def test_affine_neurons():
@@ -164,6 +201,9 @@ def test_sampled_soundness(name, seed):
     autolip = math.prod(np.linalg.norm(w, 2) for w in weights) * max(abs(alpha), abs(beta))
     if alpha >= 0:  # with α < 0 the SDP need not beat the product of norms
         assert res.bound.value <= autolip * (1 + 1e-6)
+    if seed % 12 in (0, 4):  # lipgraph's realised lower bound (a pair it constructs) on deep and wide chains
+        low = search_lower(network(weights, act), (weights[0].shape[1],), restarts=1, seed=seed, batch=8, steps=30)
+        assert low.value <= res.bound.value * (1 + 1e-9)
     if seed % 4 == 0:
         fast = eclipse_fast(weights, alpha, beta)
         assert fast.bound.label is Label.CERTIFIED
@@ -212,21 +252,53 @@ def test_negative_alpha_needs_the_p_term():
     assert lipsdp(weights, 0.0, 1.0).bound.value * 1.1290 >= lower  # sanity of the scale
 
 
+def test_negative_alpha_wide_constructed_pair():
+    """Slopes exactly [−0.1, 1.1] (``kinked``), W₁ = I: two inputs with every coordinate positive
+    and x − y along W₂ᵀ realise 1.1‖W₂‖ (W₂ a row); the p = αβ term is what keeps LipSDP above it
+    (without it the slopes read [0, 1] and the bound is ‖W₂‖)."""
+    rng = np.random.default_rng(12)
+    n = 16
+    w2 = rng.standard_normal((1, n))
+    weights = [np.eye(n), w2]
+    x = torch.as_tensor(1.0 + np.abs(w2[0]), dtype=torch.float64)
+    y = x - 0.5 * torch.as_tensor(w2[0], dtype=torch.float64)
+    assert bool((y > 0).all())
+    f = network(weights, kinked)
+    pair = float(torch.linalg.vector_norm(f(y) - f(x)) / torch.linalg.vector_norm(y - x))
+    assert pair == pytest.approx(1.1 * np.linalg.norm(w2), rel=1e-12)
+    for variant in ("neuron", "layer"):
+        res = lipsdp(weights, -0.1, 1.1, variant=variant)
+        assert res.bound.label is Label.CERTIFIED
+        assert pair <= res.bound.value <= pair * (1 + 1e-4)
+        dropped = lipsdp(weights, 0.0, 1.0, variant=variant)  # m kept, p = 0
+        assert dropped.bound.value < pair / 1.09
+
+
 # ------------------------------------------------------------------------- proof's teeth
 
 
-@needs_anchor
-def test_proof_rejects_perturbed_certificates():
-    ch = chain(anchor_weights())
-    res = lipsdp(anchor_weights())
+@pytest.mark.parametrize("source", ["anchor", "random deep", "random gelu"])
+def test_proof_rejects_perturbed_certificates(source):
+    """The proof after solving rejects multipliers 1 % too small (and ρ 1 % too small, negative
+    or missing multipliers) at a ρ it accepts for the solved ones."""
+    if source == "anchor" and not ANCHOR.is_file():
+        pytest.skip(f"anchor weights not found at {ANCHOR}")
+    weights = anchor_weights() if source == "anchor" else random_chain(12)
+    alpha, beta = (-0.1290, 1.1290) if source == "random gelu" else (0.0, 1.0)
+    ch = chain(weights, alpha, beta)
+    res = lipsdp(weights, alpha, beta)
+    assert res.bound.label is Label.CERTIFIED
     lams = res.multipliers
     closed = ClosedForm(ch)
-    rho_min = float(closed([torch.as_tensor(x) for x in lams]))
-    rho = rho_min * (1 + 1e-7)
+
+    def rho_min(multipliers):  # ∞ where some Schur complement S_h is not positive definite
+        value = closed([torch.as_tensor(x) for x in multipliers])
+        return math.inf if value is None else float(value)
+    rho = rho_min(lams) * (1 + 1e-7)
     assert prove(ch, rho, lams)
     assert not prove(ch, 0.99 * rho, lams)
     smaller = [0.99 * x for x in lams]
-    assert float(closed([torch.as_tensor(x) for x in smaller])) > rho
+    assert rho_min(smaller) > rho
     assert not prove(ch, rho, smaller)
     assert not prove(ch, rho, [-x for x in lams])
     assert not prove(ch, rho, lams[:-1])
