@@ -15,7 +15,7 @@ import numpy as np
 
 from . import onnxutil
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
+ANCHORS = Path(__file__).resolve().parents[1] / "models" / "anchors"
 ANCHOR_NPZ = "lipsdp_random_2-10-30-20-2.npz"
 
 
@@ -43,7 +43,7 @@ def anchor(path: Path) -> dict:
     npz = np.load(ANCHORS / ANCHOR_NPZ)
     ws = [npz[f"W{i}"] for i in range(1, 5)]
     onnxutil.mlp(path, ws, name="anchor")
-    return {"exact constant": 36.48223, "source": "shared/anchors (LipSDP random weights)"}
+    return {"exact constant": 36.48223, "source": "models/anchors (LipSDP random weights)"}
 
 
 PAPER_WIDTH = 50

@@ -12,8 +12,8 @@ few derived numbers are computed with ``math.fsum`` (correctly rounded, independ
 Running the script twice gives byte-identical files; ``tests/test_models_build.py`` checks that
 the committed ``models/*.onnx`` equal a fresh build.
 
-``anchor_lipsdp.onnx`` needs ``lipsdp_random_2-10-30-20-2.npz`` from the shared anchors folder,
-looked up at ``<repo>/../shared/anchors`` unless ``--anchors DIR`` says otherwise.
+``anchor_lipsdp.onnx`` needs ``lipsdp_random_2-10-30-20-2.npz``, a copy of the shared anchor kept in
+``models/anchors`` (``--anchors DIR`` reads it elsewhere).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ IR_VERSION = 8  # the IR version that goes with opset 17; onnxruntime 1.17+ read
 PRODUCER = "lipgraph-models"
 
 MODELS_DIR = Path(__file__).resolve().parent
-DEFAULT_ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
+DEFAULT_ANCHORS = Path(__file__).resolve().parent / "anchors"
 ANCHOR_NPZ = "lipsdp_random_2-10-30-20-2.npz"
 
 
@@ -219,7 +219,7 @@ def build_unsupported(anchors: Path | None = None) -> onnx.ModelProto:
 def build_anchor_lipsdp(anchors: Path | None = None) -> onnx.ModelProto:
     """LipSDP anchor network x[1,2] ↦ W4 relu(W3 relu(W2 relu(W1 x))) → y[1,2], no biases.
 
-    Weights from ../shared/anchors/lipsdp_random_2-10-30-20-2.npz (cast to float32) as MatMul
+    Weights from models/anchors/lipsdp_random_2-10-30-20-2.npz (cast to float32) as MatMul
     with constant transposed weights, x @ W1ᵀ. All weights are non-negative, so the exact ℓ2
     Lipschitz constant ‖W4 W3 W2 W1‖₂ = 36.48223 is known.
 

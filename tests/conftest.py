@@ -9,7 +9,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-ANCHORS = ROOT.parent / "shared" / "anchors"
+ANCHORS = MODELS / "anchors"   # a copy of the shared anchor (models/anchors/README.md)
 ANCHOR_NPZ = ANCHORS / "lipsdp_random_2-10-30-20-2.npz"
 #: Tests that read the anchor weights skip, saying why, when the shared folder is absent.
 needs_anchors = pytest.mark.skipif(not ANCHOR_NPZ.is_file(), reason=f"anchor weights not found at {ANCHOR_NPZ}")

@@ -15,7 +15,7 @@ from lipgraph.certify.seqlip import factor_exact
 from lipgraph.labels import Label
 from lipgraph.lower.search import search_lower
 
-ANCHOR = Path(__file__).resolve().parents[2].parent / "shared" / "anchors" / "lipsdp_random_2-10-30-20-2.npz"
+ANCHOR = Path(__file__).resolve().parents[2] / "models" / "anchors" / "lipsdp_random_2-10-30-20-2.npz"
 needs_anchor = pytest.mark.skipif(not ANCHOR.is_file(), reason=f"anchor weights not found at {ANCHOR}")
 EXACT_ANCHOR = 36.48223
 

@@ -22,7 +22,7 @@ from randgraphs import random_graph, run_ort, sampled_ratio
 def test_anchor_autolip_is_product_of_norms():
     a = analysed("anchor_lipsdp")
     assert a.autolip.label is Label.CERTIFIED
-    assert a.autolip.value == pytest.approx(43.30557, rel=1e-6)   # ../shared/anchors/README.md
+    assert a.autolip.value == pytest.approx(43.30557, rel=1e-6)   # models/anchors/README.md
     if not ANCHOR_NPZ.is_file():
         pytest.skip(f"anchor weights not found at {ANCHOR_NPZ}")
     weights = np.load(ANCHOR_NPZ)
