@@ -35,7 +35,10 @@ fuzz-semantics: $(STAMP)
 	LIPGRAPH_SWEEP_EXAMPLES=$(SWEEP_EXAMPLES) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 		$(PY) -m pytest -q -n $(JOBS) tests/test_semantics_sweep.py
 
+# The bench also installs the optional [sdp] extra (cvxpy + Clarabel): section (f) compares
+# LipSDP's interior-point route with the solver-free one. make test never needs it.
 bench: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[sdp]'
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 models: $(STAMP)
