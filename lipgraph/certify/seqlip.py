@@ -268,19 +268,23 @@ def factor_ascent(A, B, lo, hi, *, seed: int = 0, restarts: int = 1, max_iter: i
     for _ in range(restarts):
         starts.append(torch.where(torch.rand(n, generator=gen, dtype=_DT) < 0.5, lo, hi))
     best = 0.0
+    # the power steps on the small p×q matrix A D B when forming it (n·p·q) is cheaper than
+    # power_iters products through A and B (2·power_iters·n·(p + q)): top-k factors, k ≪ n
+    small = p * q < 2 * power_iters * (p + q)
     for d in starts:
         v = torch.randn(q, generator=gen, dtype=_DT)
         v = v / torch.linalg.vector_norm(v).clamp_min(1e-300)
         for _ in range(max_iter):
             budget.check()
             s = 0.0
+            C = A @ (d[:, None] * B) if small else None
             for _ in range(power_iters):
-                u = A @ (d * (B @ v))
+                u = C @ v if small else A @ (d * (B @ v))
                 nu = torch.linalg.vector_norm(u)
                 if float(nu) == 0.0:
                     break
                 u = u / nu
-                w = B.T @ (d * (A.T @ u))
+                w = C.T @ u if small else B.T @ (d * (A.T @ u))
                 s = float(torch.linalg.vector_norm(w))
                 if s == 0.0:
                     break
