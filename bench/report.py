@@ -301,8 +301,7 @@ def section_c_analyze(nets: list[dict]) -> list[str]:
     L = ["Inside `analyze()` (segments Conv→BatchNorm folded, certificate first, the estimate stopping once it "
          f"agrees to {100 * CONV_TIGHT:g} %): every convolution segment's certified norm against its power-iteration "
          "estimate (the best estimate available; an estimate is ≤ the true norm, so the excess bounds the "
-         "certificate's looseness).
-",
+         "certificate's looseness).\n",
          "| network | convolution segments | certificate vs estimate | routes |", "|---|---|---|---|"]
     for r in rows:
         segs = r["conv_segments"]
@@ -336,17 +335,14 @@ def _topk_maps(r: dict) -> str:
 def section_g(nets: list[dict]) -> list[str]:
     rows = [r for r in nets if r.get("ok") and r.get("family") in ("ImageNet-shaped", "digits-trained")
             and r.get("chain_detail") and any("operator" in c["maps"] for c in r["chain_detail"])]
-    L = ["## (g) top-k SeqLip on large chains
-"]
+    L = ["## (g) top-k SeqLip on large chains\n"]
     if not rows:
-        return L + ["n/a (no network with a chain of operator maps in this run; alexnet and mnist-cnn are in the full run)
-"]
+        return L + ["n/a (no network with a chain of operator maps in this run; alexnet and mnist-cnn are in the full run)\n"]
     L.append("The paper's heuristic for layers too large for an SVD: k leading singular triplets per map by "
              "randomised block power iteration (float32 on the analysis device, k reduced to fit a fixed "
              "multiply-add count, skipped only below k = 16), then greedy / alternating ascent in k dimensions. "
              "`seqlip-greedy` is an **estimate** (it can fall below the true constant); the certified `seqlip` "
-             "of a factor with an operator map is its AutoLip factor. *autolip / greedy* is the paper's ratio.
-")
+             "of a factor with an operator map is its AutoLip factor. *autolip / greedy* is the paper's ratio.\n")
     L.append("| network | chains | maps (top-k per operator map) | autolip | seqlip-greedy (estimate) | autolip / greedy "
              "| paper | seqlip (certified) | SeqLip seconds |")
     L.append("|---" * 9 + "|")
