@@ -173,10 +173,10 @@ NETWORKS: list[Network] = [
             mnist_cnn, timeout=240),
     Network("lenet", "CNN", "LeNet-5 shape, 1×28×28, random", torch_random("lenet")),
     Network("transformer", "attention", "encoder block, 8 tokens × 16, single head, random", transformer, quick=True),
-    Network("alexnet", "ImageNet-shaped", "AlexNet shape, 3×224×224, random", torch_random("alexnet"), timeout=180,
+    Network("alexnet", "ImageNet-shaped", "AlexNet shape, 3×224×224, random", torch_random("alexnet"), timeout=300,
             small_input=False),
     Network("resnet18", "ImageNet-shaped", "ResNet-18 shape, 3×224×224, random, BN random stats",
-            torch_random("resnet18"), convs=True, timeout=180, small_input=False),
+            torch_random("resnet18"), convs=True, timeout=300, small_input=False),
 ]
 
 
