@@ -315,26 +315,22 @@ PAPER_RATIO = {"alexnet": "≈ 6.6 (trained AlexNet)", "mnist-cnn": "3–8 (trai
 
 
 def _topk_maps(r: dict) -> str:
-    """Per operator map of the chains: top-k (k) or skipped, from the SeqLip diagnostics."""
-    cells = []
+    """Per chain, per operator map: top-k (k), skipped or dense, from the SeqLip diagnostics."""
+    chains: dict[str, list[str]] = {}
     for d in r.get("diagnostics", []):
         m = d["message"]
         if d["code"] != "seqlip-factor" or ": map " not in m:
             continue
-        head = m.split(": map ", 1)[1]
-        idx, rest = head.split(":", 1)
-        if "top-k skipped" in rest:
-            cells.append(f"map {idx}: skipped")
-        elif "triplets" in rest:
-            cells.append(f"map {idx}: top-{rest.split('top-', 1)[1].split(' ', 1)[0]}")
-        elif "materialised" in rest:
-            cells.append(f"map {idx}: dense")
-    return "; ".join(cells) or "no operator map (every map dense)"
+        chain, rest = m.split(": map ", 1)
+        rest = rest.split(":", 1)[1]
+        cell = "skipped" if "top-k skipped" in rest else "dense" if "materialised" in rest else \
+            "top-" + rest.split("top-", 1)[1].split(" ", 1)[0] if "triplets" in rest else "?"
+        chains.setdefault(chain, []).append(cell)
+    return "; ".join(f"chain {i}: {', '.join(c)}" for i, c in enumerate(chains.values(), 1)) or "—"
 
 
 def section_g(nets: list[dict]) -> list[str]:
-    rows = [r for r in nets if r.get("ok") and r.get("family") in ("ImageNet-shaped", "digits-trained")
-            and r.get("chain_detail") and any("operator" in c["maps"] for c in r["chain_detail"])]
+    rows = [r for r in nets if r.get("ok") and any("operator" in c["maps"] for c in r.get("chain_detail") or [])]
     L = ["## (g) top-k SeqLip on large chains\n"]
     if not rows:
         return L + ["n/a (no network with a chain of operator maps in this run; alexnet and mnist-cnn are in the full run)\n"]
