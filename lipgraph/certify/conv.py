@@ -229,7 +229,8 @@ def _frequency_blocks(conv: _Conv) -> torch.Tensor:
     grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
     khat = torch.fft.rfftn(kernel, s=grid, dim=tuple(range(2, 2 + conv.dim)))
     c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
-    return khat.reshape(g, c_out // g, c_in, -1).permute(0, 3, 1, 2).reshape(-1, c_out // g, c_in)
+    # contiguous: the batched Gram product on a strided view is ~6× slower (measured, AlexNet stem)
+    return khat.reshape(g, c_out // g, c_in, -1).permute(0, 3, 1, 2).reshape(-1, c_out // g, c_in).contiguous()
 
 
 def _dft_bound(conv: _Conv) -> float:
