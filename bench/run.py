@@ -1,5 +1,6 @@
 """Orchestration: build every network, analyse each in a worker process, add the extra
-sections, check soundness, write ``bench/results.md`` and ``bench/results.json``."""
+sections, check soundness, write ``bench/results.md`` and ``bench/results.json`` (on a GPU:
+``bench/results-cuda.md`` and ``.json``)."""
 from __future__ import annotations
 
 import json
@@ -261,13 +262,19 @@ def box_soundness(rows: list[dict]) -> list[str]:
     return bad
 
 
+def results_stem(device: str) -> str:
+    """``results`` on the CPU; ``results-cuda`` (etc.) on an accelerator, so that a GPU run never
+    overwrites the CPU results."""
+    return "results" if device == "cpu" else f"results-{device}"
+
+
 def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a small subset with short budgets (a few minutes)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--only", nargs="*", help="network names (default: all, or the quick subset)")
-    ap.add_argument("--out", default=str(HERE), help="folder for results.md / results.json")
+    ap.add_argument("--out", default=str(HERE), help="folder for results.md / results.json (results-cuda.* on a GPU)")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma-separated subset of {','.join(SECTIONS)} (networks: the bounds tables, (b) and (c))")
     args = ap.parse_args(argv)
@@ -320,9 +327,10 @@ def main(argv=None) -> int:
     bad += box_soundness(boxes)
     payload = {"meta": meta, "exact_factor": exact, "bnb_factor": bnb, "networks": results, "box": boxes,
                "lipsdp": sdp, "soundness_violations": bad}
-    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
-    (out / "results.md").write_text(report.markdown(payload))
-    log(f"wrote {out / 'results.md'} and {out / 'results.json'} in {total:.0f} s total")
+    stem = results_stem(device)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
+    (out / f"{stem}.md").write_text(report.markdown(payload))
+    log(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')} in {total:.0f} s total")
     if bad:
         print("\nSOUNDNESS FAILURE: a certified upper bound is below a realised lower bound:", file=sys.stderr)
         for b in bad:

@@ -37,21 +37,25 @@ def digits_data():
     return X[:n], y[:n], X[n:], y[n:]
 
 
-def train_digits(model: nn.Module, image: bool, epochs: int = 15, seed: int = 0) -> float:
+def train_digits(model: nn.Module, image: bool, epochs: int = 15, seed: int = 0, side: int = 8) -> float:
     """Adam, batch 64, fixed epochs, one thread (tiny ops; measured 2–10× faster than two
-    threads on the shared 2-core machine); returns test accuracy."""
+    threads on the shared 2-core machine); returns test accuracy. ``side``: images upsampled to
+    side × side (28: MNIST-shaped)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(model, image, epochs, seed)
+        return _train(model, image, epochs, seed, side)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(model: nn.Module, image: bool, epochs: int, seed: int) -> float:
+def _train(model: nn.Module, image: bool, epochs: int, seed: int, side: int = 8) -> float:
     Xtr, ytr, Xte, yte = digits_data()
     shape = (-1, 1, 8, 8) if image else (-1, 64)
     Xtr_t, Xte_t = torch.from_numpy(Xtr).reshape(shape), torch.from_numpy(Xte).reshape(shape)
+    if side != 8:   # MNIST-sized inputs: the 8×8 digits upsampled bilinearly
+        Xtr_t, Xte_t = (nn.functional.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+                        for t in (Xtr_t, Xte_t))
     ytr_t = torch.from_numpy(ytr).long()
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -81,6 +85,17 @@ def digits_cnn_strided() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
                          nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+
+
+def mnist_cnn() -> nn.Module:
+    """The layer shapes of Virmaux & Scaman's MNIST CNN (their ``models/mnist_5.py``) on 1×28×28:
+    conv5/2(32)-conv3/2(64)-conv3(64, pad 1)-conv3/2(128)-conv2(10), ReLU between: one chain
+    of five convolutions and four activations, no pooling."""
+    return nn.Sequential(nn.Conv2d(1, 32, 5, stride=2), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, stride=2), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 128, 3, stride=2), nn.ReLU(),
+                         nn.Conv2d(128, 10, 2), nn.Flatten())
 
 
 def digits_cnn_pool() -> nn.Module:

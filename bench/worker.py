@@ -132,6 +132,19 @@ def conv_norms(path: str, device: str, out_path: str) -> dict:
     return result
 
 
+def conv_segments(analysis) -> list:
+    """Every affine segment of ``analyze()`` containing a convolution: its certified norm, route and
+    power-iteration estimate (section (c)'s check that each certificate is within 0.1 % of it)."""
+    rows = []
+    for u in analysis.units or []:
+        if u.role != "segment" or not any(analysis.graph.views[n].op_type == "Conv" for n in u.nodes):
+            continue
+        b = u.bounds[0]
+        rows.append({"id": u.id, "certified": _finite(b.value), "label": str(b.label.value), "method": b.method,
+                     "estimate": _finite(u.info.get("estimate")), "iterations": u.info.get("power_iterations")})
+    return rows
+
+
 def box_run(job: dict) -> dict:
     """The same methods on R^n and on the box [0, 1] (section (e)): seconds of each analysis and of
     the box pass, every method's value on both, the realised lower bound on the box."""
@@ -182,6 +195,8 @@ def run(job: dict) -> dict:
     if low is not None:
         out["lower_detail"] = {"value": low.value, "method": low.method, "seed": low.seed, "rounds": low.rounds}
     out["chains"] = len(analysis.chains or [])
+    out["chain_detail"] = [c.to_json() for c in analysis.chains or []]
+    out["conv_segments"] = conv_segments(analysis)
     budgets = list(job.get("trace_budgets") or [])
     fallback = "lower" not in out["methods"] and job.get("fallback_lower")
     if fallback and job["lower_budget"] not in budgets:

@@ -151,7 +151,7 @@ def _per_dim(value, dim: int, default: int) -> tuple[int, ...]:
 def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, strides, dilations, pads,
                         groups: int = 1, transpose: bool = False, output_padding=None,
                         materialize_limit: int = 4_000_000, estimate: float | None = None,
-                        proof_flops: float = _GRAM_FLOPS) -> Bound:
+                        proof_flops: float = _GRAM_FLOPS, dft: Bound | None = None) -> Bound:
     """Certified upper bound on ‖A‖₂, A the linear part (bias excluded) of a Conv/ConvTranspose.
 
     Bound: ``materialized-svd`` when input·output numel ≤ ``materialize_limit``; otherwise the
@@ -164,6 +164,9 @@ def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, s
 
     Assumptions: see the module docstring; ``estimate`` (optional) is any guess of ‖A‖, e.g.
     from power iteration; it only steers the proof, a wrong guess costs time, never soundness.
+    ``dft`` (optional) is this function's own earlier ``dft`` result for the same operator
+    (e.g. a first call with ``proof_flops=0``): it is reused instead of recomputed, and only the
+    Gram proof is tried against it.
 
     References: Sedghi et al. 2019 (DFT), Higham Thm 10.5 (Cholesky proofs).
     """
@@ -176,14 +179,18 @@ def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, s
             "the DFT bound instead"):
         return Bound(certify(_materialized_norm(conv.apply, conv.in_shape)), Label.CERTIFIED, "materialized-svd",
                      slack=CERT_MARGIN)
-    value, method, slack = _dft_bound(conv), "dft", None
-    if not math.isfinite(value):
-        return Bound(math.inf, Label.CERTIFIED, "memory-limit")
-    proven = _gram_proof(conv, estimate, cap=value, flops=proof_flops)
-    if proven is not None and proven[0] < value:
-        (value, delta), method = proven, "gram-proof"
-        slack = (1 + delta) * (1 + CERT_MARGIN) - 1
-    return Bound(certify(value), Label.CERTIFIED, method, slack=slack)
+    if dft is not None and dft.method == "dft" and dft.label is Label.CERTIFIED:
+        first = dft
+    else:
+        value = _dft_bound(conv)
+        if not math.isfinite(value):
+            return Bound(math.inf, Label.CERTIFIED, "memory-limit")
+        first = Bound(certify(value), Label.CERTIFIED, "dft")
+    proven = _gram_proof(conv, estimate, cap=first.value, flops=proof_flops)
+    if proven is not None and certify(proven[0]) < first.value:
+        (value, delta) = proven
+        return Bound(certify(value), Label.CERTIFIED, "gram-proof", slack=(1 + delta) * (1 + CERT_MARGIN) - 1)
+    return first
 
 
 def _materialized_norm(apply: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...]) -> float:
@@ -222,7 +229,8 @@ def _frequency_blocks(conv: _Conv) -> torch.Tensor:
     grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
     khat = torch.fft.rfftn(kernel, s=grid, dim=tuple(range(2, 2 + conv.dim)))
     c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
-    return khat.reshape(g, c_out // g, c_in, -1).permute(0, 3, 1, 2).reshape(-1, c_out // g, c_in)
+    # contiguous: the batched Gram product on a strided view is ~6× slower (measured, AlexNet stem)
+    return khat.reshape(g, c_out // g, c_in, -1).permute(0, 3, 1, 2).reshape(-1, c_out // g, c_in).contiguous()
 
 
 def _dft_bound(conv: _Conv) -> float:

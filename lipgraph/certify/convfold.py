@@ -212,9 +212,10 @@ def fold(steps, entry: str, exit_: str, shape) -> ConvForm | None:
 
 
 def certified_norm(form: ConvForm, in_shape, *, materialize_limit: int = 4_000_000,
-                   estimate: float | None = None, prove: bool = True) -> Bound:
+                   estimate: float | None = None, prove: bool = True, first: Bound | None = None) -> Bound:
     """Certified ‖A‖₂ of a folded form applied to tensors of shape ``in_shape`` (B, C, *spatial);
-    ``prove=False``: without the Gram proof (the cheap certificate first, see ``UnitBuilder``)."""
+    ``prove=False``: without the Gram proof (the cheap certificate first, see ``UnitBuilder``);
+    ``first``: that cheap certificate, when the Gram proof is tried afterwards (not recomputed)."""
     if form.is_scale:
         return Bound(certify(float(np.max(np.abs(form.scale), initial=0.0))), Label.CERTIFIED, "folded-scale",
                      slack=CERT_MARGIN)
@@ -224,9 +225,16 @@ def certified_norm(form: ConvForm, in_shape, *, materialize_limit: int = 4_000_0
     b = conv_certified_norm(form.weight, tuple(in_shape[2:]), strides=form.strides, dilations=form.dilations,
                             pads=form.pads, groups=form.groups, transpose=form.transpose,
                             output_padding=form.output_padding if form.transpose else None,
-                            materialize_limit=materialize_limit, estimate=estimate,
+                            materialize_limit=materialize_limit, estimate=estimate, dft=_unfolded(first),
                             **({} if prove else {"proof_flops": 0.0}))
     return Bound(b.value, b.label, f"folded-conv/{b.method}", slack=b.slack)
+
+
+def _unfolded(b: Bound | None) -> Bound | None:
+    """A ``folded-conv/dft`` bound of this module as ``conv_certified_norm``'s own ``dft`` bound."""
+    if b is None or b.method != "folded-conv/dft":
+        return None
+    return Bound(b.value, b.label, "dft", slack=b.slack)
 
 
 def _pointwise_norm(form: ConvForm) -> Bound:

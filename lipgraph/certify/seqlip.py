@@ -268,19 +268,23 @@ def factor_ascent(A, B, lo, hi, *, seed: int = 0, restarts: int = 1, max_iter: i
     for _ in range(restarts):
         starts.append(torch.where(torch.rand(n, generator=gen, dtype=_DT) < 0.5, lo, hi))
     best = 0.0
+    # the power steps on the small p×q matrix A D B when forming it (n·p·q) is cheaper than
+    # power_iters products through A and B (2·power_iters·n·(p + q)): top-k factors, k ≪ n
+    small = p * q < 2 * power_iters * (p + q)
     for d in starts:
         v = torch.randn(q, generator=gen, dtype=_DT)
         v = v / torch.linalg.vector_norm(v).clamp_min(1e-300)
         for _ in range(max_iter):
             budget.check()
             s = 0.0
+            C = A @ (d[:, None] * B) if small else None
             for _ in range(power_iters):
-                u = A @ (d * (B @ v))
+                u = C @ v if small else A @ (d * (B @ v))
                 nu = torch.linalg.vector_norm(u)
                 if float(nu) == 0.0:
                     break
                 u = u / nu
-                w = B.T @ (d * (A.T @ u))
+                w = C.T @ u if small else B.T @ (d * (A.T @ u))
                 s = float(torch.linalg.vector_norm(w))
                 if s == 0.0:
                     break
@@ -633,21 +637,26 @@ def factor_bnb(A, B, lo, hi, *, time_budget: float | None = 1.0, max_nodes: int 
 
 def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence[int], k: int, *,
                   adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None, iters: int = 100,
-                  seed: int = 0, device: str | torch.device = "cpu"):
+                  seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = _DT,
+                  oversample: int = 0):
     """k leading singular triplets ``(U, S, V)`` of a linear operator given as a callable.
 
-    ``op`` maps a tensor of ``in_shape`` to any shape; the adjoint is ``adjoint`` or the
-    vector–Jacobian product through autograd. Block power (subspace) iteration with
-    re-orthonormalisation — the deflated power iteration done for all k vectors at once —
-    followed by a Rayleigh–Ritz step: ``U`` (out_dim × k), ``S`` (k, descending),
-    ``V`` (in_dim × k) with ``op(V[:, i]) ≈ S[i] U[:, i]``. Converges from below: the
-    values are an ``estimate``, never a certified norm.
+    ``op`` maps a tensor of ``in_shape`` (``dtype`` on ``device``) to any shape; the adjoint is
+    ``adjoint`` or the vector–Jacobian product through autograd. Block power (subspace) iteration
+    on k + ``oversample`` columns with re-orthonormalisation — the deflated power iteration done
+    for all vectors at once, i.e. the randomised SVD with ``iters`` power steps (Halko, Martinsson
+    & Tropp 2011) — followed by a Rayleigh–Ritz step, truncated to k: ``U`` (out_dim × k), ``S``
+    (k, descending), ``V`` (in_dim × k) with ``op(V[:, i]) ≈ S[i] U[:, i]``, in ``dtype`` on
+    ``device``. Cost: (2·``iters`` + 1)·(k + ``oversample``) applications of the operator, each
+    batch in one vmapped call. Converges from below: the values are an ``estimate``, never a
+    certified norm.
     """
     device = torch.device(device)
     in_shape = tuple(int(s) for s in in_shape)
     n_in = int(np.prod(in_shape))
     k = max(1, min(k, n_in))
-    zero = torch.zeros(in_shape, dtype=_DT, device=device)
+    cols = min(k + max(0, oversample), n_in)
+    zero = torch.zeros(in_shape, dtype=dtype, device=device)
     out0 = op(zero)
     out_shape = tuple(out0.shape)
 
@@ -681,13 +690,13 @@ def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence
         return torch.linalg.qr(M)[0]
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    V = orth(torch.randn(n_in, k, generator=gen, dtype=_DT)).to(device)
+    V = orth(torch.randn(n_in, cols, generator=gen, dtype=_DT).to(dtype)).to(device)
     for _ in range(iters):
         budget.check()
         V = orth(apply_cols(adj, apply_cols(fwd, V)))
     AV = apply_cols(fwd, V)
     P, S, Qh = torch.linalg.svd(AV, full_matrices=False)
-    return P, S, V @ Qh.T
+    return P[:, :k], S[:k], V @ Qh[:k].T
 
 
 @_one_thread

@@ -22,15 +22,20 @@ from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.labels import Bound, Label, certify
 
-#: Subspace iterations for the top-k heuristic inside a chain: it only guides the greedy
-#: estimate, so a rough subspace is enough (each iteration costs 2k operator applications).
-TOPK_ITERS = 20
-#: Largest top-k basis (input dimension × k, float64 entries: 64 MiB) worth computing; past it
-#: (e.g. a 64×56×56 convolution) the subspace iteration costs minutes, for an estimate only.
+#: Power steps of the randomised top-k SVD inside a chain, on k + TOPK_OVERSAMPLE columns: it
+#: only guides the greedy estimate, so a rough subspace is enough (each step costs 2(k + p)
+#: operator applications; measured on resnet_small's chains: SeqLip-greedy 13.18 after 4 steps,
+#: 13.34 after 8, 13.44 after 20).
+TOPK_ITERS = 8
+TOPK_OVERSAMPLE = 10
+#: Largest top-k basis (input dimension × (k + p) entries) worth computing.
 TOPK_MAX_ENTRIES = 1 << 23
-#: Most multiply-adds a top-k decomposition may take ((2·TOPK_ITERS + 1)·k applications of
-#: the map): a count, not seconds, so that whether the estimate is made never depends on load.
-TOPK_MAX_MACS = 5e9
+#: Most multiply-adds one top-k decomposition may take ((2·TOPK_ITERS + 1)·(k + p) applications
+#: of the map, float32 on the analysis device: about a second per 2·10¹⁰ on a 2-core CPU): a
+#: count, not seconds, so that the estimate never depends on load. A map too costly for the
+#: requested k gets the largest k that fits, and none only below TOPK_MIN.
+TOPK_MAX_MACS = 1e11
+TOPK_MIN = 16
 
 # ----------------------------------------------------------------------------- chains
 
@@ -49,6 +54,9 @@ class OperatorMap:
     norm_bound: Bound | None = None
     adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None
     cost: float | None = None  # multiply-adds of one application (the rules' ``cost``); None: as a dense matrix
+    #: the same map in a faster arithmetic (e.g. float32 on the analysis device), for the top-k
+    #: estimate only: (callable, dtype, device)
+    fast: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -82,19 +90,24 @@ class _Svd:
     dense: bool
 
 
-def _topk_unaffordable(M: OperatorMap, n_in: int, topk: int) -> str:
-    """Why the top-k triplets of ``M`` are not worth computing ('' when they are): the basis
-    would exceed TOPK_MAX_ENTRIES, or (2·TOPK_ITERS + 1)·k applications would exceed
-    TOPK_MAX_MACS multiply-adds. Deterministic (no timing); it only decides whether an
-    *estimate* is made."""
-    if n_in * topk > TOPK_MAX_ENTRIES:
-        return f"{n_in}×{topk} basis entries > {TOPK_MAX_ENTRIES}"
+def _topk_size(M: OperatorMap, n_in: int, topk: int) -> tuple[int, str]:
+    """(k, note): the number of top-k triplets of ``M`` worth computing — ``topk``, or fewer so
+    that the basis stays within TOPK_MAX_ENTRIES and (2·TOPK_ITERS + 1)·(k + TOPK_OVERSAMPLE)
+    applications within TOPK_MAX_MACS multiply-adds; 0 (with the reason) below TOPK_MIN.
+    Deterministic (no timing); it only decides how the *estimate* is made."""
     cost = M.cost
     if cost is None:
         with torch.no_grad():
             cost = float(n_in * M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel())
-    predicted = cost * topk * (2 * TOPK_ITERS + 1)
-    return "" if predicted <= TOPK_MAX_MACS else f"{predicted:.3g} multiply-adds > {TOPK_MAX_MACS:.3g}"
+    k_entries = TOPK_MAX_ENTRIES // max(n_in, 1) - TOPK_OVERSAMPLE
+    k_macs = int(TOPK_MAX_MACS // max(cost * (2 * TOPK_ITERS + 1), 1.0)) - TOPK_OVERSAMPLE
+    k = min(topk, n_in, k_entries, k_macs)
+    if k >= min(TOPK_MIN, topk, n_in):
+        return k, "" if k == min(topk, n_in) else f" (k reduced from {topk} to fit {TOPK_MAX_MACS:.3g} multiply-adds " \
+            f"and {TOPK_MAX_ENTRIES} basis entries)"
+    why = f"{n_in}×{TOPK_MIN + TOPK_OVERSAMPLE} basis entries > {TOPK_MAX_ENTRIES}" if k_entries < k_macs else \
+        f"{cost * (TOPK_MIN + TOPK_OVERSAMPLE) * (2 * TOPK_ITERS + 1):.3g} multiply-adds > {TOPK_MAX_MACS:.3g} even at k = {TOPK_MIN}"
+    return 0, why
 
 
 def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int) -> _Svd:
@@ -109,13 +122,16 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
         else:
             nb = M.norm_bound
             norm = nb.value if nb is not None and nb.label.is_bound else math.inf
-            why = _topk_unaffordable(M, n_in, topk)
-            if why:
+            k, why = _topk_size(M, n_in, topk)
+            if not k:
                 diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
                 return _Svd(torch.empty((n_out, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
-            U, S, V = topk_triplets(M.fn, M.in_shape, topk, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS)
-            diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by power iteration"
-                                + ("" if math.isfinite(norm) else ", no certified norm"), map=idx + 1))
+            fn, dtype, device = M.fast if M.fast is not None else (M.fn, _DT, "cpu")
+            U, S, V = (t.to("cpu", _DT) for t in topk_triplets(fn, M.in_shape, k, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS,
+                                                                oversample=TOPK_OVERSAMPLE, dtype=dtype, device=device))
+            diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by block power iteration "
+                                f"({TOPK_ITERS} steps on {S.numel() + TOPK_OVERSAMPLE} columns, {dtype}, {device}){why}"
+                                + ("" if math.isfinite(norm) else ", no certified norm"), map=idx + 1, k=int(S.numel())))
             return _Svd(U, S, V, norm, False)
     M = _t(M)
     if M.ndim != 2:

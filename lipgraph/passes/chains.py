@@ -193,7 +193,9 @@ class ChainPass:
             return materialise(fn, g.shape(entry), device="cpu"), "dense"
         bound = unit.bounds[0]
         cost = sum(g.rules[n].cost(g.views[n]) for n in unit.nodes if g.rules.get(n) is not None)
-        return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None, cost=cost), "operator"
+        fast = self.ctx.fast
+        return OperatorMap(fn, tuple(g.shape(entry)), bound if bound.label.is_bound else None, cost=cost,
+                           fast=(fast.function(list(unit.nodes), entry, exit_), fast.dtype, fast.device)), "operator"
 
     def patterns(self, run: list[Unit], first_map, kind: str) -> list | None:
         """On a box: the realisability oracle of the first activation's patterns, when that

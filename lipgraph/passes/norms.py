@@ -126,7 +126,8 @@ class UnitBuilder:
         first = min((b.value for b in found.values() if b is not None), default=None)
         estimate = self._power(seg, first)
         if not estimate.met_target and form is not None and "dft" in found["folded"].method:
-            found["folded"] = convfold.certified_norm(form, shape, materialize_limit=limit, estimate=estimate.sigma)
+            found["folded"] = convfold.certified_norm(form, shape, materialize_limit=limit, estimate=estimate.sigma,
+                                                      first=found["folded"])
         near_exact = estimate.met_target or any(b is not None and b.tightness is not None and b.tightness <= LADDER_SLACK
                                                 for b in found.values())
         if not near_exact:

@@ -132,6 +132,22 @@ def test_conv_estimate_argument_only_steers():
     assert conv_certified_norm(w, (8, 8), estimate=exact * 0.9995, **kw).value <= exact * 1.01
 
 
+@pytest.mark.parametrize("case", _grid()[::7], ids=_case_id)
+def test_conv_dft_reused_not_recomputed(case, monkeypatch):
+    """A first call without the proof, then the proof against its DFT bound: the same bound as one
+    full call, and the DFT is not computed a second time."""
+    import lipgraph.certify.conv as conv_mod
+    w, spatial, s, d, pads, g = case
+    kw = dict(strides=s, dilations=d, pads=pads, groups=g, materialize_limit=0)
+    exact = exact_conv_norm(w, spatial, s, d, pads, g)
+    first = conv_certified_norm(w, spatial, proof_flops=0, **kw)
+    full = conv_certified_norm(w, spatial, estimate=exact, **kw)
+    monkeypatch.setattr(conv_mod, "_dft_bound", lambda conv: pytest.fail("DFT recomputed"))
+    again = conv_certified_norm(w, spatial, estimate=exact, dft=first, **kw)
+    assert (again.value, again.method) == (full.value, full.method)
+    assert exact <= again.value <= first.value
+
+
 def test_zero_operator_is_exact_zero():
     bound = conv_certified_norm(np.ones((2, 2, 5, 5)), (3, 3), strides=1, dilations=1, pads=(0, 0, 0, 0))
     assert bound.value == 0.0 and bound.label == Label.EXACT

@@ -365,6 +365,71 @@ def test_topk_skipped_when_too_costly_falls_back_to_autolip_factor():
     assert any("top-5 triplets" in d.message for d in cheap.diagnostics)
 
 
+@pytest.mark.parametrize("pq", [3, 40, 200])
+def test_factor_ascent_realised_on_both_product_routes(pq):
+    """Alternating ascent forms A·D·B when it is small (p, q ≪ n: top-k factors) and multiplies
+    through A and B otherwise: on both routes the value is realised at a vertex (≤ the brute-force
+    maximum) and no lower than the start vertex's norm."""
+    from lipgraph.certify.seqlip import factor_ascent
+    rng = np.random.default_rng(pq)
+    n = 12
+    A, B = rng.standard_normal((pq, n)), rng.standard_normal((n, pq))
+    got = factor_ascent(A, B, 0.0, 1.0).value
+    assert spec(A @ B) * (1 - 1e-6) <= got <= factor_vertices(A, B, 0.0, 1.0) * (1 + 1e-9)
+
+
+def test_topk_too_costly_for_k_gets_the_largest_k_that_fits():
+    """Past TOPK_MAX_MACS at the requested k, top-k runs with fewer triplets (not skipped): the
+    diagnostic names k, the greedy stays an estimate between the exact factor's realised vertices
+    and the certified AutoLip factor."""
+    from lipgraph.certify import seqlip_chain as sc
+    from lipgraph.labels import Bound as B
+    rng = np.random.default_rng(6)
+    Ws = _net(rng, [100, 80, 3])
+    T0 = torch.tensor(Ws[0])
+    norm0 = B(spec(Ws[0]) * (1 + 1e-9), Label.CERTIFIED, "given")
+    k_want = 30
+    cost = sc.TOPK_MAX_MACS / ((2 * sc.TOPK_ITERS + 1) * (k_want + sc.TOPK_OVERSAMPLE))
+    res = seqlip_chain([OperatorMap(lambda x: T0 @ x, (100,), norm0, cost=cost), Ws[1]], [(0.0, 1.0)],
+                       dense_max=0, topk=60)
+    assert any(f"top-{k_want} triplets" in d.message and "k reduced from 60" in d.message for d in res.diagnostics)
+    assert res.greedy.label is Label.ESTIMATE
+    assert res.greedy.value <= res.certified.value
+    skipped = seqlip_chain([OperatorMap(lambda x: T0 @ x, (100,), norm0, cost=cost * 4), Ws[1]], [(0.0, 1.0)],
+                           dense_max=0, topk=60)
+    assert any("top-k skipped" in d.message and f"k = {sc.TOPK_MIN}" in d.message for d in skipped.diagnostics)
+
+
+def test_topk_in_the_fast_arithmetic_matches_float64():
+    """OperatorMap.fast (a float32 copy of the map) is what top-k runs on; with every direction kept
+    (k ≥ input width) the triplets are exact, so the greedy estimate equals the float64 one to
+    float32 accuracy."""
+    rng = np.random.default_rng(7)
+    Ws = _net(rng, [6, 9, 4])
+    T64, T32 = torch.tensor(Ws[0]), torch.tensor(Ws[0], dtype=torch.float32)
+    calls = []
+
+    def fast(x):
+        calls.append(x.dtype)
+        return T32 @ x
+
+    slow = seqlip_chain([OperatorMap(lambda x: T64 @ x, (6,)), Ws[1]], [(0.0, 1.0)], dense_max=0)
+    quick = seqlip_chain([OperatorMap(lambda x: T64 @ x, (6,), fast=(fast, torch.float32, "cpu")), Ws[1]],
+                         [(0.0, 1.0)], dense_max=0)
+    assert calls and set(calls) == {torch.float32}
+    assert quick.greedy.value == pytest.approx(slow.greedy.value, rel=1e-5)
+    assert any("torch.float32" in d.message for d in quick.diagnostics)
+
+
+def test_topk_triplets_oversampled_float32():
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((50, 40)) * np.linspace(3, 0.1, 40)
+    T = torch.tensor(W, dtype=torch.float32)
+    U, S, V = topk_triplets(lambda x: T @ x, (40,), 5, iters=30, oversample=10, dtype=torch.float32)
+    assert S.dtype == torch.float32 and U.shape == (50, 5) and V.shape == (40, 5)
+    np.testing.assert_allclose(S.numpy(), np.linalg.svd(W, compute_uv=False)[:5], rtol=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_relaxation_with_per_neuron_ranges_never_exceeds_the_hull(seed):
     """Per-neuron slope ranges inside [0, 1] (a box: some neurons fixed at 0 or 1, most across) give
