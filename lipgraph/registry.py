@@ -207,7 +207,7 @@ class Rule:
         of each pair the line better at the midpoint."""
         lo, hi = x_range
         s_lo, s_hi = (torch.as_tensor(np.asarray(v, np.float64)).broadcast_to(lo.shape) for v in self.local_slopes(node, x_range))
-        rest = [torch.as_tensor(np.asarray(node.const(i))) if node.has_input(i) else None
+        rest = [torch.as_tensor(np.array(node.const(i))) if node.has_input(i) else None
                 for i in range(1, len(node.inputs))]   # an activation's other inputs are constants
         f_l, f_u = (self.forward(node, v, *rest).to(torch.float64) for v in (lo, hi))
         r = (hi - lo) / 2
