@@ -287,11 +287,11 @@ def _local_step_coefficients(node, d: int, x_lo: np.ndarray, x_hi: np.ndarray, s
     w, r = _blocks(node.const(1)[d], gates), _blocks(node.const(2)[d], gates)
     b = np.zeros(2 * gates * hidden) if not node.has_input(3) else np.asarray(node.const(3)[d], np.float64)
     wb, rb = np.split(b[:gates * hidden], gates), np.split(b[gates * hidden:], gates)
-    wn, rn = [_norm(m) for m in w], [_norm(m) for m in r]
     h = _initial(node, 5, d, hidden)
     x_in = [_affine(w[k], x_lo, x_hi, wb[k]) for k in range(gates)]     # W_k x_t + Wb_k, every step
-    if op == "RNN":
+    if op == "RNN":   # its per-step norms replace the blocks' norms
         return _rnn_box(w, x_in, r, rb, h, steps)
+    wn, rn = [_norm(m) for m in w], [_norm(m) for m in r]
     if op == "GRU":
         return _gru_box(node, x_in, r, rb, h, wn, rn, steps)
     p = np.split(np.asarray(node.const(7)[d], np.float64), 3) if node.has_input(7) else [np.zeros(hidden)] * 3
@@ -459,11 +459,8 @@ class _Recurrent(Rule):
 
     def local_bounds(self, node, ranges):
         """The unrolled recursion with the gates' slopes and values over the box (module docstring,
-        *On a box*); never above the global bound."""
-        local = local_recurrent_bound(node, ranges[0])
-        glob = recurrent_bound(node)
-        return {0: Bound(min(local, glob), Label.CERTIFIED,
-                         "unrolled-product-rule-on-box" if local < glob else "unrolled-product-rule")}
+        *On a box*); the local pass keeps the smaller of it and the global bound."""
+        return {0: Bound(local_recurrent_bound(node, ranges[0]), Label.CERTIFIED, "unrolled-product-rule-on-box")}
 
     def interval(self, node, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
         """Default activations, any weights: every h_t lies in hull([−1, 1], initial_h) — RNN's
