@@ -56,7 +56,8 @@ moved two ulps outwards covers the rounding of the one or two operations that pr
 **Banded proof** (``banded_cholesky_succeeds`` at a shift reduced by ``banded_cholesky_slack``):
 θ′²I − AᵀA for a convolution, whose Gram matrix is banded; the argument is in
 ``lipgraph.certify.conv``'s module docstring. **Batched proof** (``batched_gram_below``): one
-Cholesky per matrix of a batch of small Gram matrices (SeqLip vertices). **Moment slack**
+Cholesky per matrix of a batch of small Gram matrices (SeqLip vertices, a convolution's
+frequencies); ``proven_max_eigenvalue`` turns it into a proven maximum over the batch. **Moment slack**
 (``moment_slack``): the rounding bound of SeqLip's exact moment computations. The certify
 margin of float64 results (``labels.CERT_MARGIN``, ``labels.certify``) stays beside ``Bound``,
 where rules import it.
@@ -276,12 +277,50 @@ def batched_gram_below(G, c: float, xmax2: float):
 
     A successful float Cholesky of (c − δ)I − Ĝ proves λ_max(G) ≤ c when δ exceeds the error
     of Ĝ (≤ 2γ_n‖X‖_F², ‖X‖_F² ≤ ``xmax2`` for the factor X with G = XXᵀ) plus Cholesky's
-    backward error (≤ γ_{p+1}·tr); δ = 1e-10·(p·c + xmax²) is far above both.
+    backward error (≤ γ_{p+1}·tr); δ = 1e-10·(p·c + xmax²) is far above both. Complex Hermitian
+    G = XXᴴ is covered too: complex products and sums only raise γ_k by a factor below 4.
     """
     p = G.shape[-1]
     delta = 1e-10 * (p * c + xmax2)
     _, info = torch.linalg.cholesky_ex((c - delta) * torch.eye(p, dtype=G.dtype) - G)
     return info == 0
+
+
+def proven_max_eigenvalue(G, xmax2: float, floor: float = 0.0, candidates: int = 4) -> float:
+    """A number c ≥ max(``floor``, max_i λ_max(G_i)) for a batch of Gram matrices G (N, p, p),
+    real or complex, proven by ``batched_gram_below`` (``xmax2`` as there), and within a
+    relative ρ = max(1e-7, 4e-10·p) of that maximum (raised tenfold should a proof fail above an
+    exact eigenvalue).
+
+    Exact eigenvalues are computed only where needed: 8 batched power steps rank the matrices,
+    ``candidates`` of the highest get ``eigvalsh``, c = (1 + ρ)·max(floor, those) + 2e-10·``xmax2``; every matrix is
+    then proven ≤ c by one batched Cholesky, and any that fails gets ``eigvalsh`` and the whole
+    batch is proven again at the raised c. Cheaper than ``eigvalsh`` on the whole batch (Cholesky
+    is a few times faster than a Hermitian eigensolver); the eigenvalues only steer, the
+    Cholesky proves. ∞ if proofs still fail after 8 rounds (non-finite entries).
+    """
+    if G.shape[0] == 0 or xmax2 == 0:  # no matrices, or only zero ones
+        return floor
+    p = G.shape[-1]
+    rho = max(1e-7, 4e-10 * p)
+    v = torch.ones(G.shape[:-1] + (1,), dtype=G.dtype)
+    for _ in range(8):
+        v = G @ v
+        v = v / v.norm(dim=-2, keepdim=True).clamp_min(1e-300)
+    rayleigh = (v.mH @ G @ v).real.reshape(-1)
+    pending = torch.topk(rayleigh, min(candidates, G.shape[0])).indices
+    exact = torch.zeros(G.shape[0], dtype=torch.bool)
+    top = floor
+    for _ in range(8):
+        if bool(exact[pending].any()):  # a proof failed above an exact eigenvalue: more room
+            rho *= 10
+        top = max(top, float(torch.linalg.eigvalsh(G[pending])[:, -1].max()))
+        exact[pending] = True
+        c = (1 + rho) * top + 2e-10 * xmax2  # room for the proof's δ even where λ_max = 0
+        pending = torch.nonzero(~batched_gram_below(G, c, xmax2)).reshape(-1)
+        if pending.numel() == 0:
+            return c
+    return math.inf
 
 
 def moment_slack(A, B, s: float, k: int) -> float:

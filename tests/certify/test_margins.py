@@ -231,3 +231,25 @@ def test_batched_proof_is_per_matrix():
     for t, ok in zip(tops.tolist(), proven.tolist()):
         if abs(t - c) > 1e-3 * c:
             assert ok == (t < c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_proven_max_eigenvalue_against_eigvalsh(dtype):
+    """Above the true maximum and within 1e-6 of it, on batches whose top is shared, hidden among
+    near-equal ones (the power ranking cannot single it out), or zero."""
+    from lipgraph.certify.margins import proven_max_eigenvalue
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 12, 9, dtype=dtype, generator=gen)
+    x[5] = x[17]                                  # shared top candidates
+    x[30:] *= 0                                   # zero matrices
+    q, _ = torch.linalg.qr(torch.randn(12, 12, dtype=dtype, generator=gen))
+    for i in range(8, 16):                        # near-equal tops, the largest at i = 13
+        x[i] = q[:, :9] * (3.0 + (1e-9 if i == 13 else 0.0))
+    g = x @ x.mH
+    true = float(torch.linalg.eigvalsh(g)[:, -1].max())
+    xmax2 = float((x.abs() ** 2).sum(dim=(1, 2)).max())
+    got = proven_max_eigenvalue(g, xmax2)
+    assert true <= got <= true * (1 + 1e-6)
+    assert proven_max_eigenvalue(g, xmax2, floor=2 * true) >= 2 * true
+    assert proven_max_eigenvalue(g[30:], 0.0) == 0.0
+    assert 0 < proven_max_eigenvalue(g[30:], xmax2) <= 1e-9 * xmax2
