@@ -163,10 +163,13 @@ def box_section(cfg: Config, targets: list[tuple[str, Path]], tmp: Path) -> list
     return rows
 
 
-def box_targets(cfg: Config, nets: list, built: dict) -> list[tuple[str, Path]]:
-    """The bench networks with small inputs, then the zoo (the quick subset in a quick run)."""
+def box_targets(cfg: Config, nets: list, built: dict, only: list[str] | None = None) -> list[tuple[str, Path]]:
+    """The bench networks with small inputs, then the zoo (the quick subset in a quick run; with
+    ``--only``, the zoo models named there as ``zoo/<stem>``)."""
     zoo = sorted(ZOO.glob("*.onnx"))
-    if cfg.quick:
+    if only:
+        zoo = [p for p in zoo if f"zoo/{p.stem}" in only]
+    elif cfg.quick:
         zoo = [p for p in zoo if p.name in QUICK_ZOO]
     return [(n.name, built[n.name]) for n in nets if n.small_input and n.name in built] + \
         [(f"zoo/{p.stem}", p) for p in zoo]
@@ -273,7 +276,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a small subset with short budgets (a few minutes)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--only", nargs="*", help="network names (default: all, or the quick subset)")
+    ap.add_argument("--only", nargs="*", help="network names, zoo models as zoo/<stem> (default: all, or the quick subset)")
     ap.add_argument("--out", default=str(HERE), help="folder for results.md / results.json (results-cuda.* on a GPU)")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma-separated subset of {','.join(SECTIONS)} (networks: the bounds tables, (b) and (c))")
@@ -312,7 +315,7 @@ def main(argv=None) -> int:
             res.update(family=net.family, describe=net.describe, notes=net.notes, quick=net.quick)
             results.append(res)
             log("  " + report.one_line(res))
-        boxes = box_section(cfg, box_targets(cfg, nets, built), tmp) if "e" in sections else []
+        boxes = box_section(cfg, box_targets(cfg, nets, built, args.only), tmp) if "e" in sections else []
         sdp = lipsdp_section(cfg, F.select(cfg.quick, args.only), built, tmp) if "f" in sections else []
     total = time.perf_counter() - start
     meta = {"quick": cfg.quick, "device": device, "total_s": total, "python": platform.python_version(),
