@@ -240,21 +240,71 @@ def _dft_bound(conv: _Conv) -> float:
     chunk = freqs
     if not budget.fits(3 * per_freq * freqs, f"the DFT bound's {freqs} frequencies at once", "computed in chunks"):
         chunk = max(1, int(budget.memory_limit() // (3 * per_freq)))
-    taps = torch.as_tensor(list(itertools.product(*(range(k) for k in kernel.shape[2:]))), dtype=torch.float64)
-    flat = kernel.reshape(c_out * c_in, -1).T.to(torch.complex128)                        # (T, C_out·C_in)
-    axes = [torch.arange(n) for n in grid[:-1]] + [torch.arange(grid[-1] // 2 + 1)]
     top = 0.0
     for start in range(0, freqs, chunk):
         budget.check()
-        idx = torch.arange(start, min(start + chunk, freqs))
-        omega = torch.stack([a[i] for a, i in zip(axes, _unravel(idx, [len(a) for a in axes]))], 1).to(torch.float64)
-        phase = torch.exp(-2j * math.pi * ((omega / torch.tensor(grid, dtype=torch.float64)) @ taps.T))  # (F_c, T)
-        blocks = (phase @ flat).reshape(-1, c_out // g, c_in)                   # (F_c·g, C_out/g, C_in·Πs)
+        _, blocks = _frequency_blocks(kernel, grid, g, torch.arange(start, min(start + chunk, freqs)))
         gram = blocks.mH @ blocks if blocks.shape[-1] <= blocks.shape[-2] else blocks @ blocks.mH
         del blocks
         xmax2 = float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max())     # largest ‖K̂(ω)‖_F²
         top = proven_max_eigenvalue(gram, xmax2, floor=top)
     return math.sqrt(top)
+
+
+def _frequency_blocks(kernel: torch.Tensor, grid: list[int], groups: int,
+                      idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frequencies ω (F_c, dim) of the half grid with flat indices ``idx``, and the blocks
+    K̂(ω) = Σ_t K_t e^{−2πi ω·t/N} per group: (F_c·g, C_out/g, C_in·Πs), frequency-major."""
+    c_out, c_in = kernel.shape[:2]
+    taps = torch.as_tensor(list(itertools.product(*(range(k) for k in kernel.shape[2:]))), dtype=torch.float64)
+    flat = kernel.reshape(c_out * c_in, -1).T.to(torch.complex128)                        # (T, C_out·C_in)
+    axes = [torch.arange(n) for n in grid[:-1]] + [torch.arange(grid[-1] // 2 + 1)]
+    omega = torch.stack([a[i] for a, i in zip(axes, _unravel(idx, [len(a) for a in axes]))], 1).to(torch.float64)
+    phase = torch.exp(-2j * math.pi * ((omega / torch.tensor(grid, dtype=torch.float64)) @ taps.T))  # (F_c, T)
+    return omega, (phase @ flat).reshape(-1, c_out // groups, c_in)
+
+
+def conv_start_vector(weight: np.ndarray, input_spatial: tuple[int, ...], *, strides, dilations, pads,
+                      groups: int = 1) -> torch.Tensor | None:
+    """A unit input (C_in, *spatial) near the top right singular vector of a Conv on a large map:
+    a start for power iteration (no claim is made on it), or None when the DFT does not fit in
+    memory.
+
+    The circulant's top frequency ω and its top right singular vector v (by 10 batched power
+    steps on every frequency's K̂(ω)ᴴK̂(ω), then an SVD of the best): the plane wave
+    x_r[t] = Re(v̄_r·e^{2πi ω·t/N}) on the polyphase components r (K̂(ω) v = σu makes
+    conj(K̂(ω)), the matrix a plane wave of frequency +ω meets, send v̄ to σū), times a sine
+    window that vanishes towards the zero-padded border. Measured: 5–6 AᵀA products instead of
+    ~30 to reach the DFT bound within 0.1 % on 56×56 and 224×224 maps.
+    """
+    conv = _as_conv(weight, input_spatial, strides, dilations, pads, groups, False, None)
+    kernel = _polyphase_kernel(conv)
+    grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
+    c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
+    freqs = math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
+    if min(math.prod(conv.in_shape), c_out * c_in) == 0 or not budget.fits(48 * c_out * c_in * freqs):
+        return None
+    omega, blocks = _frequency_blocks(kernel, grid, g, torch.arange(freqs))
+    v = torch.ones(blocks.shape[0], c_in, 1, dtype=blocks.dtype)
+    for _ in range(10):
+        v = blocks.mH @ (blocks @ v)
+        v = v / v.norm(dim=-2, keepdim=True).clamp_min(1e-300)
+    best = int((blocks @ v).norm(dim=(-2, -1)).argmax())
+    conj_right = torch.linalg.svd(blocks[best])[2][0]                 # the first row of Vᴴ: v̄
+    polyphase = conj_right.reshape(c_in // math.prod(conv.strides), *conv.strides)
+    x = torch.zeros(conv.in_shape, dtype=torch.complex128)
+    group = best % g
+    pos = [torch.arange(n) + conv.pads[d] for d, n in enumerate(conv.spatial)]  # padded coordinates
+    index = tuple(torch.meshgrid(*[q % s for q, s in zip(pos, conv.strides)], indexing="ij"))
+    phase = sum(torch.meshgrid(*[(2j * math.pi * omega[best // g, d] / grid[d]) * (q // s)
+                                 for d, (q, s) in enumerate(zip(pos, conv.strides))], indexing="ij"))
+    window = math.prod(torch.meshgrid(*[torch.sin(math.pi * (torch.arange(n) + 0.5) / n) for n in conv.spatial],
+                                      indexing="ij"))
+    per_group = c_in // math.prod(conv.strides)
+    x[group * per_group:(group + 1) * per_group] = polyphase[(slice(None),) + index] * (torch.exp(phase) * window)
+    x = x.real
+    norm = torch.linalg.vector_norm(x)
+    return x / norm if norm > 0 else None
 
 
 def _unravel(index: torch.Tensor, shape: list[int]) -> list[torch.Tensor]:

@@ -230,6 +230,23 @@ def certified_norm(form: ConvForm, in_shape, *, materialize_limit: int = 4_000_0
     return Bound(b.value, b.label, f"folded-conv/{b.method}", slack=b.slack)
 
 
+def start_vector(form: ConvForm, in_shape):
+    """A start for power iteration on the folded convolution (``conv.conv_start_vector``), as a
+    float64 tensor of ``in_shape`` (B, C, *spatial), the same in every batch entry, plus 1 % of a
+    random unit vector (so that no direction is missed by symmetry); None for scales, pointwise
+    and transposed convolutions (a random start is as good there)."""
+    import torch
+    if form.is_scale or form.transpose or all(k == 1 for k in form.weight.shape[2:]):
+        return None
+    from lipgraph.certify.conv import conv_start_vector
+    x = conv_start_vector(form.weight, tuple(in_shape[2:]), strides=form.strides, dilations=form.dilations,
+                          pads=form.pads, groups=form.groups)
+    if x is None:
+        return None
+    noise = torch.randn(in_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return x.expand(*in_shape) / math.sqrt(in_shape[0]) + 0.01 * noise / torch.linalg.vector_norm(noise)
+
+
 def _unfolded(b: Bound | None) -> Bound | None:
     """A ``folded-conv/dft`` bound of this module as ``conv_certified_norm``'s own ``dft`` bound."""
     if b is None or b.method != "folded-conv/dft":

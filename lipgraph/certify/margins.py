@@ -289,7 +289,7 @@ def batched_gram_below(G, c: float, xmax2: float):
 def proven_max_eigenvalue(G, xmax2: float, floor: float = 0.0, candidates: int = 4) -> float:
     """A number c ≥ max(``floor``, max_i λ_max(G_i)) for a batch of Gram matrices G (N, p, p),
     real or complex, proven by ``batched_gram_below`` (``xmax2`` as there), and within a
-    relative ρ = max(1e-7, 4e-10·p) of that maximum (raised tenfold should a proof fail above an
+    relative ρ = 4e-10·p of that maximum (raised tenfold should a proof fail above an
     exact eigenvalue).
 
     Exact eigenvalues are computed only where needed: 8 batched power steps rank the matrices,
@@ -302,7 +302,7 @@ def proven_max_eigenvalue(G, xmax2: float, floor: float = 0.0, candidates: int =
     if G.shape[0] == 0 or xmax2 == 0:  # no matrices, or only zero ones
         return floor
     p = G.shape[-1]
-    rho = max(1e-7, 4e-10 * p)
+    rho = 4e-10 * p  # four times the room the proof's δ takes
     v = torch.ones(G.shape[:-1] + (1,), dtype=G.dtype)
     for _ in range(8):
         v = G @ v

@@ -95,11 +95,13 @@ class UnitBuilder:
                     estimates=tuple(b.value for b in bounds), combine=combine)
 
     def node_norm(self, nid: str) -> Bound:
-        """Certified norm of one linear node: its rule's closed form, else materialised."""
+        """Certified norm of one linear node: the smaller of its rule's closed form and the
+        materialised operator (not tried when the closed form is ``exact``: nothing is smaller)."""
         view, rule = self.graph.views[nid], self.infos[nid].rule
         candidates = [rule.certified_norm(view)]
         dyn = self._dynamic_inputs(nid)
-        if len(dyn) == 1 and sum(1 for o in view.outputs if o) == 1:
+        exact = candidates[0] is not None and candidates[0].label is Label.EXACT
+        if not exact and len(dyn) == 1 and sum(1 for o in view.outputs if o) == 1:
             fn = self.exact.function([nid], dyn[0][1], view.outputs[0])
             candidates.append(self._materialised(fn, dyn[0][1], view.outputs[0]))
         return self._smallest(candidates, nid)
@@ -110,7 +112,8 @@ class UnitBuilder:
         one node without a conv form).
 
         Certificate first: the cheap one (the fold's DFT bound or SVD, the rule's closed form),
-        then the estimate, which stops as soon as it comes within ``agree_tol`` of it — the
+        then the estimate (started from the fold's DFT plane wave, ``convfold.start_vector``),
+        which stops as soon as it comes within ``agree_tol`` of it — the
         certificate is then proven tight and nothing more is computed. Otherwise the fold's Gram
         proof (steered by the estimate), and, unless a near-exact certificate exists (within
         ~1 % of ‖A‖, below any product of parts, which is ≥ ‖A‖), materialising and the product
@@ -124,7 +127,7 @@ class UnitBuilder:
         elif len(seg.nodes) == 1:
             found["rule"] = self.infos[seg.nodes[0]].rule.certified_norm(self.graph.views[seg.nodes[0]])
         first = min((b.value for b in found.values() if b is not None), default=None)
-        estimate = self._power(seg, first)
+        estimate = self._power(seg, first, convfold.start_vector(form, shape) if form is not None else None)
         if not estimate.met_target and form is not None and "dft" in found["folded"].method:
             found["folded"] = convfold.certified_norm(form, shape, materialize_limit=limit, estimate=estimate.sigma,
                                                       first=found["folded"])
@@ -196,12 +199,12 @@ class UnitBuilder:
         return Unit(id=nid, nodes=(nid,), inputs=tuple(t for _, t in dyn), outputs=(self.graph.views[nid].outputs[0],),
                     bounds=tuple(bound for _ in dyn), estimates=tuple(bound.value for _ in dyn))
 
-    def _power(self, seg: Segment, target: float | None = None):
+    def _power(self, seg: Segment, target: float | None = None, init: torch.Tensor | None = None):
         fn = self.fast.function(list(seg.nodes), seg.entry, seg.exit)
         o = self.options
         result = power_iteration(fn, self.graph.shape(seg.entry), dtype=self.fast.dtype, device=self.fast.device,
                                  tol=o.power_tol, max_iter=o.power_iters, seed=self.seed, target=target,
-                                 agree=o.agree_tol)
+                                 agree=o.agree_tol, init=init)
         if math.isinf(result.sigma):
             self.diagnostics.append(Diagnostic(seg.id, "overflow", "the norm estimate overflowed in "
                                                f"{self.fast.dtype} (huge weights): no estimate"))

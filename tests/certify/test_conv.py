@@ -331,3 +331,21 @@ def test_dft_route_is_the_circular_norm(case):
                               proof_flops=0)
     assert dft.method == "dft"
     assert ref <= dft.value <= ref * (1 + 1e-6), (dft.value, ref)
+
+
+@pytest.mark.parametrize("k,s,d,g,spatial", [(3, 1, 1, 1, (40, 40)), (7, 2, 1, 1, (64, 64)), (3, 2, 1, 2, (30, 30)),
+                                           (5, 1, 1, 4, (24, 24)), (3, 1, 2, 1, (36, 32)), (5, 2, 1, 1, (120,))])
+def test_start_vector_realises_most_of_the_dft_bound(k, s, d, g, spatial):
+    """The DFT plane wave is a unit input whose image already has ≥ 96 % of the DFT bound's norm on
+    a large map (a random input has a few %), with strides, dilation, groups and 1-D."""
+    from lipgraph.certify.conv import _as_conv, conv_start_vector
+    rng = np.random.default_rng(k * 100 + s * 10 + g)
+    c_in = 3 if s > 1 and g == 1 else 16 // g
+    w = rng.standard_normal((16, c_in) + (k,) * len(spatial))
+    pads = (d * (k - 1) // 2,) * (2 * len(spatial))
+    x = conv_start_vector(w, spatial, strides=s, dilations=d, pads=pads, groups=g)
+    conv = _as_conv(w, spatial, s, d, pads, g, False, None)
+    bound = conv_certified_norm(w, spatial, strides=s, dilations=d, pads=pads, groups=g, materialize_limit=0,
+                                proof_flops=0).value
+    assert abs(float(torch.linalg.vector_norm(x)) - 1) < 1e-12
+    assert float(torch.linalg.vector_norm(conv.apply(x[None]))) >= 0.96 * bound
