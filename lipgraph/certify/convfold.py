@@ -234,10 +234,14 @@ def start_vector(form: ConvForm, in_shape):
     """A start for power iteration on the folded convolution (``conv.conv_start_vector``), as a
     float64 tensor of ``in_shape`` (B, C, *spatial), the same in every batch entry, plus 1 % of a
     random unit vector (so that no direction is missed by symmetry); None for scales, pointwise
-    and transposed convolutions (a random start is as good there)."""
+    and transposed convolutions, and maps under 8 kernel reaches (polyphase) per dimension, where
+    the zero padding shapes the top vector (a random start is as good or better there)."""
     import torch
     if form.is_scale or form.transpose or all(k == 1 for k in form.weight.shape[2:]):
         return None
+    reach = [-(-(d * (k - 1) + 1) // s) for k, s, d in zip(form.weight.shape[2:], form.strides, form.dilations)]
+    if any(n < 8 * r * s for n, r, s in zip(in_shape[2:], reach, form.strides)):
+        return None  # a small map: its top vector is no plane wave (measured: slower than random)
     from lipgraph.certify.conv import conv_start_vector
     x = conv_start_vector(form.weight, tuple(in_shape[2:]), strides=form.strides, dilations=form.dilations,
                           pads=form.pads, groups=form.groups)
