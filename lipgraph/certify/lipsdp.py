@@ -51,7 +51,7 @@ import torch
 
 import lipgraph.budget as budget
 from lipgraph.labels import Bound, Label
-from lipgraph.certify.seqlip import _one_thread
+from lipgraph.certify.threads import single_threaded
 from lipgraph.certify.margins import (UNIT, Proof, frobenius_upper, ldexp_up, pow2_normalise,
                                       prove_block_tridiagonal, round_up)
 
@@ -437,7 +437,7 @@ def _sdp(ch: Chain, variant: str):
 # ---------------------------------------------------------------------------- entry
 
 
-@_one_thread   # one torch thread: the same multipliers, hence the same bound, whatever the thread count
+@single_threaded   # one torch thread: the same multipliers, hence the same bound, whatever the thread count
 def lipsdp(weights: Sequence[np.ndarray], alpha=0.0, beta=1.0, *, variant: str = "neuron",
            route: str = "first-order", device="cpu", max_iter: int = 2000, tol: float = 1e-9) -> LipSDPResult:
     """Certified LipSDP bound on ‖f(x) − f(y)‖/‖x − y‖ for the chain ``weights`` (W_1 … W_l,

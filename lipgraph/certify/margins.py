@@ -73,6 +73,7 @@ import scipy.linalg
 import torch
 
 import lipgraph.budget as budget
+from lipgraph.certify.threads import one_thread
 
 UNIT = 2.0 ** -53
 ETA = 2.0 ** -1074
@@ -314,7 +315,8 @@ def proven_max_eigenvalue(G, xmax2: float, floor: float = 0.0, candidates: int =
     for _ in range(8):
         if bool(exact[pending].any()):  # a proof failed above an exact eigenvalue: more room
             rho *= 10
-        top = max(top, float(torch.linalg.eigvalsh(G[pending])[:, -1].max()))
+        with one_thread():  # the threaded eigensolver thrashes on shared cores (see ``threads``)
+            top = max(top, float(torch.linalg.eigvalsh(G[pending])[:, -1].max()))
         exact[pending] = True
         c = (1 + rho) * top + 2e-10 * xmax2  # room for the proof's δ even where λ_max = 0
         pending = torch.nonzero(~batched_gram_below(G, c, xmax2)).reshape(-1)

@@ -39,6 +39,7 @@ import torch
 import lipgraph.budget as budget
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.certify.margins import batched_gram_below, moment_slack
+from lipgraph.certify.threads import single_threaded
 from lipgraph.labels import Bound, Label, certify
 
 __all__ = [
@@ -54,24 +55,6 @@ __all__ = [
 ]
 
 _DT = torch.float64
-
-
-def _one_thread(fn):
-    """Run ``fn`` with one torch thread. The work here is many small LAPACK calls (SVDs and
-    eigvalsh of ≤ 64×64 matrices); with intra-op threads on shared cores they thrash
-    (measured on the 2-core machine under load: 95 ms vs 0.5 ms for one 64×64 SVD; an exact
-    n = 18 factor 2.6 s vs 1.5 s)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        prev = torch.get_num_threads()
-        if prev == 1:
-            return fn(*args, **kwargs)
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(prev)
-    return wrapper
 
 
 def _event(code: str, message: str, **data) -> Diagnostic:
@@ -155,7 +138,7 @@ def _relax_radius_term(A: torch.Tensor, B: torch.Tensor, r: torch.Tensor) -> flo
     return best
 
 
-@_one_thread
+@single_threaded
 def factor_relaxation(A, B, lo, hi) -> Bound:
     """Certified bound on ``max_{d ∈ [lo, hi]} ‖A diag(d) B‖`` for any width.
 
@@ -218,7 +201,7 @@ def _greedy_from(A, B, lo, hi, d, *, candidates: int, max_steps: int) -> tuple[f
     return cur, d
 
 
-@_one_thread
+@single_threaded
 def factor_greedy(A, B, lo, hi, *, seed: int = 0, restarts: int = 0, candidates: int = 64,
                   max_steps: int | None = None) -> Bound:
     """Greedy vertex search for ``max_d ‖A diag(d) B‖`` (the paper's heuristic).
@@ -244,7 +227,7 @@ def factor_greedy(A, B, lo, hi, *, seed: int = 0, restarts: int = 0, candidates:
     return Bound(best, Label.ESTIMATE, "greedy")
 
 
-@_one_thread
+@single_threaded
 def factor_ascent(A, B, lo, hi, *, seed: int = 0, restarts: int = 1, max_iter: int = 30,
                   power_iters: int = 40) -> Bound:
     """Alternating ascent for ``max_d ‖A diag(d) B‖`` on wide factors (an estimate).
@@ -482,7 +465,7 @@ def _all_vertices(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return lo[None, :] + bits * (hi - lo)[None, :]
 
 
-@_one_thread
+@single_threaded
 def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
                  progress: Callable[[str], None] | None = None, low_bits: int | None = None,
                  chunk: int = 1 << 18, incumbent: float | None = None,
@@ -578,7 +561,7 @@ def factor_exact(A, B, lo, hi, *, time_budget: float | None = None,
     return Bound(certify(best), Label.CERTIFIED, "exact-enumeration")
 
 
-@_one_thread
+@single_threaded
 def factor_bnb(A, B, lo, hi, *, time_budget: float | None = 1.0, max_nodes: int = 1 << 14,
                incumbent: float | None = None) -> tuple[Bound, bool]:
     """Anytime branch and bound for ``max_d ‖A diag(d) B‖``; returns (bound, finished).
@@ -699,7 +682,7 @@ def topk_triplets(op: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence
     return P[:, :k], S[:k], V @ Qh[:k].T
 
 
-@_one_thread
+@single_threaded
 def factor_topk(prev, nxt, lo, hi, *, first: bool, last: bool, seed: int = 0,
                 candidates: int = 64, greedy_max: int | None = None) -> Bound:
     """Greedy SeqLip factor on truncated SVDs (the paper's heuristic for large layers).

@@ -70,10 +70,10 @@ from lipgraph.certify.seqlip import (
     _greedy_from,
     _norm2,
     _norm2_batch,
-    _one_thread,
     _oriented,
     factor_exact,
 )
+from lipgraph.certify.threads import single_threaded
 
 __all__ = ["BnbResult", "factor_bnb_lagrangian", "factor_exact_auto", "ENUM_MAX"]
 
@@ -191,7 +191,7 @@ class _Problem:
         return _greedy_from(self.A, self.B, self.lo, self.hi, d, candidates=64, max_steps=2 * self.n + 10)
 
 
-@_one_thread
+@single_threaded
 def factor_bnb_lagrangian(A, B, lo, hi, *, max_nodes: int = 1 << 16, time_budget: float | None = None,
                           incumbent: float | None = None, progress: Callable[[str], None] | None = None,
                           batch: int = 256, iters: int = 3, root_iters: int = 30,

@@ -16,9 +16,10 @@ import torch
 import lipgraph.budget as budget
 from lipgraph.certify.dense import materialise
 from lipgraph.certify.margins import ldexp_up, pow2_normalise
-from lipgraph.certify.seqlip import (_DT, BudgetExhausted, OverMemory, _box, _event, _one_thread, _t, _vertex_estimate,
+from lipgraph.certify.seqlip import (_DT, BudgetExhausted, OverMemory, _box, _event, _t, _vertex_estimate,
                                      factor_bnb, factor_exact, factor_relaxation, factor_topk, topk_triplets)
 from lipgraph.certify.seqlip_bnb import ENUM_MAX, factor_exact_auto
+from lipgraph.certify.threads import single_threaded
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.labels import Bound, Label, certify
 
@@ -152,7 +153,7 @@ def seqlip_factors(maps) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-@_one_thread
+@single_threaded
 def seqlip_chain(maps, slopes, *, exact_max: int = 20, time_budget: float | None = None,
                  topk: int = 200, seed: int = 0, progress: Callable[[str], None] | None = None,
                  bnb_max: int = 64, bnb_nodes: int = 1 << 11, dense_max: int = 4096,

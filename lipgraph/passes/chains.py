@@ -49,7 +49,7 @@ from lipgraph.certify.seqlip_chain import OperatorMap, seqlip_chain
 
 
 #: Most in·out entries of a segment materialised for SeqLip. A dense factor costs full SVDs
-#: and a handful of spectral norms of its size (single-threaded, see seqlip._one_thread):
+#: and a handful of spectral norms of its size (single-threaded, see certify.threads):
 #: about a second at 1024×1024, about half a minute per chain at 2048×2048 (resnet_small),
 #: so larger maps take the operator route (certified by the AutoLip factor, top-k estimate).
 DENSE_ENTRIES = 1 << 20
