@@ -171,7 +171,7 @@ def _ort_function(g, notes: list[str]):
         notes.append(f"no onnxruntime check of the lower bound: input '{g.analysed}' is {np.dtype(dtype).name}")
         return None
     try:
-        sess = ort_session(g.model.ort_proto)
+        sess = ort_session(g.model.ort_proto, initializers=g.model.initializers)
     except Exception as exc:  # noqa: BLE001
         notes.append(f"no onnxruntime check of the lower bound: onnxruntime cannot load the model "
                      f"({str(exc).splitlines()[0][:200]})")
