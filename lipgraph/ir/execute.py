@@ -27,12 +27,19 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+#: A constant whose tensor is a new CPU copy of more bytes than this is made again at each use
+#: instead of kept: a float64 executor then holds no float64 copy of large weights (AlexNet's
+#: fully connected ones: 0.9 GB), for one conversion per run of the node that reads it.
+KEEP_LIMIT = 32 << 20
+
+
 class Executor:
     """Runs nodes of ``graph`` in torch with floats in ``dtype`` on ``device``.
 
     A constant becomes a tensor the first time a node reading it runs, so an executor holds only
     the weights of what it executed; a constant already of this dtype on the CPU shares the graph's
-    array instead of copying it (rules never write to their inputs)."""
+    array instead of copying it (rules never write to their inputs), and a CPU copy larger than
+    ``KEEP_LIMIT`` is not kept."""
 
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
         self.graph = graph
@@ -42,14 +49,20 @@ class Executor:
 
     def const(self, name: str) -> torch.Tensor:
         """The constant ``name`` as this executor's tensor."""
-        if name not in self._consts:
-            self._consts[name] = self._tensor(self.graph.constants[name])
-        return self._consts[name]
+        if name in self._consts:
+            return self._consts[name]
+        value = np.asarray(self.graph.constants[name])
+        if not value.flags.c_contiguous:    # (np.ascontiguousarray alone would make a 0-d array 1-d)
+            value = np.ascontiguousarray(value)
+        t = self._tensor(value)
+        if self.device.type != "cpu" or t.nbytes <= KEEP_LIMIT or t.data_ptr() == value.ctypes.data:
+            self._consts[name] = t
+        return t
 
     def _tensor(self, value: np.ndarray) -> torch.Tensor:
         with warnings.catch_warnings():   # read-only arrays (onnx's): shared, never written
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            t = torch.as_tensor(np.ascontiguousarray(value))
+            t = torch.as_tensor(value)
         if t.is_floating_point():
             t = t.to(self.dtype)
         return t.to(self.device)

@@ -6,6 +6,7 @@ import onnxruntime as ort
 import torch
 
 from conftest import MODELS
+from lipgraph.ir import execute
 from lipgraph.ir.execute import Executor
 from lipgraph.ir.graph import build_graph
 from lipgraph.ir.load import load_model
@@ -36,3 +37,18 @@ def test_executors_hold_only_what_they_ran_and_float32_weights_are_not_copied():
     want = sess.run([g.output], {g.analysed: x})[0]
     np.testing.assert_allclose(y32.detach().numpy(), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(y64.detach().numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_large_float64_copies_are_made_at_each_use_not_kept(monkeypatch):
+    g = _graph("lenet")
+    sizes = {n: v.nbytes for n, v in g.constants.items() if v.dtype == np.float32}
+    limit = sorted(sizes.values())[-1] * 2 - 1          # the largest weight's float64 copy is over it
+    monkeypatch.setattr(execute, "KEEP_LIMIT", limit)
+    exact, fast = Executor(g, torch.float64), Executor(g, torch.float32)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal(g.shape(g.analysed)))
+    first = exact.model_function()(x)
+    fast.model_function()(x.float())
+    big = {n for n, b in sizes.items() if 2 * b > limit}
+    assert big and not big & set(exact._consts) and big <= set(fast._consts)   # float32: shared, kept
+    assert all(tuple(t.shape) == np.shape(g.constants[n]) for n, t in exact._consts.items())   # 0-d stay 0-d
+    assert torch.equal(exact.model_function()(x), first)
