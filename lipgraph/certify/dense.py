@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import scipy.sparse.linalg
 import torch
 
@@ -213,21 +214,25 @@ def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
 
 def _gram(a: np.ndarray, scale: float) -> np.ndarray:
     """The float64 Gram matrix of a / ``scale`` on a's shorter side (tᵀt with t = a, or aᵀ when a
-    is wide), summed over blocks of t's rows, each block converted and divided by the power of two
-    ``scale`` (exactly) on its own. Each block's tᵀt is exactly symmetric (BLAS's syrk), so G is."""
+    is wide), accumulated in place by BLAS's syrk over blocks of t's rows, each block converted and
+    divided by the power of two ``scale`` (exactly) on its own; syrk forms the upper triangle, which
+    is then mirrored, so G is exactly symmetric and no second n×n array is made."""
     t = a if a.shape[1] <= a.shape[0] else a.T
-    step = max(1, GRAM_BLOCK // t.shape[1])
-    gram = None
+    n = t.shape[1]
+    step = max(1, GRAM_BLOCK // n)
+    gram = np.zeros((n, n), dtype=np.float64, order="F")
     for start in range(0, t.shape[0], step):
-        block = t[start:start + step].astype(np.float64)
+        block = t[start:start + step].astype(np.float64, order="C")
         if scale != 1.0:
             block /= scale
-        part = block.T @ block
-        if gram is None:
-            gram = part
-        else:
-            gram += part
+        # block.T is n×k and, for a row-major block, Fortran-ordered: syrk reads it without a copy
+        gram = scipy.linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
         budget.check()
+    for start in range(0, n, step):   # mirror the upper triangle, a band of rows at a time
+        stop = min(n, start + step)
+        gram[start:stop, :start] = gram[:start, start:stop].T
+        diag = gram[start:stop, start:stop]
+        diag[...] = np.triu(diag) + np.triu(diag, 1).T
     return gram
 
 

@@ -158,9 +158,10 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0, overwr
     scaled[np.diag_indices(n)] -= shift
     budget.check()   # the factorisation is the one step --time-limit cannot interrupt
     try:
-        # the lower triangle of the C-ordered ``scaled`` is the upper one of its Fortran-ordered
-        # transpose: factoring that in place reads the same entries, without a Fortran copy
-        scipy.linalg.cholesky(scaled.T, lower=False, check_finite=False, overwrite_a=True)
+        # factored in place, without a Fortran-ordered copy: ``scaled`` itself when it is Fortran-ordered
+        # (its lower triangle), else its transpose, whose upper triangle is that same lower triangle
+        fortran = scaled if scaled.flags.f_contiguous else scaled.T
+        scipy.linalg.cholesky(fortran, lower=fortran is scaled, check_finite=False, overwrite_a=True)
     except np.linalg.LinAlgError:
         return Proof(False, f"shifted Cholesky failed (n={n}, shift {shift:.1e} on a diagonal in [1/2, 2))")
     return Proof(True)
