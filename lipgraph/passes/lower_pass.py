@@ -52,6 +52,7 @@ def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassR
     shape = tuple(g.shape(g.analysed))
     data = load_data(opts.data, shape)
     notes: list[str] = []
+    progress("lower: onnxruntime session and first search round")
     ort_fn = _ort_function(g, notes)
     nodes = g.nodes_between()
     missing = sorted({g.views[n].op_type for n in nodes if g.rules.get(n) is None})
