@@ -100,6 +100,11 @@ def guard_cell(r: dict) -> str:
     return f"{secs(guard['seconds'])} ({100 * guard['seconds'] / r['analysis_s']:.0f} %)"
 
 
+def peak_at(r: dict) -> str:
+    """' (the phase at the peak)', or '' where the worker could not tell."""
+    return f" ({r['peak_at']})" if r.get("peak_at") else ""
+
+
 def one_line(res: dict) -> str:
     if not res.get("ok"):
         return f"FAILED: {res.get('error')}"
@@ -146,7 +151,8 @@ def markdown(p: dict) -> str:
              "median). `autolip` and `autolip-power` share one pass over the graph (the same seconds); so do "
              "`seqlip` and `seqlip-greedy`. *analyze* is the whole `analyze()` call. Peak memory: increase "
              "of resident memory during `analyze()`, measured as VmHWM − RSS-before after resetting the "
-             "high-water mark through `/proc/self/clear_refs` (native torch/numpy allocations included). "
+             "high-water mark through `/proc/self/clear_refs` (native torch/numpy allocations included), and "
+             "in brackets the phase of `analyze()` (its progress message) in which it peaked. "
              "*onnxruntime check*: the differential guard (part of *analyze*), with its share of it.\n")
     L.append("| network | forward | " + " | ".join(METHODS) + " | analyze | onnxruntime check | peak memory |")
     L.append("|---" * (len(METHODS) + 5) + "|")
@@ -156,7 +162,7 @@ def markdown(p: dict) -> str:
             continue
         L.append(f"| {r['name']} | {secs(r['forward_s'])} | " + " | ".join(time_cell(r, m) for m in METHODS)
                  + f" | {secs(r['analysis_s'])} (×{g(r['analysis_s'] / r['forward_s'], 3)}) | "
-                 f"{guard_cell(r)} | +{r['peak_mb']:.0f} MiB |")
+                 f"{guard_cell(r)} | +{r['peak_mb']:.0f} MiB{peak_at(r)} |")
     L.append("")
 
     notc = [r for r in nets if r.get("ok") and not best_upper(r)]

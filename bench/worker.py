@@ -181,12 +181,14 @@ def run(job: dict) -> dict:
     opts = O.Options(methods=wanted, device=job["device"], seed=0)
     opts.lower.budget = job["lower_budget"]
     opts.seqlip.budget = job["seqlip_budget"]
-    progress = lambda s: print(f"    [{job['name']}] {s}", file=sys.stderr, flush=True)  # noqa: E731
     t = time.perf_counter()
     with peak_memory() as peak:
+        def progress(s):
+            peak.phase(s.split(":")[0])
+            print(f"    [{job['name']}] {s}", file=sys.stderr, flush=True)
         analysis = pipeline.analyze(job["path"], opts, progress=progress)
     out["analysis_s"] = time.perf_counter() - t
-    out["peak_mb"], out["peak_how"] = peak.mb, peak.how
+    out["peak_mb"], out["peak_how"], out["peak_at"] = peak.mb, peak.how, peak.at
     out["device"] = analysis.device
     out["guard"] = analysis.guard.to_json() if analysis.guard else None
     out["methods"] = _method_rows(analysis)

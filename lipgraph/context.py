@@ -48,7 +48,7 @@ class Context:
     _executors: dict = field(default_factory=dict)
 
     def executor(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Executor:
-        """The one executor per (dtype, device) of this analysis (each holds a copy of every weight)."""
+        """The one executor per (dtype, device) of this analysis (``Executor`` says which weights it holds)."""
         key = (dtype, torch.device(device))
         if key not in self._executors:
             self._executors[key] = Executor(self.graph, dtype, key[1])

@@ -17,8 +17,9 @@ def spectral_norm(matrix: np.ndarray) -> float:
     """An upper bound on the largest singular value, tight to ~1e-7 (float64; small matrices
     by eigenvalues, large ones by a Cholesky proof at a Lanczos estimate — see
     ``lipgraph.certify.dense.matrix_norm``). A stack of matrices (batched MatMul weight) acts
-    block-diagonally: the largest over the stack."""
-    m = np.asarray(matrix, dtype=np.float64)
+    block-diagonally: the largest over the stack. Blocks go to ``matrix_norm`` in their own dtype
+    (it forms float64 Gram matrices from them without a float64 copy of the weight)."""
+    m = np.asarray(matrix)
     if m.size == 0:
         return 0.0
     blocks = m.reshape(-1, *m.shape[-2:])
@@ -32,7 +33,7 @@ def matmul_norm(weight: np.ndarray, x_shape: tuple[int, ...], weight_left: bool)
     so the norm is the largest over x's batch entries of σ_max of the W matrices that entry
     meets, side by side: [W_1 W_2 …] when x is broadcast over W's batch (stacked vertically
     for W on the left, the same by transposition)."""
-    w = np.asarray(weight, dtype=np.float64)
+    w = np.asarray(weight)
     x_shape = tuple(x_shape)
     if weight_left:  # W·x = (xᵀ·Wᵀ)ᵀ; a 1-D operand is a row (W) or a column (x)
         w = w[None, :] if w.ndim == 1 else np.swapaxes(w, -1, -2)

@@ -13,10 +13,11 @@ from typing import Callable
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import scipy.sparse.linalg
 import torch
 
-from lipgraph.certify.margins import UNIT, pow2_normalise, prove_pd
+from lipgraph.certify.margins import UNIT, pow2_scale, prove_pd
 import lipgraph.budget as budget
 from lipgraph.labels import LADDER_SLACK, Bound, Label, certify
 
@@ -176,32 +177,72 @@ def materialise(fn: TorchFn, shape, *, device="cpu", chunk: int = 256) -> np.nda
     return torch.cat(cols).T.numpy()
 
 
+#: Entries of the float64 row block in which ``matrix_norm`` forms a Gram matrix (32 MiB).
+GRAM_BLOCK = 1 << 22
+
+
 def matrix_norm(matrix: np.ndarray, estimate: float | None = None) -> float:
-    """σ_max of a float64 matrix up to float64 rounding — an upper bound once the caller adds
-    the ``certify`` margin (every caller does); at most 1 % above σ_max.
+    """σ_max of a real matrix (float32, float64, …) up to float64 rounding — an upper bound once
+    the caller adds the ``certify`` margin (every caller does); at most 1 % above σ_max.
 
     Small Gram matrices (≤ 512): the largest eigenvalue. Larger: an estimate θ (the caller's,
     refined by Lanczos on G), then a proof that θ′² I − G ≻ 0 for the smaller Gram matrix G
     by a Cholesky factorisation at θ′ = θ(1 + δ), δ = 1e-7, 1e-6, … (a fraction of the work of
     one eigendecomposition); if no δ ≤ 1e-2 works, the largest eigenvalue of G.
 
-    The matrix is scaled by its largest entry first (σ is homogeneous), so a finite matrix
-    never overflows its Gram matrix; the result is ∞ only when σ itself is past float64's range.
+    The matrix is scaled by a power of two s near its largest entry first (σ is homogeneous, the
+    scaling exact), so a finite matrix never overflows its Gram matrix; the result is ∞ only
+    when σ itself is past float64's range. G is formed in float64 block by block (``_gram``):
+    each entry is a sum of m products (m the longer side), computed in some order — BLAS's within
+    a block, then block after block — and for every order its error is at most γ_m·Σ_k |a_ki a_kj|
+    (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002, §3.1), the bound of a single
+    float64 product of the whole matrix: blockwise forming changes no argument, and no float64
+    copy of the whole matrix is made.
     """
-    a, scale = pow2_normalise(np.asarray(matrix, dtype=np.float64))
+    matrix = np.asarray(matrix)
+    scale = pow2_scale(matrix)
     if scale in (0.0, math.inf):
         return scale
-    if scale != 1.0:
-        with np.errstate(over="ignore"):
-            return float(np.float64(scale) * matrix_norm(a, None if estimate is None else estimate / scale))
     budget.check()
-    gram = a.T @ a if a.shape[1] <= a.shape[0] else a @ a.T
+    gram = _gram(matrix, scale)
     budget.check()
+    estimate = None if estimate is None else estimate / scale
     if gram.shape[0] <= 512:  # small: the eigendecomposition is cheap and exact
         estimate = None
     else:  # Lanczos refines the estimate so one factorisation usually suffices
         top = scipy.sparse.linalg.eigsh(gram, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0]
         estimate = max(estimate or 0.0, math.sqrt(max(float(top), 0.0)))
+    with np.errstate(over="ignore"):
+        return float(np.float64(scale) * _gram_norm(gram, estimate))
+
+
+def _gram(a: np.ndarray, scale: float) -> np.ndarray:
+    """The float64 Gram matrix of a / ``scale`` on a's shorter side (tᵀt with t = a, or aᵀ when a
+    is wide), accumulated in place by BLAS's syrk over blocks of t's rows, each block converted and
+    divided by the power of two ``scale`` (exactly) on its own; syrk forms the upper triangle, which
+    is then mirrored, so G is exactly symmetric and no second n×n array is made."""
+    t = a if a.shape[1] <= a.shape[0] else a.T
+    n = t.shape[1]
+    step = max(1, GRAM_BLOCK // n)
+    gram = np.zeros((n, n), dtype=np.float64, order="F")
+    for start in range(0, t.shape[0], step):
+        block = t[start:start + step].astype(np.float64, order="C")
+        if scale != 1.0:
+            block /= scale
+        # block.T is n×k and, for a row-major block, Fortran-ordered: syrk reads it without a copy
+        gram = scipy.linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+        budget.check()
+    for start in range(0, n, step):   # mirror the upper triangle, a band of rows at a time
+        stop = min(n, start + step)
+        gram[start:stop, :start] = gram[:start, start:stop].T
+        diag = gram[start:stop, start:stop]
+        diag[...] = np.triu(diag) + np.triu(diag, 1).T
+    return gram
+
+
+def _gram_norm(gram: np.ndarray, estimate: float | None) -> float:
+    """√λ_max of the float64 Gram matrix: the first θ(1 + δ) above ``estimate`` that a Cholesky
+    proof establishes, else (or without an estimate) its largest eigenvalue."""
     if estimate is not None and estimate > 0:
         for delta in (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
             theta = estimate * (1 + delta)
@@ -220,7 +261,7 @@ def proves_gram_below(gram: np.ndarray, bound: float) -> bool:
     """
     m = -np.asarray(gram, dtype=np.float64)
     m[np.diag_indices(m.shape[0])] += bound
-    return bool(prove_pd(m, diag_rel=UNIT))
+    return bool(prove_pd(m, diag_rel=UNIT, overwrite=True))
 
 
 def certified_materialised_norm(fn: TorchFn, shape, out_numel: int, limit: int, device="cpu",

@@ -108,19 +108,20 @@ def frobenius_upper(a: np.ndarray) -> float:
     return round_up(float(np.linalg.norm(a)), rel=2 * (a.size + 2) * UNIT) if a.size else 0.0
 
 
-def as_symmetric(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(the float64 symmetric matrix of ``matrix``'s lower triangle, (a − aᵀ)/2 or None)."""
-    a = np.array(matrix, dtype=np.float64)
+def as_symmetric(matrix: np.ndarray, copy: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the float64 symmetric matrix of ``matrix``'s lower triangle, (a − aᵀ)/2 or None); without
+    ``copy`` a float64 ``matrix`` that is already symmetric is returned itself."""
+    a = np.array(matrix, dtype=np.float64) if copy else np.asarray(matrix, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {a.shape}")
+    if np.array_equal(a, a.T):   # bitwise symmetric (a NaN entry never is)
+        return a, None
     with np.errstate(invalid="ignore"):
         skew = a - a.T
-    if not skew.any():
-        return a, None
     return np.tril(a) + np.tril(a, -1).T, 0.5 * skew
 
 
-def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Proof:
+def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0, overwrite: bool = False) -> Proof:
     """Prove that every symmetric matrix within ``err`` (spectral norm) of ``matrix``, and
     whose diagonal entries may also differ from the given ones by ``diag_rel`` relative (how a
     diagonal formed by one rounding per entry is covered), is positive definite, by a shifted
@@ -128,10 +129,11 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
 
     Never returns ``ok`` for a matrix that is not positive definite; may fail to prove one
     whose smallest eigenvalue is below ~16n(n+1)·u·max a_ii + err. An empty matrix is
-    (vacuously) positive definite.
+    (vacuously) positive definite. With ``overwrite`` a float64 ``matrix`` is used as the work
+    array (no copy; its contents are lost).
     """
     budget.check()
-    a, skew = as_symmetric(matrix)
+    a, skew = as_symmetric(matrix, copy=not overwrite)
     n = a.shape[0]
     if n == 0:
         return Proof(True)
@@ -144,7 +146,9 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
     _, expo = np.frexp(diag)
     s = np.ldexp(1.0, -(expo // 2))
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        scaled = s[:, None] * a * s[None, :]
+        scaled = a                # a is this proof's own array: scaled in place, s_i·a_ij then ·s_j
+        scaled *= s[:, None]
+        scaled *= s[None, :]
         err_scaled = float(err * s.max() * s.max()) if err else 0.0
         err_scaled += diag_rel * float(np.diag(scaled).max()) * (1 + 4 * UNIT)
         if skew is not None:  # (a − aᵀ)/2 was computed with one rounding per entry
@@ -156,7 +160,10 @@ def prove_pd(matrix: np.ndarray, err: float = 0.0, diag_rel: float = 0.0) -> Pro
     scaled[np.diag_indices(n)] -= shift
     budget.check()   # the factorisation is the one step --time-limit cannot interrupt
     try:
-        scipy.linalg.cholesky(scaled, lower=True, check_finite=False, overwrite_a=True)
+        # factored in place, without a Fortran-ordered copy: ``scaled`` itself when it is Fortran-ordered
+        # (its lower triangle), else its transpose, whose upper triangle is that same lower triangle
+        fortran = scaled if scaled.flags.f_contiguous else scaled.T
+        scipy.linalg.cholesky(fortran, lower=fortran is scaled, check_finite=False, overwrite_a=True)
     except np.linalg.LinAlgError:
         return Proof(False, f"shifted Cholesky failed (n={n}, shift {shift:.1e} on a diagonal in [1/2, 2))")
     return Proof(True)
@@ -344,13 +351,22 @@ def pow2_normalise(a, even: bool = False):
     of a — finite matrices neither overflow nor lose precision as subnormals. s = 0 for a zero (or
     empty) array, s = ∞ (and a unchanged) when a has a non-finite entry. Multiply results back with
     ``ldexp_up`` where a product of scales may leave the normal range."""
-    empty = (a.size if isinstance(a, np.ndarray) else a.numel()) == 0
-    top = 0.0 if empty else float(abs(a).max())
-    if top == 0.0 or not math.isfinite(top):
-        return a, (0.0 if top == 0.0 else math.inf)
+    scale = pow2_scale(a, even)
+    return (a / scale if scale not in (0.0, 1.0, math.inf) else a), scale
+
+
+def pow2_scale(a, even: bool = False) -> float:
+    """The s of ``pow2_normalise`` (numpy array or torch tensor), found without a copy of ``a``."""
+    if (a.size if isinstance(a, np.ndarray) else a.numel()) == 0:
+        return 0.0
+    hi, lo = float(a.max()), float(a.min())
+    if not (math.isfinite(hi) and math.isfinite(lo)):
+        return math.inf
+    top = max(abs(hi), abs(lo))
+    if top == 0.0:
+        return 0.0
     exponent = math.frexp(top)[1]
-    scale = math.ldexp(1.0, exponent + (exponent % 2 if even else 0))
-    return (a / scale if scale != 1.0 else a), scale
+    return math.ldexp(1.0, exponent + (exponent % 2 if even else 0))
 
 
 def ldexp_up(x: float, exponent: int) -> float:

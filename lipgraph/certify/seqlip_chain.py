@@ -114,8 +114,9 @@ def _topk_size(M: OperatorMap, n_in: int, topk: int) -> tuple[int, str]:
 def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx: int) -> _Svd:
     if isinstance(M, OperatorMap):
         n_in = int(np.prod(M.in_shape))
-        with torch.no_grad():
-            n_out = M.fn(torch.zeros(M.in_shape, dtype=_DT)).numel()
+        fn, dtype, device = M.fast if M.fast is not None else (M.fn, _DT, "cpu")
+        with torch.no_grad():   # in the faster arithmetic: a float64 run would convert every weight of the map
+            n_out = fn(torch.zeros(M.in_shape, dtype=dtype, device=device)).numel()
         if n_in <= dense_max and budget.fits(8 * 3 * n_in * n_out, f"materialising map {idx + 1} ({n_out}×{n_in})",
                                              "top-k triplets instead"):
             M = torch.from_numpy(materialise(M.fn, M.in_shape))
@@ -127,7 +128,6 @@ def _decompose(M, *, topk: int, seed: int, dense_max: int, diags: list[str], idx
             if not k:
                 diags.append(_event("seqlip-factor", f"map {idx + 1}: top-k skipped, {why} (the greedy estimate uses the AutoLip factor)", map=idx + 1))
                 return _Svd(torch.empty((n_out, 0), dtype=_DT), torch.empty(0, dtype=_DT), None, norm, False)
-            fn, dtype, device = M.fast if M.fast is not None else (M.fn, _DT, "cpu")
             U, S, V = (t.to("cpu", _DT) for t in topk_triplets(fn, M.in_shape, k, adjoint=M.adjoint, seed=seed, iters=TOPK_ITERS,
                                                                 oversample=TOPK_OVERSAMPLE, dtype=dtype, device=device))
             diags.append(_event("seqlip-factor", f"map {idx + 1}: top-{S.numel()} triplets by block power iteration "

@@ -35,11 +35,15 @@ from lipgraph.ir.execute import Executor
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.ir.graph import Graph
 from lipgraph.ir.inputs import FLOAT_TYPES
+from lipgraph.ir.load import large_initializers, without_initializers
 
 #: Domains onnxruntime's CPU provider implements.
 ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 SAMPLES = 2
 RTOL, ATOL = 1e-3, 1e-5
+#: Element types onnxruntime takes from numpy arrays as initializers.
+_ORT_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                     np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
 
 
 @dataclass
@@ -54,22 +58,38 @@ class GuardResult:
                 "samples": self.samples}
 
 
-def ort_session(proto: onnx.ModelProto, outputs: list[str] | None = None):
+def ort_session(proto: onnx.ModelProto, outputs: list[str] | None = None,
+                initializers: dict[str, np.ndarray] | None = None):
     """An onnxruntime CPU session on ``proto`` (single-threaded, quiet), exposing ``outputs``
-    (tensor names with known element types) as extra graph outputs."""
+    (tensor names with known element types) as extra graph outputs.
+
+    With ``initializers`` (the loaded values, ``LoadedModel.initializers``) the model's large ones
+    (``load.large_initializers``) are handed to onnxruntime from those arrays instead of being
+    serialised with the model, and weight prepacking is off: building the session then holds one
+    more copy of the weights (onnxruntime's) instead of four (a copy of the model, its serialised
+    bytes, onnxruntime's parse of them, its tensors) plus the prepacked ones."""
     import onnxruntime as ort
 
-    model = proto
-    if outputs:
-        model = onnx.ModelProto()
-        model.CopyFrom(proto)
-        have = {o.name for o in model.graph.output}
-        for name, elem in outputs:
-            if name not in have:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 4
+    given = [t for t in large_initializers(proto)
+             if t.name in (initializers or {}) and initializers[t.name].dtype in _ORT_DTYPES]
+    model = proto
+    if outputs or given:
+        model = without_initializers(proto, {t.name for t in given})
+        have = {o.name for o in model.graph.output}
+        for name, elem in outputs or []:
+            if name not in have:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    if given:
+        for t in given:
+            stub = model.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
+                                               data_location=onnx.TensorProto.EXTERNAL)
+            stub.external_data.add(key="location", value="lipgraph-in-memory")
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(initializers[t.name])) for t in given]
+        so.add_external_initializers([t.name for t in given], values)
+        so.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
@@ -87,7 +107,7 @@ def check(graph: Graph, executor: Executor, nodes: list[str], box=None, seed: in
                      if t and i in graph.views[n].constants and t not in graph.model.initializers})
     exposed = [(t, types[t]) for t in dynamic + folded if types.get(t)]
     try:
-        sess = ort_session(graph.model.ort_proto, exposed)
+        sess = ort_session(graph.model.ort_proto, exposed, graph.model.initializers)
         names = [o.name for o in sess.get_outputs()]
         runs = [{**feeds, **dict(zip(names, sess.run(None, feeds)))} for feeds in _feeds(graph, sess, box, seed)]
     except Exception as exc:  # noqa: BLE001 - onnxruntime's verdict on the model

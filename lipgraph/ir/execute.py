@@ -6,6 +6,7 @@ from the analysed tensor) becomes a plain torch function.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -26,17 +27,42 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+#: A constant whose tensor is a new CPU copy of more bytes than this is made again at each use
+#: instead of kept: a float64 executor then holds no float64 copy of large weights (AlexNet's
+#: fully connected ones: 0.9 GB), for one conversion per run of the node that reads it.
+KEEP_LIMIT = 32 << 20
+
+
 class Executor:
-    """Runs nodes of ``graph`` in torch with floats in ``dtype`` on ``device``."""
+    """Runs nodes of ``graph`` in torch with floats in ``dtype`` on ``device``.
+
+    A constant becomes a tensor the first time a node reading it runs, so an executor holds only
+    the weights of what it executed; a constant already of this dtype on the CPU shares the graph's
+    array instead of copying it (rules never write to their inputs), and a CPU copy larger than
+    ``KEEP_LIMIT`` is not kept."""
 
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
         self.graph = graph
         self.dtype = dtype
         self.device = torch.device(device)
-        self._consts = {name: self._tensor(v) for name, v in graph.constants.items()}
+        self._consts: dict[str, torch.Tensor] = {}
+
+    def const(self, name: str) -> torch.Tensor:
+        """The constant ``name`` as this executor's tensor."""
+        if name in self._consts:
+            return self._consts[name]
+        value = np.asarray(self.graph.constants[name])
+        if not value.flags.c_contiguous:    # (np.ascontiguousarray alone would make a 0-d array 1-d)
+            value = np.ascontiguousarray(value)
+        t = self._tensor(value)
+        if self.device.type != "cpu" or t.nbytes <= KEEP_LIMIT or t.data_ptr() == value.ctypes.data:
+            self._consts[name] = t
+        return t
 
     def _tensor(self, value: np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(np.array(value))
+        with warnings.catch_warnings():   # read-only arrays (onnx's): shared, never written
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            t = torch.as_tensor(value)
         if t.is_floating_point():
             t = t.to(self.dtype)
         return t.to(self.device)
@@ -49,7 +75,7 @@ class Executor:
             view, rule = self.graph.views[nid], self.graph.rules[nid]
             if rule is None:
                 raise RuntimeError(f"node '{nid}' ({view.op_type}) has no rule, so lipgraph cannot execute it")
-            args = [None if not t else env[t] if t in env else self._consts[t] for t in view.inputs]
+            args = [None if not t else env[t] if t in env else self.const(t) for t in view.inputs]
             if smooth is not None and rule.kind is Kind.ACTIVATION:
                 out = rule.smooth(view, args[0], smooth)
             else:

@@ -7,6 +7,7 @@ line turns it into exit code 2.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from lipgraph.ir.files import read_model
 from lipgraph.ir.inputs import analysed_input, prepare_inputs
 from lipgraph.ir.validate import validate
 
+#: Initializers with more entries than this are weights, not shape data: shape inference and
+#: onnxruntime sessions are given them without their values (``large_initializers``).
+LARGE_INITIALIZER = 4096
 
 
 @dataclass
@@ -148,15 +152,50 @@ def _static(value_info) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
+def large_initializers(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The top-level initializers with more than ``LARGE_INITIALIZER`` entries (the weights)."""
+    return [t for t in proto.graph.initializer if math.prod(t.dims) > LARGE_INITIALIZER]
+
+
+def without_initializers(proto: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` without the top-level initializers in ``names``, made field by field so
+    that their values are never copied (a whole-model copy would duplicate every weight)."""
+    bare = onnx.ModelProto()
+    _copy_fields(proto, bare, skip={"graph"})
+    _copy_fields(proto.graph, bare.graph, skip={"initializer"})
+    bare.graph.initializer.extend(t for t in proto.graph.initializer if t.name not in names)
+    return bare
+
+
+def _copy_fields(src, dst, skip: set[str]) -> None:
+    for desc, value in src.ListFields():
+        if desc.name in skip:
+            continue
+        if desc.is_repeated:
+            getattr(dst, desc.name).extend(value)
+        elif desc.type == desc.TYPE_MESSAGE:
+            getattr(dst, desc.name).CopyFrom(value)
+        else:
+            setattr(dst, desc.name, value)
+
+
 def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict, list]:
     """Every tensor's shape, inferred from the inputs and the weights alone: the model's own
     ``value_info`` and output shapes are dropped first (a stale entry would otherwise be taken
-    as the truth); the differential guard then checks each shape against onnxruntime's."""
-    bare = onnx.ModelProto()
-    bare.CopyFrom(proto)
+    as the truth); the differential guard then checks each shape against onnxruntime's.
+
+    Inference runs on a copy whose large initializers (``large_initializers``) are graph inputs of
+    the same type and shape instead: shapes depend on their shapes only (data propagation reads
+    values of small tensors — shape vectors, scales, axes — which stay), and the weights are not
+    copied and serialised again."""
+    large = large_initializers(proto)
+    bare = without_initializers(proto, {t.name for t in large})
     del bare.graph.value_info[:]
     for out in bare.graph.output:
         out.type.tensor_type.ClearField("shape")
+    declared_inputs = {i.name for i in bare.graph.input}
+    bare.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                            for t in large if t.name not in declared_inputs)
     try:
         inferred = shape_inference.infer_shapes(bare, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - malformed graphs fail here
@@ -168,7 +207,7 @@ def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict, list]
         shape = _static(value)
         if shape is not None:
             shapes[value.name] = shape
-    for tensor in graph.initializer:
+    for tensor in [*graph.initializer, *large]:
         shapes[tensor.name] = tuple(tensor.dims)
         types[tensor.name] = tensor.data_type
     declared = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.output)}

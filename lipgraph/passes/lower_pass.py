@@ -52,6 +52,7 @@ def run(ctx: Context, progress: Callable[[str], None] = lambda s: None) -> PassR
     shape = tuple(g.shape(g.analysed))
     data = load_data(opts.data, shape)
     notes: list[str] = []
+    progress("lower: onnxruntime session and first search round")
     ort_fn = _ort_function(g, notes)
     nodes = g.nodes_between()
     missing = sorted({g.views[n].op_type for n in nodes if g.rules.get(n) is None})
@@ -171,7 +172,7 @@ def _ort_function(g, notes: list[str]):
         notes.append(f"no onnxruntime check of the lower bound: input '{g.analysed}' is {np.dtype(dtype).name}")
         return None
     try:
-        sess = ort_session(g.model.ort_proto)
+        sess = ort_session(g.model.ort_proto, initializers=g.model.initializers)
     except Exception as exc:  # noqa: BLE001
         notes.append(f"no onnxruntime check of the lower bound: onnxruntime cannot load the model "
                      f"({str(exc).splitlines()[0][:200]})")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lipgraph.certify import dense
 from lipgraph.certify.dense import (certified_materialised_norm, materialise, matrix_norm, power_iteration,
                                     proves_gram_below)
 from lipgraph.labels import Label, certify
@@ -42,6 +43,31 @@ def test_matrix_norm_is_an_upper_bound_within_the_ladder(shape):
     sigma = np.linalg.norm(A, 2)
     value = certify(matrix_norm(A))   # matrix_norm is exact up to float64 rounding; certify covers it
     assert sigma <= value <= sigma * (1 + 1e-2)
+
+
+@pytest.mark.parametrize("shape", [(700, 530), (530, 700), (2000, 3)])
+def test_gram_in_blocks_is_the_whole_products_gram_and_float32_needs_no_float64_copy(shape, monkeypatch):
+    """Forming G over many row blocks (the block size forced small) gives an exactly symmetric
+    matrix within γ_m·|A|ᵀ|A| of the exact Gram matrix (the bound of one product), and the norm
+    of a float32 matrix equals that of its float64 copy up to the ladder."""
+    rng = np.random.default_rng(sum(shape))
+    A32 = rng.uniform(-3.9, 3.9, shape).astype(np.float32)
+    A32[0, 0] = 3.5
+    A = A32.astype(np.float64)
+    monkeypatch.setattr(dense, "GRAM_BLOCK", 7 * min(shape))       # ⌈m/7⌉ blocks
+    scale = 4.0                                                    # max |A| ∈ [2, 4) → s = 4 (checked)
+    assert 2.0 <= np.abs(A).max() < 4.0
+    G = dense._gram(A32, scale)
+    t = A / scale if shape[1] <= shape[0] else (A / scale).T
+    m = t.shape[0]
+    exact = t.T @ t                                                # reference; its own error is as small
+    gamma = 2 * m * 2.0 ** -53 / (1 - m * 2.0 ** -53)
+    assert np.array_equal(G, G.T)
+    assert np.all(np.abs(G - exact) <= gamma * (np.abs(t).T @ np.abs(t)))
+    sigma = np.linalg.norm(A, 2)
+    value = certify(matrix_norm(A32))
+    assert sigma <= value <= sigma * (1 + 1e-2)
+    assert value == pytest.approx(certify(matrix_norm(A)), rel=1e-2)
 
 
 def test_gram_proof_decides_both_sides_of_the_threshold():

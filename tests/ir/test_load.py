@@ -11,6 +11,7 @@ from conftest import UPPER, MODELS, analysed
 from lipgraph.options import Options
 from lipgraph.pipeline import analyze
 from lipgraph.ir.graph import build_graph
+from lipgraph.ir import load as lipgraph_load
 from lipgraph.ir.load import load_model
 
 
@@ -110,3 +111,53 @@ def test_shapes_onnx_cannot_infer_come_from_onnxruntime(tmp_path):
     assert loaded.shapes["g"] == (2, 3)
     a = analyze(path, Options(methods=UPPER))
     assert a.autolip.value == pytest.approx(np.linalg.norm(w[mask].astype(np.float64), 2), rel=1e-6)
+
+
+def test_shapes_inferred_without_the_weights_equal_those_inferred_with_them(tmp_path):
+    """Shape inference runs with the large initializers turned into typed inputs; shapes that
+    depend on a weight's shape (Shape of it → Reshape) or on a small constant's value (a Reshape
+    target) must come out as ONNX infers them on the whole model."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 96)).astype(np.float32)          # large: 6144 entries
+    assert w.size > lipgraph_load.LARGE_INITIALIZER
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Reshape", ["h", "target"], ["r"]),       # target: a small constant
+             helper.make_node("Shape", ["w"], ["ws"]),
+             helper.make_node("Slice", ["ws", "one", "two"], ["wcols"]),
+             helper.make_node("Concat", ["neg", "wcols"], ["back"], axis=0),
+             helper.make_node("Reshape", ["r", "back"], ["y"])]            # shape from the weight's shape
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([4, 8, 12], np.int64), "target"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([-1], np.int64), "neg")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "weights.onnx"
+    onnx.save(model, path)
+    full = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True).graph
+    want = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
+            for v in [*full.value_info, *full.output] if v.name in ("h", "r", "y")}
+    assert want == {"h": (4, 96), "r": (4, 8, 12), "y": (4, 96)}     # the full model's inference resolves them
+    loaded = load_model(path)
+    assert {k: loaded.shapes[k] for k in want} == want
+    assert loaded.shapes["w"] == (64, 96) and loaded.elem_types["w"] == TensorProto.FLOAT
+    assert "w" not in {i.name for i in loaded.proto.graph.input}    # the model itself is untouched
+    assert np.array_equal(loaded.initializers["w"], w)
+
+
+def test_a_copy_without_initializers_keeps_everything_else():
+    w = numpy_helper.from_array(np.ones((80, 80), np.float32), "w")
+    small = numpy_helper.from_array(np.array([2], np.int64), "s")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 80])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 80])], [w, small],
+                              doc_string="kept")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="p")
+    assert [t.name for t in lipgraph_load.large_initializers(model)] == ["w"]
+    bare = lipgraph_load.without_initializers(model, {"w"})
+    expect = onnx.ModelProto()
+    expect.CopyFrom(model)
+    del expect.graph.initializer[0]
+    assert bare == expect
+    assert len(model.graph.initializer) == 2

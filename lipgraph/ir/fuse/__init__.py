@@ -29,7 +29,7 @@ PATTERNS = [*normalization.PATTERNS, *activations.PATTERNS]
 def fuse(model: LoadedModel) -> LoadedModel:
     """``model`` with every proven match rewritten; unchanged (same object) when none is."""
     graph = model.proto.graph
-    index = GraphIndex(graph, model.shapes)
+    index = GraphIndex(graph, model.shapes, model.initializers)
     used: set[int] = set()
     accepted: dict[int, onnx.NodeProto] = {}
     notes = []

@@ -121,16 +121,18 @@ class Match:
 class GraphIndex:
     """Producers, consumers, constant values and (where known) ranks of one GraphProto's tensors."""
 
-    def __init__(self, graph: onnx.GraphProto, shapes: dict[str, tuple[int, ...]] | None = None):
+    def __init__(self, graph: onnx.GraphProto, shapes: dict[str, tuple[int, ...]],
+                 initializers: dict[str, np.ndarray]):
+        """``initializers``: the graph's initializer values as loaded (``LoadedModel.initializers``)."""
         self.graph = graph
-        self.ranks = {t: len(s) for t, s in (shapes or {}).items()}
+        self.ranks = {t: len(s) for t, s in shapes.items()}
         self.producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
         self.consumers: dict[str, set[int]] = {}
         for k, n in enumerate(graph.node):
             for t in n.input:
                 self.consumers.setdefault(t, set()).add(k)
         self.outputs = {o.name for o in graph.output}
-        self.constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        self.constants = dict(initializers)
         for n in graph.node:
             if n.op_type == "Constant" and not n.domain and n.attribute and n.attribute[0].name == "value":
                 self.constants[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
