@@ -4,8 +4,8 @@ Bound: ‖A‖₂ of the linear part of Conv / ConvTranspose (1-D, 2-D; any stri
 groups, zero padding), of AveragePool, and the ℓ2 Lipschitz constant of MaxPool and
 GlobalAveragePool.
 
-Exactness: every convolution/average-pool value is ``certified`` (a proven upper bound with the
-float64 margin of ``labels.certify``); max-pool is ``exact`` when its windows cannot overlap,
+Exactness: every convolution/average-pool value is ``certified`` (a proven upper bound: with the
+float64 margin of ``labels.certify``, or, for the ``dft`` route, with its own rounding terms); max-pool is ``exact`` when its windows cannot overlap,
 global average pooling is ``exact``.
 
 Assumptions: ONNX semantics (``pads`` = (x1_begin, x2_begin, …, x1_end, x2_end), weight
@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 
 import lipgraph.budget as budget
-from lipgraph.certify.margins import banded_cholesky_slack, banded_cholesky_succeeds, proven_max_eigenvalue
+from lipgraph.certify.margins import (UNIT, banded_cholesky_slack, banded_cholesky_succeeds, proven_max_eigenvalue,
+                                      round_up)
 from lipgraph.labels import CERT_MARGIN, Bound, Label, certify
 
 _GRAM_DELTA = 2e-4  # first θ′ = θ(1+δ) tried by the gram proof; multiplied by 8 on failure
@@ -184,7 +185,7 @@ def conv_certified_norm(weight: np.ndarray, input_spatial: tuple[int, ...], *, s
         value = _dft_bound(conv)
         if not math.isfinite(value):
             return Bound(math.inf, Label.CERTIFIED, "memory-limit")
-        first = Bound(certify(value), Label.CERTIFIED, "dft")
+        first = Bound(value, Label.CERTIFIED, "dft")  # its rounding is already inside (see ``_dft_bound``)
     proven = _gram_proof(conv, estimate, cap=first.value, flops=proof_flops)
     if proven is not None and certify(proven[0]) < first.value:
         (value, delta) = proven
@@ -218,16 +219,18 @@ def _polyphase_kernel(conv: _Conv) -> torch.Tensor:
 
 
 def _dft_bound(conv: _Conv) -> float:
-    """A proven upper bound on max_ω σ_max(K̂(ω)) ≥ ‖A‖, within a relative 1e-6 of that maximum.
+    """A proven upper bound on max_ω σ_max(K̂(ω)) ≥ ‖A‖, rounding included (no ``certify``
+    margin is needed on top), within about 1e-9 relative of that maximum.
 
     Sound because A = P_out · Circ_N · E_in with E_in (zero padding, polyphase split) an
     isometry and P_out (cropping) a projection, and ‖Circ_N‖ = max_ω σ_max(K̂(ω)). The grid
     N = ⌈padded/s⌉ suffices: a valid correlation never reads past the padded input, so the
     circular one on N agrees with it on every kept output (no wrap-around). Frequencies ω and
     −ω give conjugate matrices (real kernel), so half the grid is enough. K̂(ω) = Σ_t K_t e^{−2πi ω·t/N}
-    is one complex (F×T)·(T×C_out·C_in) product per chunk of frequencies: its rounding is
-    O(u·T) relative to Σ_t |K_t| per entry, far below the ``certify`` margin; the maximum over
-    the chunk is proven by ``margins.proven_max_eigenvalue`` on the Gram matrices.
+    is one complex (F×T)·(T×C_out·C_in) product per chunk of frequencies, whose rounding
+    (``_dft_rounding``) is added to the result; the maximum over the chunk of σ_max² of the
+    computed K̂ is proven by ``margins.proven_max_eigenvalue`` on their Gram matrices, whose
+    margin covers the Gram and Cholesky rounding.
     """
     kernel = _polyphase_kernel(conv)
     grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
@@ -245,10 +248,21 @@ def _dft_bound(conv: _Conv) -> float:
         budget.check()
         _, blocks = _frequency_blocks(kernel, grid, g, torch.arange(start, min(start + chunk, freqs)))
         gram = blocks.mH @ blocks if blocks.shape[-1] <= blocks.shape[-2] else blocks @ blocks.mH
+        blocks_shape = blocks.shape
         del blocks
-        xmax2 = float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max())     # largest ‖K̂(ω)‖_F²
-        top = proven_max_eigenvalue(gram, xmax2, floor=top)
-    return math.sqrt(top)
+        xmax2 = round_up(float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max()), rel=1e-6)  # ≥ max ‖K̂(ω)‖_F²
+        top = proven_max_eigenvalue(gram, xmax2, max(blocks_shape[-2:]), floor=top)
+    return round_up(round_up(math.sqrt(top)) + _dft_rounding(kernel))
+
+
+def _dft_rounding(kernel: torch.Tensor) -> float:
+    """A bound on ‖K̂(ω) − K̂_computed(ω)‖₂ for every ω: per entry, the phases e^{−2πi ω·t/N}
+    carry an error ≤ (8π·k + 2)·u (k the largest tap offset: the angle's few roundings, then exp)
+    and the length-T complex product adds √2·γ_{T+2}, both relative to Σ_t |K_t| of that entry;
+    30·(T + 1)·u·‖Σ_t |K_t|‖_F bounds the spectral norm of that error matrix (k < T)."""
+    taps = math.prod(kernel.shape[2:])
+    absum = kernel.abs().reshape(kernel.shape[0], kernel.shape[1], -1).sum(-1)
+    return 30 * (taps + 1) * UNIT * float(torch.linalg.matrix_norm(absum))
 
 
 def _frequency_blocks(kernel: torch.Tensor, grid: list[int], groups: int,

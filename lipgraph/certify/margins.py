@@ -280,37 +280,45 @@ def banded_cholesky_succeeds(ab: np.ndarray, shift: float) -> bool:
     return True
 
 
-def batched_gram_below(G, c: float, xmax2: float):
+def batched_gram_below(G, c: float, xmax2: float, inner: int | None = None):
     """Per matrix of the batch G (N, p, p), whether λ_max(G_i) ≤ c is proven (a bool tensor).
 
     A successful float Cholesky of (c − δ)I − Ĝ proves λ_max(G) ≤ c when δ exceeds the error
     of Ĝ (≤ 2γ_n‖X‖_F², ‖X‖_F² ≤ ``xmax2`` for the factor X with G = XXᵀ) plus Cholesky's
     backward error (≤ γ_{p+1}·tr); δ = 1e-10·(p·c + xmax²) is far above both. Complex Hermitian
     G = XXᴴ is covered too: complex products and sums only raise γ_k by a factor below 4.
+
+    With ``inner`` (n, the length of the products forming Ĝ) the margin is the derived one,
+    δ = 8u·((n + 2)·xmax2 + (p + 2)·p·c): ‖Ĝ − G‖₂ ≤ ‖|Ĝ − G|‖₂ ≤ √2·γ_{n+2}·‖|X|‖₂² ≤
+    √2·γ_{n+2}·‖X‖_F² (complex inner products, Higham §3.6), and the Cholesky backward error
+    ‖ΔM‖₂ ≤ √2·γ_{p+2}·‖|R̂|‖_F² = √2·γ_{p+2}·tr(R̂ᴴR̂) ≤ √2·γ_{p+2}·p·c·(1 + γ) (Higham Thm 10.3,
+    M = cI − Ĝ with its diagonal rounded once); 8u(k + 2) exceeds √2·γ_{k+2} + u fivefold.
     """
     p = G.shape[-1]
-    delta = 1e-10 * (p * c + xmax2)
+    if inner is None:
+        delta = 1e-10 * (p * c + xmax2)
+    else:
+        delta = 8 * UNIT * ((inner + 2) * xmax2 + (p + 2) * p * c)
     _, info = torch.linalg.cholesky_ex((c - delta) * torch.eye(p, dtype=G.dtype) - G)
     return info == 0
 
 
-def proven_max_eigenvalue(G, xmax2: float, floor: float = 0.0, candidates: int = 4) -> float:
-    """A number c ≥ max(``floor``, max_i λ_max(G_i)) for a batch of Gram matrices G (N, p, p),
-    real or complex, proven by ``batched_gram_below`` (``xmax2`` as there), and within a
-    relative ρ = 4e-10·p of that maximum (raised tenfold should a proof fail above an
-    exact eigenvalue).
+def proven_max_eigenvalue(G, xmax2: float, inner: int, floor: float = 0.0, candidates: int = 4) -> float:
+    """A number c ≥ max(``floor``, max_i λ_max(G_i)) for a batch of Gram matrices G = XXᴴ
+    (N, p, p), real or complex, formed by products of length ``inner`` from factors with
+    ‖X‖_F² ≤ ``xmax2``, proven by ``batched_gram_below`` with its derived margin δ, and within
+    about 4δ of that maximum (raised tenfold should a proof fail above an exact eigenvalue).
 
     Exact eigenvalues are computed only where needed: 8 batched power steps rank the matrices,
-    ``candidates`` of the highest get ``eigvalsh``, c = (1 + ρ)·max(floor, those) + 2e-10·``xmax2``; every matrix is
-    then proven ≤ c by one batched Cholesky, and any that fails gets ``eigvalsh`` and the whole
-    batch is proven again at the raised c. Cheaper than ``eigvalsh`` on the whole batch (Cholesky
-    is a few times faster than a Hermitian eigensolver); the eigenvalues only steer, the
-    Cholesky proves. ∞ if proofs still fail after 8 rounds (non-finite entries).
+    ``candidates`` of the highest get ``eigvalsh``, c = max(floor, those) + 4δ; every
+    matrix is then proven ≤ c by one batched Cholesky, and any that fails gets ``eigvalsh`` and
+    the whole batch is proven again at the raised c. Cheaper than ``eigvalsh`` on the whole batch
+    (Cholesky is a few times faster than a Hermitian eigensolver); the eigenvalues only steer,
+    the Cholesky proves. ∞ if proofs still fail after 8 rounds (non-finite entries).
     """
     if G.shape[0] == 0 or xmax2 == 0:  # no matrices, or only zero ones
         return floor
     p = G.shape[-1]
-    rho = 4e-10 * p  # four times the room the proof's δ takes
     v = torch.ones(G.shape[:-1] + (1,), dtype=G.dtype)
     for _ in range(8):
         v = G @ v
@@ -318,15 +326,16 @@ def proven_max_eigenvalue(G, xmax2: float, floor: float = 0.0, candidates: int =
     rayleigh = (v.mH @ G @ v).real.reshape(-1)
     pending = torch.topk(rayleigh, min(candidates, G.shape[0])).indices
     exact = torch.zeros(G.shape[0], dtype=torch.bool)
-    top = floor
+    top, room = floor, 4.0
     for _ in range(8):
         if bool(exact[pending].any()):  # a proof failed above an exact eigenvalue: more room
-            rho *= 10
+            room *= 10
         with one_thread():  # the threaded eigensolver thrashes on shared cores (see ``threads``)
             top = max(top, float(torch.linalg.eigvalsh(G[pending])[:, -1].max()))
         exact[pending] = True
-        c = (1 + rho) * top + 2e-10 * xmax2  # room for the proof's δ even where λ_max = 0
-        pending = torch.nonzero(~batched_gram_below(G, c, xmax2)).reshape(-1)
+        # δ at c ≈ 2·top (its p·c term then covers c itself), times ``room``
+        c = top + room * 8 * UNIT * ((inner + 2) * xmax2 + (p + 2) * p * 2 * max(top, 0.0))
+        pending = torch.nonzero(~batched_gram_below(G, c, xmax2, inner)).reshape(-1)
         if pending.numel() == 0:
             return c
     return math.inf
