@@ -5,7 +5,8 @@ groups, zero padding), of AveragePool, and the ℓ2 Lipschitz constant of MaxPoo
 GlobalAveragePool.
 
 Exactness: every convolution/average-pool value is ``certified`` (a proven upper bound: with the
-float64 margin of ``labels.certify``, or, for the ``dft`` route, with its own rounding terms); max-pool is ``exact`` when its windows cannot overlap,
+float64 margin of ``labels.certify``, or, for the ``dft`` route, with its own rounding terms);
+max-pool is ``exact`` when its windows cannot overlap,
 global average pooling is ``exact``.
 
 Assumptions: ONNX semantics (``pads`` = (x1_begin, x2_begin, …, x1_end, x2_end), weight
@@ -250,7 +251,7 @@ def _dft_bound(conv: _Conv) -> float:
         gram = blocks.mH @ blocks if blocks.shape[-1] <= blocks.shape[-2] else blocks @ blocks.mH
         blocks_shape = blocks.shape
         del blocks
-        xmax2 = round_up(float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max()), rel=1e-6)  # ≥ max ‖K̂(ω)‖_F²
+        xmax2 = round_up(float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max()), rel=1e-6)  # ≥ ‖K̂(ω)‖_F²
         top = proven_max_eigenvalue(gram, xmax2, max(blocks_shape[-2:]), floor=top)
     return round_up(round_up(math.sqrt(top)) + _dft_rounding(kernel))
 
