@@ -189,7 +189,11 @@ def _infer_shapes(proto: onnx.ModelProto, path: Path) -> tuple[dict, dict, list]
     values of small tensors — shape vectors, scales, axes — which stay), and the weights are not
     copied and serialised again."""
     large = large_initializers(proto)
-    bare = without_initializers(proto, {t.name for t in large})
+    try:
+        bare = without_initializers(proto, {t.name for t in large})
+    except UnicodeDecodeError as exc:  # protobuf decodes string fields on access
+        raise InputError(f"{path}: a text field is not valid UTF-8 ({exc.reason} at byte {exc.start}): "
+                         "a damaged file?") from None
     del bare.graph.value_info[:]
     for out in bare.graph.output:
         out.type.tensor_type.ClearField("shape")

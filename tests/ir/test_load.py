@@ -161,3 +161,16 @@ def test_a_copy_without_initializers_keeps_everything_else():
     del expect.graph.initializer[0]
     assert bare == expect
     assert len(model.graph.initializer) == 2
+
+
+def test_invalid_utf8_text_field_is_refused_in_one_line(tmp_path):
+    """A byte flip inside a string field (here the doc string) makes protobuf fail on access: the
+    load refuses it as a damaged file (InputError, exit 2), never an internal error."""
+    from lipgraph.errors import InputError
+    model = onnx.load(MODELS / "mlp.onnx")
+    model.doc_string = "marker-ABCDEFGH"
+    data = model.SerializeToString().replace(b"ABCDEFGH", b"AB\xf3\x28CDEF")
+    path = tmp_path / "flipped.onnx"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        load_model(path)
