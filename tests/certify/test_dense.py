@@ -2,6 +2,8 @@
 explicit matrices — each against numpy's SVD of the same explicit matrix."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,18 @@ def test_certified_materialised_norm_and_its_limits():
     assert certified_materialised_norm(_affine(W, np.zeros(6)), (1, 9), 6, limit=10) is None
     zero = certified_materialised_norm(_affine(np.zeros((6, 9)), np.ones(6)), (1, 9), 6, limit=1000)
     assert zero.value == 0.0 and zero.label is Label.EXACT
+
+
+def test_gram_norm_covers_every_matrix_within_err():
+    """With an uncertainty err on the Gram matrix (its rounding), both routes bound λ_max + err:
+    the eigenvalue route exactly, the proof route at a θ with θ² ≥ λ_max + err."""
+    from lipgraph.certify.dense import _gram_norm
+    a = np.random.default_rng(7).standard_normal((700, 600))
+    gram = a.T @ a
+    top = float(np.linalg.eigvalsh(gram)[-1])
+    err = 1e-3 * top
+    assert _gram_norm(gram.copy(), None, err) == pytest.approx(math.sqrt(top + err), rel=1e-12)
+    proven = _gram_norm(gram.copy(), math.sqrt(top), err)
+    assert proven ** 2 >= top + err
+    assert proven ** 2 <= (top + err) * (1 + 1e-2)
+    assert _gram_norm(gram.copy(), math.sqrt(top), 0.0) ** 2 < top + err
