@@ -233,10 +233,8 @@ def _dft_bound(conv: _Conv) -> float:
     computed K̂ is proven by ``margins.proven_max_eigenvalue`` on their Gram matrices, whose
     margin covers the Gram and Cholesky rounding.
     """
-    kernel = _polyphase_kernel(conv)
-    grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
+    kernel, grid, freqs = _polyphase_grid(conv)
     c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
-    freqs = math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
     per_freq = 16 * (c_out * c_in + 2 * g * min(c_out // g, c_in) ** 2)      # K̂(ω), its Gram matrices, a copy
     if not budget.fits(3 * per_freq, f"the DFT bound of a {c_out}×{c_in} convolution (even one frequency)",
                        "no DFT bound (∞)"):
@@ -257,13 +255,21 @@ def _dft_bound(conv: _Conv) -> float:
 
 
 def _dft_rounding(kernel: torch.Tensor) -> float:
-    """A bound on ‖K̂(ω) − K̂_computed(ω)‖₂ for every ω: per entry, the phases e^{−2πi ω·t/N}
-    carry an error ≤ (8π·k + 2)·u (k the largest tap offset: the angle's few roundings, then exp)
-    and the length-T complex product adds √2·γ_{T+2}, both relative to Σ_t |K_t| of that entry;
-    30·(T + 1)·u·‖Σ_t |K_t|‖_F bounds the spectral norm of that error matrix (k < T)."""
+    """A bound on ‖K̂(ω) − K̂_computed(ω)‖₂ for every ω: per entry, a phase e^{−2πi ω·t/N} carries
+    an error ≤ (8π·Σ_d t_d + 2)·u ≤ (8πT + 2)·u (the angle 2π·Σ_d (ω_d/N_d)·t_d, below 2π·Σ_d t_d, is
+    formed with a few roundings, then exp) and the length-T complex product adds √2·γ_{T+2}, both
+    relative to Σ_t |K_t| of that entry; their sum is below 30·(T + 1)·u, and ‖E‖₂ ≤ ‖E‖_F gives
+    30·(T + 1)·u·‖Σ_t |K_t|‖_F for the whole error matrix (every group's block is a part of it)."""
     taps = math.prod(kernel.shape[2:])
     absum = kernel.abs().reshape(kernel.shape[0], kernel.shape[1], -1).sum(-1)
     return 30 * (taps + 1) * UNIT * float(torch.linalg.matrix_norm(absum))
+
+
+def _polyphase_grid(conv: _Conv) -> tuple[torch.Tensor, list[int], int]:
+    """The polyphase kernel, the circulant grid N = ⌈padded/s⌉ and its number of frequencies
+    on the half grid (the last dimension halved: ω and −ω give conjugate blocks)."""
+    grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
+    return _polyphase_kernel(conv), grid, math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
 
 
 def _frequency_blocks(kernel: torch.Tensor, grid: list[int], groups: int,
@@ -293,10 +299,8 @@ def conv_start_vector(weight: np.ndarray, input_spatial: tuple[int, ...], *, str
     ~30 to reach the DFT bound within 0.1 % on 56×56 and 224×224 maps.
     """
     conv = _as_conv(weight, input_spatial, strides, dilations, pads, groups, False, None)
-    kernel = _polyphase_kernel(conv)
-    grid = [-(-p // s) for p, s in zip(conv.padded, conv.strides)]
+    kernel, grid, freqs = _polyphase_grid(conv)
     c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
-    freqs = math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
     if min(math.prod(conv.in_shape), c_out * c_in) == 0 or not budget.fits(48 * c_out * c_in * freqs):
         return None
     omega, blocks = _frequency_blocks(kernel, grid, g, torch.arange(freqs))

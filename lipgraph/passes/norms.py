@@ -100,8 +100,8 @@ class UnitBuilder:
         view, rule = self.graph.views[nid], self.infos[nid].rule
         candidates = [rule.certified_norm(view)]
         dyn = self._dynamic_inputs(nid)
-        exact = candidates[0] is not None and candidates[0].label is Label.EXACT
-        if not exact and len(dyn) == 1 and sum(1 for o in view.outputs if o) == 1:
+        closed_exact = candidates[0] is not None and candidates[0].label is Label.EXACT
+        if not closed_exact and len(dyn) == 1 and sum(1 for o in view.outputs if o) == 1:
             fn = self.exact.function([nid], dyn[0][1], view.outputs[0])
             candidates.append(self._materialised(fn, dyn[0][1], view.outputs[0]))
         return self._smallest(candidates, nid)
