@@ -22,7 +22,7 @@ def assert_torch_matches_ort_on_original(model, shape, seed=0, scales=(0.3, 3.0,
     """The fused graph run by lipgraph's rules (float32) against onnxruntime on the original."""
     g = build_graph(model)
     fn = Executor(g, torch.float32).model_function()
-    sess = ort_session(model.ort_proto)
+    sess = ort_session(model.ort_proto, initializers=model.initializers)
     rng = np.random.default_rng(seed)
     for scale in scales:
         x = (rng.standard_normal(shape) * scale).astype(np.float32)

@@ -25,6 +25,11 @@ from lipgraph.ir.validate import validate
 #: Initializers with more entries than this are weights, not shape data: shape inference and
 #: onnxruntime sessions are given them without their values (``large_initializers``).
 LARGE_INITIALIZER = 4096
+#: Element types onnxruntime takes from numpy arrays as initializers (``OrtValue.ortvalue_from_numpy``).
+ARRAY_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                      np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
+#: The external-data location of a weight whose values live in ``LoadedModel.initializers`` only.
+DETACHED = "lipgraph:detached"
 
 
 @dataclass
@@ -36,6 +41,7 @@ class LoadedModel:
     outputs: list[str]
     shapes: dict[str, tuple[int, ...]]
     elem_types: dict[str, int]
+    #: every initializer's value; the large ones' values are held here only (``detach_weights``)
     initializers: dict[str, np.ndarray]
     notes: list[tuple] = field(default_factory=list)   # (diagnostic code, message[, node[, data]])
     #: the model as loaded, before ``lipgraph.ir.fuse`` rewrote ``proto``; None if nothing was fused
@@ -74,6 +80,7 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
     inputs = [i.name for i in proto.graph.input if i.name not in initializers]
     shapes, elem_types, inferred_notes = _infer_shapes(proto, path)
     notes += inferred_notes
+    proto = detach_weights(proto, initializers)
     return LoadedModel(
         path=path, proto=proto,
         opsets={(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import},
@@ -155,6 +162,43 @@ def _static(value_info) -> tuple[int, ...] | None:
 def large_initializers(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
     """The top-level initializers with more than ``LARGE_INITIALIZER`` entries (the weights)."""
     return [t for t in proto.graph.initializer if math.prod(t.dims) > LARGE_INITIALIZER]
+
+
+def detach_weights(proto: onnx.ModelProto, initializers: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """``proto`` holding each weight once: a copy in which the large initializers
+    (``large_initializers``) that onnxruntime can take from arrays keep name, type and dims with an
+    external-data stub (location ``DETACHED``) instead of their data, whose values stay in
+    ``initializers`` only. Without it the loaded model held every weight twice (the file's bytes
+    and the arrays). A copy, because protobuf frees a message's storage only with the message:
+    clearing the fields would free nothing. Whoever hands the proto to onnxruntime gives it the
+    arrays (``differential.ort_session``) or writes them back first (``with_weights``)."""
+    names = {t.name for t in large_initializers(proto) if initializers[t.name].dtype in ARRAY_DTYPES}
+    if not names:
+        return proto
+    bare = without_initializers(proto, names)
+    for tensor in proto.graph.initializer:
+        if tensor.name in names:
+            stub = bare.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                                              data_location=onnx.TensorProto.EXTERNAL)
+            stub.external_data.add(key="location", value=DETACHED)
+    return bare
+
+
+def detached(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The initializers of ``proto`` whose values ``detach_weights`` left in the loaded arrays."""
+    return [t for t in proto.graph.initializer
+            if t.data_location == onnx.TensorProto.EXTERNAL and any(e.key == "location" and e.value == DETACHED
+                                                                     for e in t.external_data)]
+
+
+def with_weights(proto: onnx.ModelProto, initializers: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A self-contained copy of ``proto`` (e.g. ``LoadedModel.ort_proto``): the values of its
+    detached weights written back from ``initializers`` (``LoadedModel.initializers``)."""
+    full = onnx.ModelProto()
+    full.CopyFrom(proto)
+    for tensor in detached(full):
+        tensor.CopyFrom(numpy_helper.from_array(initializers[tensor.name], tensor.name))
+    return full
 
 
 def without_initializers(proto: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:

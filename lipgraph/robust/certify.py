@@ -26,7 +26,7 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
     from lipgraph.ir.execute import Executor
     from lipgraph.ir.fuse import fuse
     from lipgraph.ir.graph import build_graph
-    from lipgraph.ir.load import load_model
+    from lipgraph.ir.load import load_model, with_weights
     from lipgraph.registry import load_plugins
 
     load_plugins(options.plugins)
@@ -60,7 +60,7 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
     correct = np.flatnonzero(predicted == y)
     pairs = sorted({(min(int(y[n]), j), max(int(y[n]), j)) for n in correct for j in range(classes) if j != y[n]})
     fixed_options = dataclasses.replace(bound_options, input_shapes={}, fixed={}, input=graph.analysed)
-    bounds = margin_bounds(model.ort_proto, graph.output, classes, pairs, fixed_options, base.upper, progress)
+    bounds = margin_bounds(with_weights(model.ort_proto, model.initializers), graph.output, classes, pairs, fixed_options, base.upper, progress)
 
     radii = np.zeros(len(x))
     for n in correct:
@@ -71,7 +71,7 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
     attack_distance = np.full(len(x), math.inf)
     attacked = None
     if attack:
-        sess = ort_session(model.ort_proto)
+        sess = ort_session(model.ort_proto, initializers=model.initializers)
         dtype = sess.get_inputs()[0].type
         attacked = []
         broken = np.zeros(len(x), bool)

@@ -174,3 +174,38 @@ def test_invalid_utf8_text_field_is_refused_in_one_line(tmp_path):
     path.write_bytes(data)
     with pytest.raises(InputError, match="not valid UTF-8"):
         load_model(path)
+
+
+def test_weights_are_held_once_and_written_back_exactly(tmp_path):
+    """The large initializers' values live in ``LoadedModel.initializers`` only: the proto keeps
+    a stub per weight (name, type, dims), onnxruntime runs the loaded model from the arrays with
+    the file's outputs, and ``with_weights`` restores a model equal to the file's."""
+    from lipgraph.ir.differential import ort_session
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((80, 96)).astype(np.float32)
+    b = rng.standard_normal(96).astype(np.float64)
+    idx = np.arange(96 * 50, dtype=np.int64) % 96          # a large integer table: detached too
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["h"], ["hd"], to=TensorProto.DOUBLE),
+             helper.make_node("Add", ["hd", "b"], ["y"]), helper.make_node("Gather", ["y", "idx"], ["z"], axis=1)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(idx, "idx")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 80])],
+                              [helper.make_tensor_value_info("z", TensorProto.DOUBLE, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "weights.onnx"
+    onnx.save(model, path)
+    loaded = load_model(path)
+    assert sorted(t.name for t in lipgraph_load.detached(loaded.proto)) == ["idx", "w"]     # b is small
+    assert loaded.proto.ByteSize() < 2000 < w.nbytes
+    stub = next(t for t in loaded.proto.graph.initializer if t.name == "w")
+    assert (list(stub.dims), stub.data_type) == ([80, 96], TensorProto.FLOAT)
+    x = rng.standard_normal((2, 80)).astype(np.float32)
+    import onnxruntime as ort
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort_session(loaded.ort_proto, initializers=loaded.initializers).run(None, {"x": x})[0]
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="detached weights"):
+        ort_session(loaded.ort_proto)
+    full = lipgraph_load.with_weights(loaded.proto, loaded.initializers)
+    assert {t.name: numpy_helper.to_array(t).tobytes() for t in full.graph.initializer} == \
+        {t.name: numpy_helper.to_array(t).tobytes() for t in model.graph.initializer}
+    assert not lipgraph_load.detached(full) and len(lipgraph_load.detached(loaded.proto)) == 2
