@@ -318,6 +318,8 @@ def proven_max_eigenvalue(G, xmax2: float, inner: int, floor: float = 0.0, candi
     """
     if G.shape[0] == 0 or xmax2 == 0:  # no matrices, or only zero ones
         return floor
+    if floor > 0 and bool(batched_gram_below(G, floor, xmax2, inner).all()):
+        return floor   # a batch after the one that set the floor (chunks of one set): one Cholesky
     p = G.shape[-1]
     v = torch.ones(G.shape[:-1] + (1,), dtype=G.dtype)
     for _ in range(8):
