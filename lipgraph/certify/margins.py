@@ -318,15 +318,13 @@ def proven_max_eigenvalue(G, xmax2: float, inner: int, floor: float = 0.0, candi
     """
     if G.shape[0] == 0 or xmax2 == 0:  # no matrices, or only zero ones
         return floor
-    if floor > 0 and bool(batched_gram_below(G, floor, xmax2, inner).all()):
-        return floor   # a batch after the one that set the floor (chunks of one set): one Cholesky
     p = G.shape[-1]
-    v = torch.ones(G.shape[:-1] + (1,), dtype=G.dtype)
-    for _ in range(8):
-        v = G @ v
-        v = v / v.norm(dim=-2, keepdim=True).clamp_min(1e-300)
-    rayleigh = (v.mH @ G @ v).real.reshape(-1)
-    pending = torch.topk(rayleigh, min(candidates, G.shape[0])).indices
+    unproven = torch.arange(G.shape[0])
+    if floor > 0:   # a later batch of a set: most matrices proven below the floor by one Cholesky
+        unproven = unproven[~_gram_below(G, unproven, floor, xmax2, inner)]
+        if unproven.numel() == 0:
+            return floor
+    pending = unproven if unproven.numel() <= candidates else unproven[_power_ranked(G[unproven], candidates)]
     exact = torch.zeros(G.shape[0], dtype=torch.bool)
     top, room = floor, 4.0
     for _ in range(8):
@@ -337,10 +335,26 @@ def proven_max_eigenvalue(G, xmax2: float, inner: int, floor: float = 0.0, candi
         exact[pending] = True
         # δ at c ≈ 2·top (its p·c term then covers c itself), times ``room``
         c = top + room * 8 * UNIT * ((inner + 2) * xmax2 + (p + 2) * p * 2 * max(top, 0.0))
-        pending = torch.nonzero(~batched_gram_below(G, c, xmax2, inner)).reshape(-1)
-        if pending.numel() == 0:
+        unproven = unproven[~_gram_below(G, unproven, c, xmax2, inner)]   # proven below c' ≤ c: stays proven
+        if unproven.numel() == 0:
             return c
+        pending = unproven
     return math.inf
+
+
+def _gram_below(G, idx, c: float, xmax2: float, inner: int):
+    """``batched_gram_below`` on the matrices ``idx`` of the batch (no copy when that is all of it)."""
+    return batched_gram_below(G if idx.numel() == G.shape[0] else G[idx], c, xmax2, inner)
+
+
+def _power_ranked(G, k: int):
+    """Indices of the ``k`` matrices of the batch with the largest Rayleigh quotient after 8
+    batched power steps from the ones vector (a ranking, no claim)."""
+    v = torch.ones(G.shape[:-1] + (1,), dtype=G.dtype)
+    for _ in range(8):
+        v = G @ v
+        v = v / v.norm(dim=-2, keepdim=True).clamp_min(1e-300)
+    return torch.topk((v.mH @ G @ v).real.reshape(-1), k).indices
 
 
 def moment_slack(A, B, s: float, k: int) -> float:
