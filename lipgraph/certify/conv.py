@@ -20,9 +20,10 @@ proven is reported):
   and take the top float64 eigenvalue of the smaller Gram matrix (error ≲ n·u ≪ the margin).
 * ``dft`` — Sedghi et al.: the zero-padded (strided) convolution is a restriction of a
   circular convolution, so ‖A‖ ≤ max_ω σ_max(K̂(ω)); strides are folded into channels
-  (polyphase) so that strided convolutions are not overestimated; the maximum over frequencies
-  is proven by one batched Cholesky of θ²I − K̂(ω)ᴴK̂(ω) at θ a hair above the largest
-  σ_max (exact eigenvalues only for the few top-ranked frequencies and any that fail).
+  (polyphase) so that strided convolutions are not overestimated; every K̂(ω)ᴴK̂(ω) is a sum of
+  the kernel's autocorrelation H_Δ with phases, and the maximum over frequencies is proven by
+  batched Cholesky factorisations of θ²I − K̂(ω)ᴴK̂(ω) at θ a hair above the largest σ_max
+  (exact eigenvalues only for the few top-ranked frequencies and any that fail).
 * ``gram-proof`` — an estimate θ of ‖A‖ (the caller's ``estimate``, else Lanczos on AᵀA),
   then a Cholesky factorisation of θ′²I − AᵀA (θ′ = θ(1+δ), δ = 2e-4, ×8 on failure) proves
   ‖A‖ < θ′: near-exact on small/mid maps. AᵀA is banded in spatial-major, channel-minor order
@@ -219,8 +220,8 @@ def _polyphase_kernel(conv: _Conv) -> torch.Tensor:
     return full.reshape(*w.shape[:2], *split).permute(perm).reshape(w.shape[0], -1, *k_r)
 
 
-#: The DFT bound takes its frequencies in chunks of at most about this many bytes (K̂, the Gram
-#: matrices, a copy); measured on 512×512 and 256×384 kernels, no slower than all at once.
+#: The DFT bound takes its frequencies in chunks of at most about this many bytes (the Gram
+#: matrices, their parts, a copy); measured on 512×512 and 256×384 kernels, no slower than all at once.
 DFT_CHUNK_BYTES = 256 << 20
 
 
@@ -232,40 +233,93 @@ def _dft_bound(conv: _Conv) -> float:
     isometry and P_out (cropping) a projection, and ‖Circ_N‖ = max_ω σ_max(K̂(ω)). The grid
     N = ⌈padded/s⌉ suffices: a valid correlation never reads past the padded input, so the
     circular one on N agrees with it on every kept output (no wrap-around). Frequencies ω and
-    −ω give conjugate matrices (real kernel), so half the grid is enough. K̂(ω) = Σ_t K_t e^{−2πi ω·t/N}
-    is one complex (F×T)·(T×C_out·C_in) product per chunk of frequencies, whose rounding
-    (``_dft_rounding``) is added to the result; the maximum over the chunk of σ_max² of the
-    computed K̂ is proven by ``margins.proven_max_eigenvalue`` on their Gram matrices, whose
-    margin covers the Gram and Cholesky rounding.
+    −ω give conjugate matrices (real kernel), so half the grid is enough.
+
+    σ_max(K̂(ω))² is the top eigenvalue of the Gram matrix G(ω) = K̂ᴴK̂ = Σ_Δ H_Δ·e^{−2πi ω·Δ/N}
+    (or of K̂K̂ᴴ, the smaller: its conjugate is the same sum for the transposed taps), where
+    H_Δ = Σ_t K_tᵀK_{t+Δ} is the kernel's autocorrelation (``_autocorrelation``): computed once,
+    then two real (F×D)·(D×p²) products per chunk of frequencies give every G(ω) — T²·rows·p²
+    multiply-adds in all instead of F·rows·p² complex ones (ResNet-18's 512-channel 7×7 layers:
+    F = 45, T² = 81). The rounding of the computed Ĝ (``_gram_rounding``) is added to the
+    maximum over the chunks of λ_max(Ĝ), which ``margins.proven_max_eigenvalue`` proves (its
+    Cholesky margin included; ``inner=0``: Ĝ is taken as given).
     """
     kernel, grid, freqs = _polyphase_grid(conv)
-    c_out, c_in, g = kernel.shape[0], kernel.shape[1], conv.groups
-    per_freq = 16 * (c_out * c_in + 2 * g * min(c_out // g, c_in) ** 2)      # K̂(ω), its Gram matrices, a copy
-    if not budget.fits(3 * per_freq, f"the DFT bound of a {c_out}×{c_in} convolution (even one frequency)",
+    taps = _group_taps(kernel, conv.groups)
+    g, p = taps.shape[0], taps.shape[-1]
+    k = list(kernel.shape[2:])
+    per_freq = 16 * 5 * g * p * p    # Ĝ(ω) complex, its real and imaginary parts, Cholesky's input and factor
+    autocorr_bytes = 8 * g * p * p * (math.prod(2 * n - 1 for n in k) + math.prod(k))   # H, one offset's pairs
+    if not budget.fits(autocorr_bytes + per_freq,
+                       f"the DFT bound of a {kernel.shape[0]}×{kernel.shape[1]} convolution (even one frequency)",
                        "no DFT bound (∞)"):
         return math.inf
-    chunk = max(1, min(freqs, int(min(budget.memory_limit(), DFT_CHUNK_BYTES) // (3 * per_freq))))
+    offsets, autocorr = _autocorrelation(taps, k)
+    chunk = max(1, min(freqs, int(min(budget.memory_limit(), DFT_CHUNK_BYTES) // per_freq)))
     top = 0.0
     for start in range(0, freqs, chunk):
         budget.check()
-        _, blocks = _frequency_blocks(kernel, grid, g, torch.arange(start, min(start + chunk, freqs)))
-        gram = blocks.mH @ blocks if blocks.shape[-1] <= blocks.shape[-2] else blocks @ blocks.mH
-        blocks_shape = blocks.shape
-        del blocks
-        xmax2 = round_up(float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max()), rel=1e-6)  # ≥ ‖K̂(ω)‖_F²
-        top = proven_max_eigenvalue(gram, xmax2, max(blocks_shape[-2:]), floor=top)
-    return round_up(round_up(math.sqrt(top)) + _dft_rounding(kernel))
+        gram = _frequency_grams(offsets, autocorr, grid, torch.arange(start, min(start + chunk, freqs)))
+        xmax2 = round_up(float(gram.diagonal(dim1=-2, dim2=-1).real.sum(-1).max()), rel=1e-6)
+        top = proven_max_eigenvalue(gram, xmax2, 0, floor=top)
+        del gram
+    return round_up(math.sqrt(round_up(top + _gram_rounding(taps))))
 
 
-def _dft_rounding(kernel: torch.Tensor) -> float:
-    """A bound on ‖K̂(ω) − K̂_computed(ω)‖₂ for every ω: per entry, a phase e^{−2πi ω·t/N} carries
-    an error ≤ (8π·Σ_d t_d + 2)·u ≤ (8πT + 2)·u (the angle 2π·Σ_d (ω_d/N_d)·t_d, below 2π·Σ_d t_d, is
-    formed with a few roundings, then exp) and the length-T complex product adds √2·γ_{T+2}, both
-    relative to Σ_t |K_t| of that entry; their sum is below 30·(T + 1)·u, and ‖E‖₂ ≤ ‖E‖_F gives
-    30·(T + 1)·u·‖Σ_t |K_t|‖_F for the whole error matrix (every group's block is a part of it)."""
-    taps = math.prod(kernel.shape[2:])
-    absum = kernel.abs().reshape(kernel.shape[0], kernel.shape[1], -1).sum(-1)
-    return 30 * (taps + 1) * UNIT * float(torch.linalg.matrix_norm(absum))
+def _group_taps(kernel: torch.Tensor, groups: int) -> torch.Tensor:
+    """The polyphase kernel's taps per group, (g, *k, rows, p), transposed where that makes the
+    Gram matrix the smaller one (p = min of the group's output and input channels)."""
+    c_out, c_in, k = kernel.shape[0], kernel.shape[1], kernel.shape[2:]
+    taps = kernel.reshape(groups, c_out // groups, c_in, *k).movedim((1, 2), (-2, -1))   # (g, *k, o, c)
+    return taps if c_in <= c_out // groups else taps.transpose(-1, -2)
+
+
+def _autocorrelation(taps: torch.Tensor, k: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The offsets Δ ∈ Π_d (−k_d, k_d) (D, dim, integers) and H_Δ = Σ_t K_tᵀK_{t+Δ} (g, D, p, p):
+    per offset, the products of the overlapping pairs of taps (length rows each), then their sum.
+    The list of offsets is symmetric (entry D−1−j is −Δ_j) and H_{−Δ} = H_Δᵀ: half are transposes."""
+    g, p = taps.shape[0], taps.shape[-1]
+    offsets = list(itertools.product(*(range(1 - n, n) for n in k)))
+    out = taps.new_empty(g, len(offsets), p, p)
+    for j, delta in enumerate(offsets):
+        if j > len(offsets) - 1 - j:
+            out[:, j] = out[:, len(offsets) - 1 - j].mT
+            continue
+        first = (slice(None),) + tuple(slice(max(0, -e), n - max(0, e)) for e, n in zip(delta, k))
+        second = (slice(None),) + tuple(slice(max(0, e), n - max(0, -e)) for e, n in zip(delta, k))
+        pairs = taps[first].flatten(1, len(k)).mT @ taps[second].flatten(1, len(k))   # (g, pairs, p, p)
+        out[:, j] = pairs.sum(1)
+    return torch.tensor(offsets, dtype=torch.long).reshape(len(offsets), len(k)), out
+
+
+def _frequency_grams(offsets: torch.Tensor, autocorr: torch.Tensor, grid: list[int], idx: torch.Tensor) -> torch.Tensor:
+    """Ĝ(ω) = Σ_Δ H_Δ·e^{−2πi ω·Δ/N} for the half-grid frequencies ``idx``, per group:
+    (F_c·g, p, p), frequency-major. The phase θ = 2π·(Σ_d ω_dΔ_d/N_d mod 1) has its numerator
+    exact in integers, so θ ∈ [0, 2π) whatever Δ (``_gram_rounding``)."""
+    g, p = autocorr.shape[0], autocorr.shape[-1]
+    period = math.prod(grid)
+    turns = (_frequencies(grid, idx) * torch.tensor([period // n for n in grid])) @ offsets.T % period    # (F_c, D)
+    angle = turns.to(torch.float64) / period * (2 * math.pi)
+    flat = autocorr.reshape(g, -1, p * p)
+    gram = torch.complex(torch.cos(angle) @ flat, -torch.sin(angle) @ flat)                            # (g, F_c, p²)
+    return (gram[0] if g == 1 else gram.transpose(0, 1)).reshape(-1, p, p)
+
+
+def _gram_rounding(taps: torch.Tensor) -> float:
+    """A bound on ‖Ĝ(ω) − G(ω)‖₂ for every ω, for Ĝ as ``_dft_bound`` computes it.
+
+    Entrywise, with S = Σ_t |K_t| (rows × p): Ĥ_Δ, products of length rows summed over ≤ T pairs,
+    is off by ≤ γ_{rows+T}·Σ_t |K_t|ᵀ|K_{t+Δ}|; each phase e^{−iθ} has θ = 2π·(r/M) with the
+    integer r < M exact, so θ̂ carries 3 roundings of a number below 2π and cos θ̂, sin θ̂ (≤ 2u
+    each) are off by ≤ (6π + 2)·u < 21u, the complex phase by < 30u; the length-D real sums of
+    the two parts add √2·γ_D·Σ_Δ |Ĥ_Δ|. The sums over Δ of Σ_t |K_t|ᵀ|K_{t+Δ}| add up to SᵀS, so
+    |Ĝ − G| ≤ ε·SᵀS with ε ≤ (rows + T + 1.5·D + 45)·u·(1 + 1e-6), and ‖Ĝ − G‖₂ ≤ ‖|Ĝ − G|‖₂ ≤
+    ε·‖S‖₂² ≤ ε·‖S‖_F². Returned: 2u·(rows + T + 2D + 30)·‖Ŝ‖_F², which exceeds that with the
+    rounding of Ŝ and of ‖Ŝ‖_F² included."""
+    k = list(taps.shape[1:-2])
+    absum = taps.abs().sum(dim=tuple(range(1, 1 + len(k))))                   # (g, rows, p)
+    terms = taps.shape[-2] + math.prod(k) + 2 * math.prod(2 * n - 1 for n in k) + 30
+    return 2 * UNIT * terms * float(absum.square().sum())
 
 
 def _polyphase_grid(conv: _Conv) -> tuple[torch.Tensor, list[int], int]:
@@ -282,10 +336,15 @@ def _frequency_blocks(kernel: torch.Tensor, grid: list[int], groups: int,
     c_out, c_in = kernel.shape[:2]
     taps = torch.as_tensor(list(itertools.product(*(range(k) for k in kernel.shape[2:]))), dtype=torch.float64)
     flat = kernel.reshape(c_out * c_in, -1).T.to(torch.complex128)                        # (T, C_out·C_in)
-    axes = [torch.arange(n) for n in grid[:-1]] + [torch.arange(grid[-1] // 2 + 1)]
-    omega = torch.stack([a[i] for a, i in zip(axes, _unravel(idx, [len(a) for a in axes]))], 1).to(torch.float64)
+    omega = _frequencies(grid, idx).to(torch.float64)
     phase = torch.exp(-2j * math.pi * ((omega / torch.tensor(grid, dtype=torch.float64)) @ taps.T))  # (F_c, T)
     return omega, (phase @ flat).reshape(-1, c_out // groups, c_in)
+
+
+def _frequencies(grid: list[int], idx: torch.Tensor) -> torch.Tensor:
+    """The frequencies ω (F_c, dim; integers) of the half grid (the last dimension halved) with flat indices ``idx``."""
+    axes = [torch.arange(n) for n in grid[:-1]] + [torch.arange(grid[-1] // 2 + 1)]
+    return torch.stack([a[i] for a, i in zip(axes, _unravel(idx, [len(a) for a in axes]))], 1)
 
 
 def conv_start_vector(weight: np.ndarray, input_spatial: tuple[int, ...], *, strides, dilations, pads,

@@ -354,3 +354,41 @@ def test_start_vector_realises_most_of_the_dft_bound(k, s, d, g, spatial):
                                 proof_flops=0).value
     assert abs(float(torch.linalg.vector_norm(x)) - 1) < 1e-12
     assert float(torch.linalg.vector_norm(conv.apply(x[None]))) >= 0.96 * bound
+
+
+@pytest.mark.parametrize("c_out,c_in,k,s,d,g,spatial", [(3, 4, 3, 1, 1, 1, (6, 5)), (4, 2, 3, 2, 1, 1, (8, 7)),
+                                                       (6, 4, 2, 1, 1, 2, (5, 6)), (2, 5, 3, 1, 2, 1, (11,))])
+def test_frequency_grams_are_within_their_rounding_bound(c_out, c_in, k, s, d, g, spatial):
+    """Every Ĝ(ω) the DFT bound proves (from the kernel's autocorrelation) is within
+    ``_gram_rounding`` of K̂(ω)ᴴK̂(ω) computed with 40 digits (mpmath) from the definition
+    K̂(ω) = Σ_t K_t e^{−2πi ω·t/N}, in the Frobenius norm (≥ the spectral one), for every frequency
+    of the half grid: strides, dilation, groups and both Gram orientations."""
+    import mpmath
+    from lipgraph.certify.conv import (_as_conv, _autocorrelation, _frequencies, _frequency_grams, _gram_rounding,
+                                       _group_taps, _polyphase_grid)
+    rng = np.random.default_rng(c_out * 10 + c_in)
+    w = rng.standard_normal((c_out, c_in // g) + (k,) * len(spatial)) * np.exp(rng.uniform(-4, 4, (c_out, 1) + (1,) * len(spatial)))
+    pads = (d * (k - 1) // 2,) * (2 * len(spatial))
+    conv = _as_conv(w, spatial, s, d, pads, g, False, None)
+    kernel, grid, freqs = _polyphase_grid(conv)
+    taps = _group_taps(kernel, g)
+    shape_k = list(kernel.shape[2:])
+    offsets, autocorr = _autocorrelation(taps, shape_k)
+    idx = torch.arange(freqs)
+    got = _frequency_grams(offsets, autocorr, grid, idx).numpy()
+    bound = _gram_rounding(taps)
+    mpmath.mp.dps = 40
+    tap_index = list(itertools.product(*(range(n) for n in shape_k)))
+    worst = 0.0
+    for f, omega in enumerate(_frequencies(grid, idx).tolist()):
+        for j in range(taps.shape[0]):
+            phases = [mpmath.expjpi(-2 * sum(mpmath.mpf(o) * t / n for o, t, n in zip(omega, tap, grid)))
+                      for tap in tap_index]
+            blocks = [taps[(j, *tap)].numpy() for tap in tap_index]
+            khat = mpmath.matrix(*blocks[0].shape)
+            for ph, b in zip(phases, blocks):
+                khat += ph * mpmath.matrix(b.tolist())
+            ref = khat.H * khat
+            diff = got[f * taps.shape[0] + j] - np.array(ref.tolist(), dtype=complex)
+            worst = max(worst, float(np.linalg.norm(diff)))
+    assert 0 < worst <= bound, (worst, bound)
