@@ -255,7 +255,9 @@ def _dft_bound(conv: _Conv) -> float:
                        "no DFT bound (∞)"):
         return math.inf
     offsets, autocorr = _autocorrelation(taps, k)
-    chunk = max(1, min(freqs, int(min(budget.memory_limit(), DFT_CHUNK_BYTES) // per_freq)))
+    chunk = max(1, min(freqs, DFT_CHUNK_BYTES // per_freq))
+    if not budget.fits(chunk * per_freq, f"the DFT bound's {chunk} frequencies at once", "computed in smaller chunks"):
+        chunk = max(1, int(budget.memory_limit() // per_freq))
     top = 0.0
     for start in range(0, freqs, chunk):
         budget.check()
