@@ -344,7 +344,8 @@ def _frequency_blocks(kernel: torch.Tensor, grid: list[int], groups: int,
 
 
 def _frequencies(grid: list[int], idx: torch.Tensor) -> torch.Tensor:
-    """The frequencies ω (F_c, dim; integers) of the half grid (the last dimension halved) with flat indices ``idx``."""
+    """The frequencies ω (F_c, dim; integers) of the half grid (the last dimension halved) with
+    flat indices ``idx``."""
     axes = [torch.arange(n) for n in grid[:-1]] + [torch.arange(grid[-1] // 2 + 1)]
     return torch.stack([a[i] for a, i in zip(axes, _unravel(idx, [len(a) for a in axes]))], 1)
 

@@ -25,7 +25,7 @@ from lipgraph.ir.validate import validate
 #: Initializers with more entries than this are weights, not shape data: shape inference and
 #: onnxruntime sessions are given them without their values (``large_initializers``).
 LARGE_INITIALIZER = 4096
-#: Element types onnxruntime takes from numpy arrays as initializers (``OrtValue.ortvalue_from_numpy``).
+#: Element types onnxruntime reads from numpy arrays (the weights ``differential.ort_session`` feeds).
 ARRAY_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
                                       np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
 #: The external-data location of a weight whose values live in ``LoadedModel.initializers`` only.

@@ -60,7 +60,8 @@ def certify(path, data: str, labels: str, options: Options, eps: list[float] | N
     correct = np.flatnonzero(predicted == y)
     pairs = sorted({(min(int(y[n]), j), max(int(y[n]), j)) for n in correct for j in range(classes) if j != y[n]})
     fixed_options = dataclasses.replace(bound_options, input_shapes={}, fixed={}, input=graph.analysed)
-    bounds = margin_bounds(with_weights(model.ort_proto, model.initializers), graph.output, classes, pairs, fixed_options, base.upper, progress)
+    bounds = margin_bounds(with_weights(model.ort_proto, model.initializers), graph.output, classes, pairs,
+                           fixed_options, base.upper, progress)
 
     radii = np.zeros(len(x))
     for n in correct:

@@ -185,8 +185,10 @@ def test_weights_are_held_once_and_written_back_exactly(tmp_path):
     w = rng.standard_normal((80, 96)).astype(np.float32)
     b = rng.standard_normal(96).astype(np.float64)
     idx = np.arange(96 * 50, dtype=np.int64) % 96          # a large integer table: detached too
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["h"], ["hd"], to=TensorProto.DOUBLE),
-             helper.make_node("Add", ["hd", "b"], ["y"]), helper.make_node("Gather", ["y", "idx"], ["z"], axis=1)]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Cast", ["h"], ["hd"], to=TensorProto.DOUBLE),
+             helper.make_node("Add", ["hd", "b"], ["y"]),
+             helper.make_node("Gather", ["y", "idx"], ["z"], axis=1)]
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(idx, "idx")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 80])],
                               [helper.make_tensor_value_info("z", TensorProto.DOUBLE, None)], inits)
