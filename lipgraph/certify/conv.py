@@ -238,9 +238,9 @@ def _dft_bound(conv: _Conv) -> float:
     σ_max(K̂(ω))² is the top eigenvalue of the Gram matrix G(ω) = K̂ᴴK̂ = Σ_Δ H_Δ·e^{−2πi ω·Δ/N}
     (or of K̂K̂ᴴ, the smaller: its conjugate is the same sum for the transposed taps), where
     H_Δ = Σ_t K_tᵀK_{t+Δ} is the kernel's autocorrelation (``_autocorrelation``): computed once,
-    then two real (F×D)·(D×p²) products per chunk of frequencies give every G(ω) — T²·rows·p²
-    multiply-adds in all instead of F·rows·p² complex ones (ResNet-18's 512-channel 7×7 layers:
-    F = 45, T² = 81). The rounding of the computed Ĝ (``_gram_rounding``) is added to the
+    then two real (F×D)·(D×p²) products per chunk of frequencies give every G(ω) — about
+    T²·rows·p²/2 multiply-adds for H instead of F·rows·p² complex ones for the Gram products
+    (ResNet-18's 512-channel 7×7 layers: F = 45, T² = 81). The rounding of the computed Ĝ (``_gram_rounding``) is added to the
     maximum over the chunks of λ_max(Ĝ), which ``margins.proven_max_eigenvalue`` proves (its
     Cholesky margin included; ``inner=0``: Ĝ is taken as given).
     """
