@@ -77,3 +77,18 @@ def test_regression_float32_overflow_is_not_a_semantic_mismatch():
     with pytest.raises(SemanticMismatch):
         _compare(graph, "node 'g' (Gemm)", "y", np.array([2.0, 1.0], np.float32), np.array([3.0, 1.0], np.float32),
                  "output")
+
+
+def test_a_huge_size_attribute_is_refused_in_one_line(tmp_path):
+    """Found by ``make fuzz``: an LSTM whose hidden_size is 2⁴⁰ makes shape inference promise a
+    32 TiB tensor that a Shape node reads; folding that node allocated zeros of that shape and
+    died with a MemoryError (exit 3). Now the fold refuses it against the memory limit: exit 2."""
+    import onnx
+    model = onnx.load(MODELS / "zoo/lstm_ts.onnx")
+    lstm = next(n for n in model.graph.node if n.op_type == "LSTM")
+    next(a for a in lstm.attribute if a.name == "hidden_size").i = 2 ** 40
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, path)
+    code, out, err, seconds = run(path, [], TIME_LIMIT)
+    assert code == 2 and failure(code, out, err, seconds, TIME_LIMIT) is None, (code, err)
+    assert "over the memory limit" in err and len(err.strip().splitlines()) == 1, err

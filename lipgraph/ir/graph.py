@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import onnx
 
+import lipgraph.budget as budget
 from lipgraph.diagnostics import Diagnostic
 from lipgraph.errors import InputError
 from lipgraph.ir.inputs import FLOAT_TYPES
@@ -159,8 +160,12 @@ def _fold(node, nid, rule, version, constants, model) -> dict[str, np.ndarray]:
         if t in constants:
             feeds[t] = constants[t]
         else:  # dynamic input of a CONSTANT-kind node: only its shape matters
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(model.elem_types.get(t, onnx.TensorProto.FLOAT))
-            feeds[t] = np.zeros(model.shapes[t], dtype=dtype)
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(model.elem_types.get(t, onnx.TensorProto.FLOAT)))
+            shape = model.shapes[t]
+            if not budget.fits(dtype.itemsize * float(np.prod(shape, dtype=np.float64))):
+                raise InputError(f"cannot fold constant node '{nid}' ({node.op_type}): its input '{t}' would have "
+                                 f"shape {list(shape)}, over the memory limit (a damaged size attribute?)")
+            feeds[t] = np.zeros(shape, dtype=dtype)
     try:
         if rule is not None and (rule.kind is Kind.CONSTANT or node.domain not in ("", "ai.onnx")):
             import torch
