@@ -92,3 +92,24 @@ def test_a_huge_size_attribute_is_refused_in_one_line(tmp_path):
     code, out, err, seconds = run(path, [], TIME_LIMIT)
     assert code == 2 and failure(code, out, err, seconds, TIME_LIMIT) is None, (code, err)
     assert "over the memory limit" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_huge_weights_inside_a_bounded_node_are_overflow_not_a_mismatch(tmp_path):
+    """Found by ``make fuzz``: a GRU whose recurrence weights were scaled by 10³⁶ overflows float32 inside its
+    gates while its output stays in [−1, 1]; onnxruntime and lipgraph round to ±∞ at different
+    places and their outputs differ by 2. That is overflow of the huge weights, not a semantic
+    mismatch (exit 3): the guard notes it ([overflow]) and the analysis goes on."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(MODELS / "zoo/bigru_dynamo.onnx")
+    gru = next(n for n in model.graph.node if n.op_type == "GRU")
+    for init in model.graph.initializer:
+        if init.name == gru.input[2]:       # R, the recurrence weights
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1e36) + np.float32(1e25),
+                                                  init.name))
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, path)
+    code, out, err, seconds = run(path, ["--format", "json"], TIME_LIMIT)
+    assert failure(code, out, err, seconds, TIME_LIMIT) is None and code in (0, 1), (code, err)
+    import json
+    assert any(d["code"] == "overflow" for d in json.loads(out)["diagnostics"])
